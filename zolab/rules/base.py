@@ -1,0 +1,333 @@
+"""Shared plumbing of every ZO rule: a ``torch.optim.Optimizer`` whose ``step(closure)`` needs only losses.
+
+A rule = direction sampler × estimator × update. A subclass sets its ``defaults`` and implements
+``_update(ref, g, state) -> U``; the base applies θ ← θ(1 − ηλ) − ηU (decoupled decay) to every tensor of
+the active block(s), tensor by tensor, regenerating the directions from the step's seeds.
+
+Randomness is a pure function of (``seed``, step t, block position, query k, tensor index), so the random
+stream is part of the state by construction: ``state_dict()`` carries t and a resumed run draws the same
+directions. Global counters live under ``state_dict()["zo"]`` (plain ints and 0-dim tensors), not under a
+parameter, so they are never cast to a parameter's dtype.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterable
+
+import torch
+
+from zolab import blocks as _blocks
+from zolab.directions import DirectionSampler, make_sampler, mix
+from zolab.estimator import ESTIMATORS, SCALES, BlockEstimate, ParamRef, Query, StepRecord, estimate
+from zolab.schedules import Schedule, value_at
+
+NONFINITE = ("raise", "skip")
+WEIGHT_DECAY_MODES = ("decoupled", "coupled")
+GRANULARITIES = ("model", "tensor")
+
+
+def _check_range(name: str, value, lo: float, hi: float, hi_open: bool = True, lo_open: bool = False):
+    if isinstance(value, Schedule):
+        return
+    bad = not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value)
+    bad = bad or value < lo or (lo_open and value == lo) or value > hi or (hi_open and value == hi)
+    if bad:
+        lo_s = "(" if lo_open else "["
+        hi_s = ")" if hi_open else "]"
+        raise ValueError(f"invalid {name}: {value!r}; allowed: a number in {lo_s}{lo}, {hi}{hi_s}")
+
+
+class ZOOptimizer(torch.optim.Optimizer):
+    """Base class. Args common to every rule (each rule documents its own):
+
+    lr: step size η (float or ``Schedule``), >= 0.
+    mu: perturbation radius μ, > 0 (per group allowed).
+    num_queries: K >= 1 directions per step.
+    estimator: ``"forward"`` (K + 1 forwards) or ``"central"`` (2K forwards).
+    directions: ``"gaussian"``, ``"sphere"``, ``"rademacher"`` or a ``DirectionSampler``.
+    scale: ``"dimension"`` (c = d), ``"none"`` (c = 1) or None: ``dimension`` for sphere, else ``none``.
+    weight_decay: λ >= 0; by default only for tensors with 2+ dims, unless the group sets it explicitly.
+    weight_decay_mode: ``"decoupled"`` θ ← θ − η(U + λθ) (MeZO) or ``"coupled"`` (λθ added to ĝ).
+    seed: integer seed of every random draw of this optimizer.
+    nonfinite: ``"raise"`` (error naming the step and losses) or ``"skip"`` (no update, counted).
+    blocks: None (all at once), ``"module"``, ``"tensor"``, an int, or name regexes (see ``zolab.blocks``).
+    block_selection: ``"cyclic"``, ``"permutation"`` or ``"uniform"``.
+    blocks_per_step: 1 (block-coordinate) or ``"all"`` (every block in model order, each estimated then
+        updated, as ZO-Bench's block-wise ZO).
+    granularity: ``"model"`` or ``"tensor"`` (R-AdaZO's code: each tensor its own block, all per step).
+
+    Parameters may be given as ``model.named_parameters()`` (needed for ``blocks="module"``/regexes).
+    """
+
+    elementwise_linear = False  # U = g·s for a scalar s: allows the fused path that never materializes g
+
+    def __init__(
+        self,
+        params,
+        defaults: dict,
+        *,
+        num_queries: int = 1,
+        estimator: str = "central",
+        directions: str | DirectionSampler = "gaussian",
+        scale: str | None = None,
+        weight_decay_mode: str = "decoupled",
+        seed: int = 0,
+        nonfinite: str = "raise",
+        blocks=None,
+        block_selection: str = "permutation",
+        blocks_per_step: int | str = 1,
+        granularity: str = "model",
+    ):
+        if isinstance(num_queries, bool) or not isinstance(num_queries, int) or num_queries < 1:
+            raise ValueError(f"invalid num_queries: {num_queries!r}; allowed: an integer >= 1")
+        for name, value, allowed in (
+            ("estimator", estimator, ESTIMATORS),
+            ("weight_decay_mode", weight_decay_mode, WEIGHT_DECAY_MODES),
+            ("nonfinite", nonfinite, NONFINITE),
+            ("block_selection", block_selection, _blocks.SELECTIONS),
+            ("granularity", granularity, GRANULARITIES),
+        ):
+            if value not in allowed:
+                raise ValueError(f"unknown {name} {value!r}; allowed: {list(allowed)}")
+        if scale is not None and scale not in SCALES:
+            raise ValueError(f"unknown scale {scale!r}; allowed: {list(SCALES)} or None (auto)")
+        if blocks_per_step not in (1, "all"):
+            raise ValueError(f"invalid blocks_per_step {blocks_per_step!r}; allowed: 1 or 'all'")
+        if granularity == "tensor":
+            if blocks is not None:
+                raise ValueError(f"granularity='tensor' makes each tensor a block; got blocks={blocks!r} too")
+            blocks, blocks_per_step, block_selection = "tensor", "all", "cyclic"
+        self.sampler = make_sampler(directions)
+        self.num_queries, self.estimator, self.seed = num_queries, estimator, int(seed)
+        self.scale = scale or ("dimension" if self.sampler.normalize else "none")
+        self.weight_decay_mode, self.nonfinite = weight_decay_mode, nonfinite
+        self.block_spec, self.block_selection, self.blocks_per_step = blocks, block_selection, blocks_per_step
+        self.granularity = granularity
+        # Schedules live on the optimizer, their current values in the groups (state_dict stays plain).
+        self.schedules = {k: v for k, v in defaults.items() if self._has_schedule(v)}
+        defaults = {k: self._resolve(v, 1) for k, v in defaults.items()}
+        self.zo = {"step": 0, "forwards": 0, "skipped": 0}
+        self.record: StepRecord | None = None
+        self._partition = None
+        super().__init__(params, defaults)
+
+    # ---------------------------------------------------------------- groups and validation
+    @staticmethod
+    def _has_schedule(v) -> bool:
+        return isinstance(v, Schedule) or (isinstance(v, tuple) and any(isinstance(x, Schedule) for x in v))
+
+    @staticmethod
+    def _resolve(v, t: int):
+        return tuple(value_at(x, t) for x in v) if isinstance(v, tuple) else value_at(v, t)
+
+    def add_param_group(self, param_group: dict) -> None:
+        if not isinstance(param_group, dict):
+            param_group = {"params": param_group}
+        params = param_group["params"]
+        params = [params] if isinstance(params, torch.Tensor) else list(params)
+        if params and isinstance(params[0], tuple):
+            param_group["param_names"] = [n for n, _ in params]
+            params = [p for _, p in params]
+        param_group["params"] = params
+        # Decay applies to 1-D tensors only when the group itself asks for decay (ALGORITHMS.md §2).
+        param_group.setdefault("decay_1d", "weight_decay" in param_group)
+        for k, v in list(param_group.items()):
+            if self._has_schedule(v):
+                raise ValueError(f"param group {k!r}: schedules go to the constructor (they apply to all groups)")
+        merged = {**self.defaults, **param_group}
+        self._check_group(merged)
+        super().add_param_group(param_group)
+        self._partition = None
+
+    def _check_group(self, g: dict) -> None:
+        _check_range("lr", g["lr"], 0.0, math.inf)
+        _check_range("mu", g["mu"], 0.0, math.inf, lo_open=True)
+        _check_range("weight_decay", g.get("weight_decay", 0.0), 0.0, math.inf)
+        _check_range("eps", g.get("eps", 0.0), 0.0, math.inf)
+        for i, b in enumerate(g.get("betas", ())):
+            _check_range(f"betas[{i}]", b, 0.0, 1.0)
+
+    def _refs(self) -> list[ParamRef]:
+        refs, i = [], 0
+        for group in self.param_groups:
+            names = group.get("param_names") or [None] * len(group["params"])
+            for p, name in zip(group["params"], names):
+                refs.append(ParamRef(i, p, name or f"param{i}", group))
+                i += 1
+        return refs
+
+    def partition(self) -> list[tuple[str, list[ParamRef]]]:
+        """The ordered blocks of trainable tensors (tensors with ``requires_grad=False`` are skipped)."""
+        if self._partition is None:
+            refs = [r for r in self._refs() if r.param.requires_grad]
+            if not refs:
+                raise ValueError("no trainable parameter (all have requires_grad=False)")
+            named = any("param_names" in g for g in self.param_groups)
+            if self.block_spec not in (None, "tensor") and not named and not isinstance(self.block_spec, int):
+                raise ValueError(
+                    f"blocks={self.block_spec!r} needs parameter names: pass model.named_parameters()"
+                )
+            parts = _blocks.partition([r.name for r in refs], [r.param.numel() for r in refs], self.block_spec)
+            self._partition = [(name, [refs[i] for i in idx]) for name, idx in parts]
+        return self._partition
+
+    # ---------------------------------------------------------------- state
+    def state_dict(self):
+        sd = super().state_dict()
+        sd["zo"] = copy.deepcopy(self.zo)
+        return sd
+
+    def load_state_dict(self, state_dict):
+        state_dict = dict(state_dict)
+        zo = state_dict.pop("zo", None)
+        if zo is None:
+            raise ValueError("this state_dict has no 'zo' entry: it was not saved by a zolab optimizer")
+        super().load_state_dict(state_dict)
+        self.zo = copy.deepcopy(zo)
+        self._partition = None
+
+    # ---------------------------------------------------------------- directions
+    def _direction(self, ref: ParamRef, query: Query, alpha) -> torch.Tensor:
+        """alpha·u for this tensor: a fresh tensor the caller may overwrite."""
+        u = self.sampler.sample(mix(query.seed, ref.index), ref.param)
+        if query.inv_norm is not None:
+            alpha = query.inv_norm * alpha
+        return u.mul_(alpha)
+
+    def _queries(self, refs: list[ParamRef], t: int, position: int) -> list[Query]:
+        queries = [Query(mix(self.seed, t, position, k)) for k in range(self.num_queries)]
+        if self.sampler.normalize:  # sphere: one pass to get ||z|| over the perturbed set
+            for q in queries:
+                sq = sum(self.sampler.sample(mix(q.seed, r.index), r.param).float().square().sum() for r in refs)
+                q.inv_norm = sq.rsqrt()
+        return queries
+
+    def _grad(self, ref: ParamRef, est: BlockEstimate, coefs: torch.Tensor) -> torch.Tensor:
+        """Σ_k coef_k u_k on one tensor."""
+        g = self._direction(ref, est.queries[0], coefs[0])
+        for k in range(1, len(est.queries)):
+            g.add_(self._direction(ref, est.queries[k], coefs[k]))
+        return g
+
+    def grad_estimate(self) -> dict[str, torch.Tensor]:
+        """ĝ of the last step, per perturbed tensor name, regenerated from the record (for probes)."""
+        if self.record is None:
+            raise RuntimeError("no step taken yet")
+        return {r.name: self._grad(r, b, b.coefficients(r)) for b in self.record.blocks for r in b.refs}
+
+    # ---------------------------------------------------------------- the step
+    def _coefs(self, ref: ParamRef, est: BlockEstimate) -> torch.Tensor:
+        """Per-query coefficients the update uses (a rule may transform them, e.g. sign of p)."""
+        return est.coefficients(ref)
+
+    def _begin_update(self, block: str, est: BlockEstimate) -> None:
+        """Hook before a block's tensors are updated (scalar state of MEAZO, say)."""
+
+    def _update(self, ref: ParamRef, g: torch.Tensor, state: dict) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _update_scale(self, ref: ParamRef, state: dict):
+        """For ``elementwise_linear`` rules: U = g·scale."""
+        return 1.0
+
+    def _decays(self, ref: ParamRef) -> float:
+        wd = ref.group.get("weight_decay", 0.0)
+        return wd if wd and (ref.param.ndim >= 2 or ref.group["decay_1d"]) else 0.0
+
+    def _apply(self, ref: ParamRef, est: BlockEstimate) -> None:
+        p, group = ref.param, ref.group
+        state = self.state[p]
+        lr, wd = group["lr"], self._decays(ref)
+        coefs = self._coefs(ref, est)
+        coupled = wd and self.weight_decay_mode == "coupled"
+        if self.elementwise_linear and not coupled:
+            # θ ← θ(1 − ηλ) − η s Σ_k coef_k u_k, one fused pass per query, g never materialized
+            s = self._update_scale(ref, state)
+            if wd:
+                p.mul_(1 - lr * wd)
+            for k, q in enumerate(est.queries):
+                p.add_(self._direction(ref, q, coefs[k] * s * -lr))
+            return
+        g = self._grad(ref, est, coefs)
+        if coupled:
+            g.add_(p, alpha=wd)
+        update = self._update(ref, g, state)
+        if wd and not coupled:
+            p.mul_(1 - lr * wd)
+        p.add_(update, alpha=-lr)
+
+    def _blocks_of_step(self, t: int) -> list[tuple[str, list[ParamRef]]]:
+        parts = self.partition()
+        if self.blocks_per_step == "all" or len(parts) == 1:
+            return parts
+        return [parts[_blocks.select(t, len(parts), self.block_selection, self.seed)]]
+
+    def schedule_values(self) -> dict[str, float]:
+        out = {}
+        for k, v in self.schedules.items():
+            values = self.param_groups[0][k]
+            if isinstance(values, tuple):
+                out.update({f"{k}{i + 1}" if k == "betas" else f"{k}{i}": x for i, x in enumerate(values)})
+            else:
+                out[k] = values
+        return out
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """One ZO step. ``closure()`` returns the loss at the current parameters; it must not call backward.
+
+        Returns f(θ) (forward estimator) or the mean of the ± losses (central), the same quantity for
+        every rule. After the step, ``self.record`` holds the step record for probes.
+        """
+        if closure is None or not callable(closure):
+            raise TypeError(f"{type(self).__name__}.step needs a closure that returns the loss, got {closure!r}")
+        t = self.zo["step"] + 1
+        for k, v in self.schedules.items():
+            for group in self.param_groups:
+                group[k] = self._resolve(v, t)
+        estimates, skipped = [], False
+        for position, (block, refs) in enumerate(self._blocks_of_step(t)):
+            scale = float(sum(r.param.numel() for r in refs)) if self.scale == "dimension" else 1.0
+            queries = self._queries(refs, t, position)
+            est = estimate(refs, block, queries, self.estimator, scale, self._direction, closure)
+            self.zo["forwards"] += len(est.losses)
+            estimates.append(est)
+            if not bool(torch.isfinite(est.losses).all()):  # the one host sync of a step
+                if self.nonfinite == "raise":
+                    raise FloatingPointError(
+                        f"non-finite loss at step {t} (block {block!r}): losses {est.losses.tolist()}; "
+                        "parameters are unchanged; pass nonfinite='skip' to skip such steps"
+                    )
+                skipped = True
+                break
+            self._begin_update(block, est)
+            for r in refs:
+                self._apply(r, est)
+        if skipped:
+            self.zo["skipped"] += 1
+        self.zo["step"] = t
+        loss = torch.stack([e.loss.to(estimates[0].loss.dtype) for e in estimates]).mean()
+        self.record = StepRecord(
+            step=t,
+            estimator=self.estimator,
+            directions=self.sampler.name,
+            num_queries=self.num_queries,
+            blocks=estimates,
+            schedule=self.schedule_values(),
+            loss=loss,
+            skipped=skipped,
+            forwards=self.zo["forwards"],
+            moments={r.name: self.state[r.param] for e in estimates for r in e.refs},
+        )
+        return loss
+
+    def __repr__(self) -> str:
+        opts = (
+            f"estimator={self.estimator!r}, directions={self.sampler.name!r}, num_queries={self.num_queries}, "
+            f"scale={self.scale!r}, seed={self.seed}"
+        )
+        if self.block_spec is not None:
+            opts += f", blocks={self.block_spec!r}, block_selection={self.block_selection!r}"
+        return f"{type(self).__name__}({opts}, groups={len(self.param_groups)})"

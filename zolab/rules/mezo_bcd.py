@@ -1,0 +1,23 @@
+"""MeZO-BCD (Park et al., 2025, arXiv 2501.19099; ALGORITHMS.md §3.9): ZO-SGD on one block per step.
+
+At step t one block B_t is chosen; only B_t is perturbed and updated (2 forwards): no random numbers and
+no writes outside it, which is where the per-iteration speed-up over MeZO comes from. Weight decay touches
+only the active block. Blocks (default ``"module"``): one per transformer layer, the embeddings (a tied
+head included) as one, every other top-level module with trainable tensors as its own; or name regexes,
+or an int n of equal-size blocks. Selection **[open]**: ``"permutation"`` (default, a new random order each
+epoch over the blocks), ``"cyclic"``, ``"uniform"``. Pass ``model.named_parameters()``.
+
+Any other rule runs block-wise with the same ``blocks=...`` options (``blocks_per_step="all"`` for
+ZO-Bench's block-wise ZO).
+"""
+
+from zolab.rules.zosgd import ZOSGD
+
+
+class MeZOBCD(ZOSGD):
+    """Args: lr (1e-3), mu (1e-3), weight_decay (0), blocks ("module"), block_selection ("permutation")."""
+
+    def __init__(self, params, lr=1e-3, mu=1e-3, weight_decay=0.0, blocks="module",
+                 block_selection="permutation", **options):
+        super().__init__(params, lr=lr, mu=mu, weight_decay=weight_decay, blocks=blocks,
+                         block_selection=block_selection, **options)
