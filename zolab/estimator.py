@@ -132,7 +132,7 @@ def evaluate_at(refs: list[ParamRef], query: Query, sign: float, direction: Dire
     try:
         for r in refs:
             p = r.param
-            point = direction(r, query, sign * r.group["mu"]).add_(p.data)
+            point = direction(r, query, sign * r.group["mu"]).to(p.dtype).add_(p.data)
             originals.append((p, p.data))
             p.data = point
         return as_loss(closure())

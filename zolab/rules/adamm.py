@@ -24,11 +24,10 @@ class ZOAdaMM(ZOOptimizer):
     bias_correction (False), eps_inside_sqrt (False)."""
 
     def __init__(self, params, lr=1e-3, mu=1e-3, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.0,
-                 amsgrad=False, bias_correction=False, eps_inside_sqrt=False, **options):
-        options.setdefault("estimator", "forward")
-        options.setdefault("directions", "sphere")
+                 amsgrad=False, bias_correction=False, eps_inside_sqrt=False,
+                 estimator="forward", directions="sphere", **options):
         defaults = dict(lr=lr, mu=mu, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
-        super().__init__(params, defaults, **options)
+        super().__init__(params, defaults, estimator=estimator, directions=directions, **options)
         self.amsgrad, self.bias_correction, self.eps_inside_sqrt = amsgrad, bias_correction, eps_inside_sqrt
 
     def _update(self, ref, g, state):

@@ -22,7 +22,7 @@ print([s(20000) for s in adamu_schedules(20000)])"``). Pass floats or other sche
 import math
 
 from zolab.directions import Gaussian, mix
-from zolab.rules.base import ZOOptimizer, _check_range
+from zolab.rules.base import ZOOptimizer, _check_range, _wide
 from zolab.schedules import adamu_schedules
 
 
@@ -65,8 +65,9 @@ class ZOAdaMU(ZOOptimizer):
         gen = self.sampler.generator(mix(query.seed, ref.index), p.device)
         eps2 = self.sampler.draw(gen, p)  # z̈'s noise first, as the authors' code
         eps1 = self.sampler.draw(gen, p)
-        zdot = eps1.mul_(math.sqrt(group["alpha"]))
-        zddot = eps2.mul_(math.sqrt(1 - group["alpha"]))
+        # float32 for half-precision tensors: v = β2 ż² + (1−β2) z̈² underflows in float16
+        zdot = _wide(eps1).mul_(math.sqrt(group["alpha"]))
+        zddot = _wide(eps2).mul_(math.sqrt(1 - group["alpha"]))
         if "m" in self.state[p]:
             zddot.add_(self.state[p]["m"])
         return zdot, zddot

@@ -39,6 +39,11 @@ def _check_range(name: str, value, lo: float, hi: float, hi_open: bool = True, l
         raise ValueError(f"invalid {name}: {value!r}; allowed: a number in {lo_s}{lo}, {hi}{hi_s}")
 
 
+def _wide(x: torch.Tensor) -> torch.Tensor:
+    """float16/bfloat16 promoted to float32 for reductions; float32/float64 as they are."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
 class ZOOptimizer(torch.optim.Optimizer):
     """Base class. Args common to every rule (each rule documents its own):
 
@@ -185,6 +190,16 @@ class ZOOptimizer(torch.optim.Optimizer):
         if zo is None:
             raise ValueError("this state_dict has no 'zo' entry: it was not saved by a zolab optimizer")
         super().load_state_dict(state_dict)
+        # torch casts every state tensor to its parameter's dtype; zolab keeps the saved dtypes (float32
+        # moments of half-precision tensors), so that a resumed run continues bitwise.
+        saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+        params = [p for g in self.param_groups for p in g["params"]]
+        by_id = dict(zip(saved_ids, params))
+        for i, saved in state_dict["state"].items():
+            p = by_id[i]
+            for k, v in saved.items():
+                if torch.is_tensor(v) and k != "step":
+                    self.state[p][k] = v.to(device=p.device, copy=True)
         self.zo = copy.deepcopy(zo)
         self._partition = None
 
@@ -200,7 +215,7 @@ class ZOOptimizer(torch.optim.Optimizer):
         queries = [Query(mix(self.seed, t, position, k)) for k in range(self.num_queries)]
         if self.sampler.normalize:  # sphere: one pass to get ||z|| over the perturbed set
             for q in queries:
-                sq = sum(self.sampler.sample(mix(q.seed, r.index), r.param).float().square().sum() for r in refs)
+                sq = sum(_wide(self.sampler.sample(mix(q.seed, r.index), r.param)).square().sum() for r in refs)
                 q.inv_norm = sq.rsqrt()
         return queries
 
@@ -250,7 +265,7 @@ class ZOOptimizer(torch.optim.Optimizer):
             for k, q in enumerate(est.queries):
                 p.add_(self._direction(ref, q, coefs[k] * s * -lr))
             return
-        g = self._grad(ref, est, coefs)
+        g = _wide(self._grad(ref, est, coefs))  # moments of half-precision tensors are kept in float32
         if coupled:
             g.add_(p, alpha=wd)
         update = self._update(ref, g, state)

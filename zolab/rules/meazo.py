@@ -51,19 +51,18 @@ class MEAZO(ZOOptimizer):
 
     def _begin_update(self, block, est):
         self._factors = {}
+        scopes = self.zo.setdefault("scopes", {})
         for ref in est.refs:
             key = self._scope_key(ref, block)
-            if key in self._factors:
-                continue
-            p = est.diffs / ref.group["mu"]
-            s = p.mean().square() if self.v_stat == "sq_mean" else p.square().mean()
-            scopes = self.zo.setdefault("scopes", {})
-            st = scopes.setdefault(key, {"v": torch.zeros_like(s), "updates": 0})
-            beta, eps = ref.group["beta"], ref.group["eps"]
-            st["v"] = st["v"] * beta + s * (1 - beta)
-            st["updates"] += 1
-            v_hat = st["v"] / (1 - beta ** st["updates"])
-            self._factors[key] = 1.0 / (v_hat.sqrt() + eps)
+            if key not in self._factors:
+                p = est.diffs / ref.group["mu"]
+                s = p.mean().square() if self.v_stat == "sq_mean" else p.square().mean()
+                st = scopes.setdefault(key, {"v": torch.zeros_like(s), "updates": 0})
+                beta, eps = ref.group["beta"], ref.group["eps"]
+                st["v"] = st["v"] * beta + s * (1 - beta)
+                st["updates"] += 1
+                v_hat = st["v"] / (1 - beta ** st["updates"])
+                self._factors[key] = 1.0 / (v_hat.sqrt() + eps)
             self._factors[ref.name] = self._factors[key]
 
     def _update_scale(self, ref, state):

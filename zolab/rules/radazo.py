@@ -32,13 +32,12 @@ class RAdaZO(ZOOptimizer):
     eps_inside_sqrt (False)."""
 
     def __init__(self, params, lr=1e-3, mu=1e-3, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.0,
-                 v_warmup_steps=0, eps_inside_sqrt=False, **options):
+                 v_warmup_steps=0, eps_inside_sqrt=False,
+                 estimator="forward", directions="sphere", **options):
         if isinstance(v_warmup_steps, bool) or not isinstance(v_warmup_steps, int) or v_warmup_steps < 0:
             raise ValueError(f"invalid v_warmup_steps: {v_warmup_steps!r}; allowed: an integer >= 0")
-        options.setdefault("estimator", "forward")
-        options.setdefault("directions", "sphere")
         defaults = dict(lr=lr, mu=mu, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
-        super().__init__(params, defaults, **options)
+        super().__init__(params, defaults, estimator=estimator, directions=directions, **options)
         self.v_warmup_steps, self.eps_inside_sqrt = v_warmup_steps, eps_inside_sqrt
 
     def _update(self, ref, g, state):

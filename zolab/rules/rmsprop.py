@@ -15,10 +15,9 @@ class ZORMSProp(ZOOptimizer):
     """Args: lr (1e-3), mu (1e-3), beta (0.99), eps (1e-8), weight_decay (0), eps_inside_sqrt (False)."""
 
     def __init__(self, params, lr=1e-3, mu=1e-3, beta=0.99, eps=1e-8, weight_decay=0.0,
-                 eps_inside_sqrt=False, **options):
-        options.setdefault("estimator", "forward")
-        options.setdefault("directions", "sphere")
-        super().__init__(params, dict(lr=lr, mu=mu, beta=beta, eps=eps, weight_decay=weight_decay), **options)
+                 eps_inside_sqrt=False, estimator="forward", directions="sphere", **options):
+        defaults = dict(lr=lr, mu=mu, beta=beta, eps=eps, weight_decay=weight_decay)
+        super().__init__(params, defaults, estimator=estimator, directions=directions, **options)
         self.eps_inside_sqrt = eps_inside_sqrt
 
     def _check_group(self, g):

@@ -15,12 +15,12 @@ SIGN_OF = ("vector", "scalar")
 class ZOSignSGD(ZOOptimizer):
     """Args: lr (1e-3), mu (1e-3), weight_decay (0), sign_of ("vector" | "scalar")."""
 
-    def __init__(self, params, lr=1e-3, mu=1e-3, weight_decay=0.0, sign_of="vector", **options):
+    def __init__(self, params, lr=1e-3, mu=1e-3, weight_decay=0.0, sign_of="vector",
+                 estimator="forward", directions="sphere", **options):
         if sign_of not in SIGN_OF:
             raise ValueError(f"unknown sign_of {sign_of!r}; allowed: {list(SIGN_OF)}")
-        options.setdefault("estimator", "forward")
-        options.setdefault("directions", "sphere")
-        super().__init__(params, dict(lr=lr, mu=mu, weight_decay=weight_decay), **options)
+        defaults = dict(lr=lr, mu=mu, weight_decay=weight_decay)
+        super().__init__(params, defaults, estimator=estimator, directions=directions, **options)
         self.sign_of = sign_of
         self.elementwise_linear = sign_of == "scalar"
 
