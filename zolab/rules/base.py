@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterable
 
 import torch
 
@@ -281,7 +280,7 @@ class ZOOptimizer(torch.optim.Optimizer):
 
     def schedule_values(self) -> dict[str, float]:
         out = {}
-        for k, v in self.schedules.items():
+        for k in self.schedules:
             values = self.param_groups[0][k]
             if isinstance(values, tuple):
                 out.update({f"{k}{i + 1}" if k == "betas" else f"{k}{i}": x for i, x in enumerate(values)})

@@ -4,7 +4,8 @@ abstract is public; ALGORITHMS.md §3.10).
 One scalar of adaptivity per scope, with p̄_t = (1/K) Σ_k p_k:
 
 .. math::
-    v_t = β v_{t-1} + (1-β) s_t,\\quad \\hat v_t = v_t/(1-β^t),\\quad θ_t = θ_{t-1} - η\\, \\hat g_t/(\\sqrt{\\hat v_t} + ζ)
+    v_t = β v_{t-1} + (1-β) s_t,\\quad \\hat v_t = v_t/(1-β^t),\\quad
+    θ_t = θ_{t-1} - η\\, \\hat g_t/(\\sqrt{\\hat v_t} + ζ)
 
 with s_t = p̄_t² (``v_stat="sq_mean"``, default) or (1/K) Σ p_k² (``"mean_sq"``); t counts the updates of the
 scope. ``scope`` **[open]**: ``"global"`` (default), ``"group"`` (per param group) or ``"block"`` (per block,
