@@ -141,6 +141,22 @@ def evaluate_at(refs: list[ParamRef], query: Query, sign: float, direction: Dire
             p.data = data
 
 
+def _batched_losses(ref: ParamRef, queries: list[Query], kind: str, direction: DirectionFn, batched):
+    """Every point of the step stacked along a new first axis and evaluated in one call of ``batched``."""
+    theta = ref.param.detach()
+    mu = ref.group["mu"]
+    points = [theta] if kind == "forward" else []
+    for q in queries:
+        points.append(direction(ref, q, mu).to(theta.dtype).add_(theta))
+        if kind == "central":
+            points.append(direction(ref, q, -mu).to(theta.dtype).add_(theta))
+    values = batched(torch.stack(points))
+    if not isinstance(values, torch.Tensor) or values.shape != (len(points),):
+        got = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
+        raise TypeError(f"the batched objective must return one loss per point, shape ({len(points)},); got {got}")
+    return values.detach()
+
+
 def estimate(
     refs: list[ParamRef],
     block: str,
@@ -149,8 +165,22 @@ def estimate(
     scale: float,
     direction: DirectionFn,
     closure,
+    batched=None,
 ) -> BlockEstimate:
-    """Run the K queries of one block (all on the same mini-batch: the closure's)."""
+    """Run the K queries of one block (all on the same mini-batch: the closure's).
+
+    ``batched`` (optional, for a block of one tensor): a function of the stacked points (n, *shape) that
+    returns their n losses in one call; the closure is then not called.
+    """
+    if batched is not None:
+        if len(refs) != 1:
+            raise ValueError(f"a batched objective needs a block of one tensor; block {block!r} has {len(refs)}")
+        losses_t = _batched_losses(refs[0], queries, kind, direction, batched)
+        if kind == "forward":
+            diffs, loss = losses_t[1:] - losses_t[0], losses_t[0]
+        else:
+            diffs, loss = (losses_t[0::2] - losses_t[1::2]) / 2, losses_t.mean()
+        return BlockEstimate(block, refs, queries, diffs, losses_t, loss, scale)
     losses, diffs = [], []
     if kind == "forward":
         f0 = as_loss(closure())

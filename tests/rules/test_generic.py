@@ -327,3 +327,35 @@ def test_record_regenerates_the_estimate():
         manual = sum(pk * sampler.sample(mix(s, i), param) for s, pk in zip(rec.seeds, rec.projected_grads)) / 3
         torch.testing.assert_close(opt.grad_estimate()[name], manual)
     assert rec.forwards == 6
+
+
+# ------------------------------------------------------------------ batched queries
+@pytest.mark.parametrize("rule", ALL)
+def test_batched_objective_gives_the_same_steps(rule):
+    """All K (+1) points in one call of a batched objective: same trajectory as one closure call each."""
+    target = torch.linspace(-1, 1, 12, dtype=torch.float64)
+
+    def f(x):  # works on (12,) and on (n, 12)
+        return (x - target).square().sum(-1) + 0.1 * x.pow(4).sum(-1)
+
+    runs = []
+    for use_batched in (False, True):
+        x = nn.Parameter(torch.zeros(12, dtype=torch.float64))
+        opt = make(rule, [("x", x)], lr=1e-2, mu=1e-3, num_queries=1 if rule == "zo_adamu" else 3)
+        for _ in range(8):
+            if use_batched:
+                opt.step(batched=f)
+            else:
+                opt.step(lambda x=x: f(x))
+        runs.append((x.detach().clone(), opt.zo["forwards"]))
+    torch.testing.assert_close(runs[0][0], runs[1][0], rtol=0, atol=1e-12)
+    assert runs[0][1] == runs[1][1]
+
+
+def test_batched_objective_errors():
+    net = Net()
+    with pytest.raises(ValueError, match="one tensor"):
+        zolab.ZOSGD(list(net.named_parameters())).step(batched=lambda X: X.sum(-1))
+    x = nn.Parameter(torch.zeros(4))
+    with pytest.raises(TypeError, match="one loss per point"):
+        zolab.ZOSGD([x]).step(batched=lambda X: X.sum())

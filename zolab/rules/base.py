@@ -289,13 +289,18 @@ class ZOOptimizer(torch.optim.Optimizer):
         return out
 
     @torch.no_grad()
-    def step(self, closure=None):
+    def step(self, closure=None, batched=None):
         """One ZO step. ``closure()`` returns the loss at the current parameters; it must not call backward.
 
+        ``batched`` (optional) is the same objective evaluated on stacked points: ``batched(X)`` with X of
+        shape (n, *param.shape) returns the n losses. For a problem whose trainable parameter is one tensor
+        (a synthetic function, an attack's perturbation) all K (+1) points of a step then cost one call.
         Returns f(θ) (forward estimator) or the mean of the ± losses (central), the same quantity for
         every rule. After the step, ``self.record`` holds the step record for probes.
         """
-        if closure is None or not callable(closure):
+        if batched is not None and not callable(batched):
+            raise TypeError(f"batched must be a function of the stacked points, got {batched!r}")
+        if batched is None and (closure is None or not callable(closure)):
             raise TypeError(f"{type(self).__name__}.step needs a closure that returns the loss, got {closure!r}")
         t = self.zo["step"] + 1
         for k, v in self.schedules.items():
@@ -305,7 +310,7 @@ class ZOOptimizer(torch.optim.Optimizer):
         for position, (block, refs) in enumerate(self._blocks_of_step(t)):
             scale = float(sum(r.param.numel() for r in refs)) if self.scale == "dimension" else 1.0
             queries = self._queries(refs, t, position)
-            est = estimate(refs, block, queries, self.estimator, scale, self._direction, closure)
+            est = estimate(refs, block, queries, self.estimator, scale, self._direction, closure, batched)
             self.zo["forwards"] += len(est.losses)
             estimates.append(est)
             if not bool(torch.isfinite(est.losses).all()):  # the one host sync of a step
