@@ -22,6 +22,17 @@ class Task(nn.Module):
         """Validation metrics of ``batch`` (names without prefix)."""
         return {"loss": self.loss(batch)}
 
+    supports_batched = False  # True when batched_loss is implemented
+
+    def batched_loss(self, points: torch.Tensor, batch) -> torch.Tensor:
+        """Losses of stacked values of the task's single trainable tensor, shape (n, *param.shape) -> (n,).
+
+        Optional: a task whose parameter is one tensor (a synthetic function, an attack's perturbation) may
+        implement it and set ``supports_batched = True``; the optimizer then evaluates all K (+1) points of
+        a step in one call (``ZOOptimizer.step(batched=...)``).
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no batched_loss")
+
     def batch_size(self, batch) -> int:
         """Examples in ``batch`` (weights validation metrics across batches)."""
         return 1
