@@ -1,9 +1,14 @@
 """ZOModule: any zolab rule on any task, as a LightningModule with manual optimization.
 
 Each training step builds a forward-only closure ``lambda: task.loss(batch)`` and calls
-``optimizer.step(closure)`` through Lightning's optimizer wrapper (so ``global_step``, checkpoints and
+``optimizer.step(closure)`` inside Lightning's step bookkeeping (so ``global_step``, checkpoints and
 loops stay Lightning's). Dropout is off during ZO forwards by default (MeZO's code); ``zo_dropout=True``
 keeps the task in train mode.
+
+Precisions: ``32``, ``64``, ``bf16-mixed``, ``bf16-true``, ``16-true``. ``16-mixed`` is refused before
+training: its GradScaler steps without a closure and rejects closure optimizers (STYLE.md, Lightning facts).
+At the start of ``fit`` the rule's hyper-parameters (``zo_hparams()``) go to every logger, and to
+TensorBoard's HPARAMS tab with ``train/loss`` and ``val/loss`` as its metrics.
 
 Example (YAML for ``zolab fit``)::
 
@@ -14,11 +19,14 @@ Example (YAML for ``zolab fit``)::
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Iterable
 
 import lightning as L
 import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch.utils.tensorboard.summary import hparams as _tb_hparams
 
 from zolab.rules import ZOSGD, ZOOptimizer
 from zolab.tasks.base import Task
@@ -27,10 +35,46 @@ OptimizerFactory = Callable[[Iterable], ZOOptimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 
 
+SUPPORTED_PRECISIONS = ("32-true", "64-true", "bf16-mixed", "bf16-true", "16-true")
+_PRECISION_ALIASES = {"32": "32-true", "64": "64-true", "16": "16-mixed", "bf16": "bf16-mixed"}
+
+
+def check_precision(precision) -> str:
+    """The Lightning precision string for ``precision`` if zolab supports it, else a ValueError naming it.
+
+    ``16-mixed`` (also ``16``) is refused: Lightning's GradScaler steps without a closure and rejects closure
+    optimizers, and a ZO step has no gradients to scale anyway.
+    """
+    name = "32-true" if precision is None else _PRECISION_ALIASES.get(str(precision), str(precision))
+    if name in SUPPORTED_PRECISIONS:
+        return name
+    why = (
+        ": Lightning's 16-mixed uses a GradScaler, which steps without a closure and rejects closure "
+        "optimizers such as zolab's rules (use bf16-mixed, or 16-true for fp16 weights)"
+        if name == "16-mixed" else ""
+    )
+    raise ValueError(
+        f"trainer.precision={precision!r} is not supported by zolab{why}; "
+        "allowed: 32, 64, bf16-mixed, bf16-true, 16-true"
+    )
+
+
+def _hparam_value(v):
+    """A value TensorBoard's HPARAMS tab takes (bool, int, float, str)."""
+    if isinstance(v, bool | int | float | str):
+        return v
+    if isinstance(v, torch.Tensor) and v.numel() == 1:
+        return v.item()
+    return str(v)
+
+
 def _accepts(factory, name: str) -> bool:
     """Whether the optimizer a factory builds takes keyword ``name`` and the factory left it unset."""
-    target = getattr(factory, "func", factory)
-    bound = getattr(factory, "keywords", {}) or {}
+    target, bound = factory, {}
+    while isinstance(target, functools.partial):  # LightningCLI: partial(helper, instantiator, cls, **init_args)
+        bound = {**(target.keywords or {}), **bound}
+        classes = [a for a in target.args if isinstance(a, type) and issubclass(a, ZOOptimizer)]
+        target = classes[0] if classes else target.func
     try:
         return name in inspect.signature(target).parameters and bound.get(name) is None
     except (TypeError, ValueError):
@@ -64,19 +108,28 @@ class ZOModule(L.LightningModule):
         self.lr_scheduler_factory = lr_scheduler
         self.zo_dropout = zo_dropout
         self.log_every_n_steps = log_every_n_steps
+        self.extra_hparams: dict = {}  # more hyper-parameters to log (the CLI puts the task's init_args here)
 
     # ------------------------------------------------------------------ optimizer
-    def configure_optimizers(self):
+    def build_optimizer(self, max_steps: int | None = None) -> ZOOptimizer:
+        """The zolab rule on the task's trainable tensors; ``max_steps`` fills ``total_steps`` when the rule
+        takes it and it is unset (ZO-AdaMU's annealing)."""
         params = self.task.zo_named_parameters()
         kwargs = {}
         if _accepts(self.optimizer_factory, "total_steps"):
-            max_steps = self.trainer.max_steps if self._trainer is not None else -1
             if max_steps is None or max_steps < 1:
                 raise ValueError("this rule needs total_steps: set trainer.max_steps or the rule's total_steps")
             kwargs["total_steps"] = max_steps
         optimizer = self.optimizer_factory(params, **kwargs)
         if not isinstance(optimizer, ZOOptimizer):
             raise TypeError(f"optimizer must be a zolab rule (ZOOptimizer), got {type(optimizer).__name__}")
+        return optimizer
+
+    def setup(self, stage: str) -> None:
+        check_precision(self.trainer.precision)
+
+    def configure_optimizers(self):
+        optimizer = self.build_optimizer(self.trainer.max_steps if self._trainer is not None else None)
         if self.lr_scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": self.lr_scheduler_factory(optimizer)}
@@ -90,12 +143,49 @@ class ZOModule(L.LightningModule):
         """The task's loss at the current parameters (differentiable when grad is enabled): for probes."""
         return self.task.loss(batch)
 
+    def zo_hparams(self) -> dict:
+        """The rule, its hyper-parameters (first param group, current values; a schedule as its repr), its
+        estimator options, the task and ``extra_hparams``: plain values, ready for a logger."""
+        opt = self.zo_optimizer
+        hp = {"rule": type(opt).__name__, "task": type(self.task).__name__,
+              "task_params": sum(p.numel() for _, p in self.task.zo_named_parameters())}
+        for k, v in opt.param_groups[0].items():
+            if k in ("params", "param_names", "decay_1d"):
+                continue
+            if k in opt.schedules:
+                v = opt.schedules[k]
+            if isinstance(v, tuple):
+                hp.update({f"{k}{i}" if k != "betas" else f"beta{i + 1}": x for i, x in enumerate(v)})
+            else:
+                hp[k] = v
+        for k in ("num_queries", "estimator", "scale", "seed", "granularity", "nonfinite"):
+            hp[k] = getattr(opt, k, None)
+        hp["directions"] = opt.sampler.name
+        hp["blocks"] = opt.block_spec
+        hp.update(self.extra_hparams)
+        return {k: _hparam_value(v) for k, v in hp.items()}
+
+    def on_fit_start(self) -> None:
+        hp = self.zo_hparams()
+        for logger in self.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.log_hyperparams(hp, metrics={})  # hparams.yaml only: no hp_metric placeholder scalar
+                # TensorBoard's HPARAMS tab: the session summaries, with the run's own loss tags as metrics
+                writer = logger.experiment._get_file_writer()  # as TensorBoardLogger.log_hyperparams does
+                for summary in _tb_hparams(hp, {"train/loss": 0.0, "val/loss": 0.0}):
+                    writer.add_summary(summary)
+            else:
+                logger.log_hyperparams(hp)
+
     # ------------------------------------------------------------------ training
     def on_train_batch_start(self, batch, batch_idx):
         if self.task.training != self.zo_dropout:
             self.task.train(self.zo_dropout)
         if self.task.done():
-            return -1  # Lightning: skip the rest of the epoch
+            # -1 skips the rest of the epoch; should_stop ends the fit (else each new epoch is skipped at
+            # once, global_step never reaches max_steps, and the loop never ends)
+            self.trainer.should_stop = True
+            return -1
 
     def training_step(self, batch, batch_idx):
         optimizer = self.optimizers()
@@ -128,7 +218,8 @@ class ZOModule(L.LightningModule):
     # ------------------------------------------------------------------ validation
     def validation_step(self, batch, batch_idx):
         metrics = self.task.metrics(batch)
-        self.log_dict({f"val/{k}": v for k, v in metrics.items()}, prog_bar=True, batch_size=self.task.batch_size(batch))
+        n = self.task.batch_size(batch)
+        self.log_dict({f"val/{k}": v for k, v in metrics.items()}, prog_bar=True, batch_size=n)
 
     def test_step(self, batch, batch_idx):
         metrics = self.task.metrics(batch)

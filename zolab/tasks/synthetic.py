@@ -95,6 +95,17 @@ def _identity(batch):
     return batch[0]
 
 
+class _StepLoader(DataLoader):
+    """Every batch of an exact objective is the same, so a mid-epoch checkpoint has no loader position to
+    restore: the empty ``state_dict`` tells Lightning the loader is resumable (no reshuffle, no warning)."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        pass
+
+
 class SyntheticDataModule(L.LightningDataModule):
     """Batches for an exact objective: step indices only. One epoch = ``steps_per_epoch`` ZO steps; the
     trainer's ``max_steps`` sets the run length; validation evaluates the exact objective once."""
@@ -106,7 +117,7 @@ class SyntheticDataModule(L.LightningDataModule):
         self.steps_per_epoch = steps_per_epoch
 
     def train_dataloader(self):
-        return DataLoader(_Steps(self.steps_per_epoch), batch_size=1, collate_fn=_identity)
+        return _StepLoader(_Steps(self.steps_per_epoch), batch_size=1, collate_fn=_identity)
 
     def val_dataloader(self):
         return DataLoader(_Steps(1), batch_size=1, collate_fn=_identity)

@@ -1,0 +1,127 @@
+"""What running a rule through ``zolab fit`` costs next to a plain loop over the same optimizer.
+
+    python benchmarks/lightning_overhead.py                  # Quadratic d = 10,000, K = 10, R-AdaZO
+    python benchmarks/lightning_overhead.py --steps 4000 --repeats 5
+
+In one process, alternating, ``--repeats`` times each:
+
+- plain: ``opt = RAdaZO([x], ...)``, then ``opt.step(closure)`` in a Python loop;
+- zolab fit: the Trainer and ZOModule that ``zolab fit`` builds (``zolab.cli.cli_main(..., run=False)``:
+  TensorBoard logging every 50 steps, the TQDM progress bar, checkpointing), then ``trainer.fit``;
+- zolab fit, logging every step (``--trainer.log_every_n_steps=1``): what ``self.log`` costs per step.
+
+Steps per second are timed after ``--warmup`` steps (no setup, no first-step allocation); the whole ``fit``
+call, setup included, is printed too. Both paths must end with bitwise equal parameters (checked). Prints
+the median steps/s of each and the ratio of time per step to the plain loop (target: <= 1.2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import statistics
+import sys
+import tempfile
+import time
+
+import lightning as L
+import torch
+
+import zolab
+from zolab.cli import cli_main
+from zolab.tasks.synthetic import Quadratic
+
+
+class _Clock(L.Callback):
+    """Wall time from the start of step ``warmup + 1`` to the end of training."""
+
+    def __init__(self, warmup: int):
+        self.warmup, self.start, self.stop = warmup, None, None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.warmup:
+            self.start = time.perf_counter()
+
+    def on_train_end(self, trainer, pl_module):
+        self.stop = time.perf_counter()
+
+
+def plain(args) -> tuple[float, torch.Tensor]:
+    task = Quadratic(dim=args.dim, init_seed=0)
+    opt = zolab.RAdaZO([task.x], lr=args.lr, mu=args.mu, num_queries=args.k)
+    closure = task.loss
+    for _ in range(args.warmup):
+        opt.step(closure)
+    start = time.perf_counter()
+    for _ in range(args.steps - args.warmup):
+        opt.step(closure)
+    return (args.steps - args.warmup) / (time.perf_counter() - start), task.x.detach().clone()
+
+
+def through_fit(args, root: str, log_every: int) -> tuple[float, float, torch.Tensor]:
+    cli = cli_main([
+        "--model.task=zolab.tasks.synthetic.Quadratic", f"--model.task.init_args.dim={args.dim}",
+        "--model.optimizer=zolab.RAdaZO", f"--model.optimizer.init_args.lr={args.lr}",
+        f"--model.optimizer.init_args.mu={args.mu}", f"--model.optimizer.init_args.num_queries={args.k}",
+        "--data=zolab.tasks.synthetic.SyntheticDataModule", f"--trainer.max_steps={args.steps}",
+        f"--trainer.log_every_n_steps={log_every}", f"--trainer.default_root_dir={root}",
+        "--trainer.enable_model_summary=false", "--name=overhead",
+    ], run=False)
+    clock = _Clock(args.warmup)
+    cli.trainer.callbacks.append(clock)
+    start = time.perf_counter()
+    cli.trainer.fit(cli.model, cli.datamodule)
+    total = time.perf_counter() - start
+    return (args.steps - args.warmup) / (clock.stop - clock.start), total, cli.model.task.x.detach().clone()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dim", type=int, default=10_000)
+    parser.add_argument("--k", type=int, default=10, help="queries per step (K)")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--mu", type=float, default=0.05)
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: stable on a shared machine)")
+    parser.add_argument("--show-progress", action="store_true", help="let the progress bar print (default: "
+                        "it runs and renders, into a buffer, so this output stays readable)")
+    args = parser.parse_args(argv)
+    if not 0 <= args.warmup < args.steps:
+        parser.error(f"need 0 <= --warmup < --steps, got {args.warmup}, {args.steps}")
+    torch.set_num_threads(args.threads)
+    import logging
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    rates = {"plain": [], "zolab fit": [], "zolab fit, log every step": []}
+    totals = []
+    with tempfile.TemporaryDirectory() as root:
+        for _ in range(args.repeats):
+            rate, x_plain = plain(args)
+            rates["plain"].append(rate)
+            sink = io.StringIO()  # the bar renders as usual; its text is dropped unless --show-progress
+            with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink) if not args.show_progress \
+                    else contextlib.nullcontext():
+                rate, total, x_fit = through_fit(args, root, log_every=50)
+                rates["zolab fit"].append(rate)
+                totals.append(total)
+                rates["zolab fit, log every step"].append(through_fit(args, root, log_every=1)[0])
+            if not torch.equal(x_plain, x_fit):
+                raise AssertionError("zolab fit and the plain loop ended with different parameters")
+    base = statistics.median(rates["plain"])
+    print(f"Quadratic d={args.dim}, R-AdaZO K={args.k}, {args.steps} steps ({args.warmup} warm-up), "
+          f"{args.repeats} repeats, torch threads={args.threads}, torch {torch.__version__}, "
+          f"lightning {L.__version__}")
+    print(f"{'path':<28}{'steps/s (median)':>18}{'ms/step':>10}{'time vs plain':>15}")
+    for name, values in rates.items():
+        rate = statistics.median(values)
+        print(f"{name:<28}{rate:>18.1f}{1e3 / rate:>10.3f}{base / rate:>14.3f}x")
+    print(f"whole zolab fit call incl. setup: {statistics.median(totals):.2f} s for {args.steps} steps "
+          f"(plain loop: {args.steps / base:.2f} s); same final parameters: yes")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""What every probe shares (ALGORITHMS.md §4): scheduling, the true gradient, side-effect guards, logging.
+
+A probe is a Lightning ``Callback`` on a ``zolab.module.ZOModule``. Step t of the optimizer estimates
+ĝ_t at θ_{t−1} on batch ξ_t, so the probe measures before the update, in ``on_train_batch_start``
+(callbacks run before the module's own hook), and reads the optimizer's step record in
+``on_train_batch_end``. Its measurements must never change the run; ``untouched`` guarantees that for
+extra forwards and backwards:
+
+- the CPU RNG and the CUDA RNG of the parameters' devices are forked and restored (``torch.random.fork_rng``);
+- the task is put in the train/eval mode the ZO forwards use (``pl_module.zo_dropout``) and every
+  submodule's mode is restored afterwards; buffers (BatchNorm statistics) are restored when it ran in
+  train mode;
+- gradients come from ``torch.autograd.grad`` (``p.grad`` is never written); perturbed points are made by
+  pointing ``p.data`` at a new tensor and back (bitwise restore).
+
+The true gradient ∇F_t = ∇f(θ_{t−1}; ξ_t) is computed once per step and shared by all probes of that
+step. Metrics go to every logger of the trainer (``logger.log_metrics``) under
+``diagnostics/<probe>/<name>``, at x = t − 1, the x at which Lightning logs the same step's ``train/loss``
+(the point θ_{t−1} the step and the probe measure). A probe runs at step 1 and at every step t with
+t % ``every_n_steps`` == 0.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from typing_extensions import override
+
+
+def _check_every(every_n_steps) -> int:
+    if isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int) or every_n_steps < 1:
+        raise ValueError(f"invalid every_n_steps: {every_n_steps!r}; allowed: an integer >= 1")
+    return every_n_steps
+
+
+class _StepContext:
+    """Per-module scratch shared by the probes of one step (the true gradient, the probes' own time)."""
+
+    def __init__(self):
+        self.step = -1
+        self.gradient: dict[str, torch.Tensor] | None = None
+        self.probe_seconds = 0.0
+
+
+_CONTEXTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def context(pl_module) -> _StepContext:
+    ctx = _CONTEXTS.get(pl_module)
+    if ctx is None:
+        ctx = _CONTEXTS[pl_module] = _StepContext()
+    return ctx
+
+
+def trainable(opt) -> list:
+    """The optimizer's trainable tensors as ``ParamRef`` s, in its order (names match ``grad_estimate``)."""
+    return [r for _, refs in opt.partition() for r in refs]
+
+
+@contextmanager
+def untouched(pl_module) -> Iterator[None]:
+    """Run extra forwards/backwards on ``pl_module.task`` with no effect on the run (see module doc)."""
+    task = pl_module.task
+    modes = [(m, m.training) for m in task.modules()]
+    zo_mode = bool(getattr(pl_module, "zo_dropout", False))
+    buffers = [(b, b.detach().clone()) for b in task.buffers()] if zo_mode else []
+    devices = sorted({p.device.index or 0 for p in task.parameters() if p.device.type == "cuda"})
+    try:
+        task.train(zo_mode)
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        with torch.no_grad():
+            for b, saved in buffers:
+                b.copy_(saved)
+        for m, mode in modes:
+            m.training = mode
+
+
+def true_gradient(pl_module, batch, step: int) -> dict[str, torch.Tensor]:
+    """∇f(θ_{t−1}; ξ_t) per trainable tensor name, by autograd on the same batch (shared per step)."""
+    ctx = context(pl_module)
+    if ctx.step != step or ctx.gradient is None:
+        refs = trainable(pl_module.zo_optimizer)
+        with untouched(pl_module), torch.enable_grad():
+            loss = pl_module.compute_loss(batch)
+            grads = torch.autograd.grad(loss, [r.param for r in refs], allow_unused=True)
+        ctx.step = step
+        ctx.gradient = {
+            r.name: (torch.zeros_like(r.param) if g is None else g.detach()) for r, g in zip(refs, grads)
+        }
+    return ctx.gradient
+
+
+def step_gradient(pl_module, step: int) -> dict[str, torch.Tensor]:
+    """The ∇F of ``step`` computed by ``true_gradient`` before the update (after it, θ has moved)."""
+    ctx = context(pl_module)
+    if ctx.step != step or ctx.gradient is None:
+        raise RuntimeError(f"no true gradient was computed before step {step}: call true_gradient in measure()")
+    return ctx.gradient
+
+
+def flat(tensors: dict[str, torch.Tensor], refs) -> torch.Tensor:
+    """Concatenate per-name tensors in ``refs`` order as float64 (zeros for names not in ``tensors``)."""
+    parts = [tensors[r.name].reshape(-1) if r.name in tensors else r.param.new_zeros(r.param.numel()) for r in refs]
+    return torch.cat(parts).double()
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    """⟨a, b⟩/(‖a‖‖b‖), nan when either is zero."""
+    denom = float(a.norm() * b.norm())
+    return float(a @ b) / denom if denom > 0 else float("nan")
+
+
+class Probe(Callback):
+    """Base of every probe: subclasses set ``name`` and implement ``measure`` (before the step, at probe
+    steps) and/or ``collect`` (after it); ``every_step`` probes see every step and log at probe steps."""
+
+    name = "probe"
+    every_step = False  # True: measure/collect run at every step (stateful probes), logging at probe steps
+
+    def __init__(self, every_n_steps: int = 100):
+        super().__init__()
+        self.every_n_steps = _check_every(every_n_steps)
+        self.last_metrics: dict[str, float] = {}
+        self._pending: int | None = None  # the step measured in on_train_batch_start
+
+    def is_probe_step(self, t: int) -> bool:
+        return t == 1 or t % self.every_n_steps == 0
+
+    # ------------------------------------------------------------------ validation
+    def check(self, trainer: L.Trainer, pl_module) -> None:
+        """Probe-specific checks (raise ValueError/TypeError with what is allowed)."""
+
+    @override
+    def on_train_start(self, trainer, pl_module):
+        for attr in ("zo_optimizer", "compute_loss", "task"):
+            if not hasattr(pl_module, attr):
+                raise TypeError(
+                    f"{type(self).__name__} probes a zolab.module.ZOModule; {type(pl_module).__name__} has no {attr!r}"
+                )
+        self.check(trainer, pl_module)
+
+    # ------------------------------------------------------------------ hooks
+    def measure(self, trainer, pl_module, batch, t: int) -> None:
+        """At θ_{t−1}, before step t."""
+
+    def collect(self, trainer, pl_module, batch, t: int) -> dict[str, float] | None:
+        """After step t (``pl_module.zo_optimizer.record``); returns the metrics to log at probe steps."""
+        return None
+
+    @override
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        t = pl_module.zo_optimizer.zo["step"] + 1
+        if not (self.every_step or self.is_probe_step(t)):
+            self._pending = None
+            return
+        with self._timed(pl_module):
+            self.measure(trainer, pl_module, batch, t)
+        self._pending = t
+
+    @override
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        t, self._pending = self._pending, None
+        record = pl_module.zo_optimizer.record
+        if t is None or record is None or record.step != t:
+            return
+        with self._timed(pl_module):
+            metrics = self.collect(trainer, pl_module, batch, t)
+            if metrics and self.is_probe_step(t):
+                self.log_metrics(trainer, metrics, t)
+
+    @contextmanager
+    def _timed(self, pl_module):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            context(pl_module).probe_seconds += time.perf_counter() - start
+
+    def log_metrics(self, trainer, metrics: dict[str, float], t: int) -> None:
+        """To every logger, under ``diagnostics/<name>/``, at x = t − 1 (Lightning's x for step t)."""
+        values = {k: float(v) for k, v in metrics.items()}
+        self.last_metrics = values
+        prefixed = {f"diagnostics/{self.name}/{k}": v for k, v in values.items()}
+        for logger in trainer.loggers:
+            logger.log_metrics(prefixed, step=t - 1)

@@ -1,0 +1,145 @@
+"""Estimator variance probe (ALGORITHMS.md §4 "Estimator variance"; MeZO-BCD claim B2).
+
+At θ_{t−1} on batch ξ_t, before step t, it draws ``num_samples`` independent estimates ĝ with the
+optimizer's own settings (direction law, scale c, estimator, K, μ of each group, and the block(s) step t
+will estimate) but from a ``torch.Generator`` of its own, seeded by (``seed``, t), never the optimizer's,
+and logs
+
+- ``measured``: the mean of ‖ĝ − ∇F‖² (finite differences at the run's μ);
+- ``measured_jvp``: the same with p_k = ⟨∇F, u_k⟩, the exact directional derivative (the JVP), on the
+  same directions: the difference between the two is the finite-μ bias;
+- ``theory``, ``ratio`` = measured/theory, ``ratio_jvp`` = measured_jvp/theory, with (exact directional
+  derivatives, per estimated block B of size n and K queries)
+
+  - Gaussian: (n + 1)‖∇_B F‖²/K;  sphere with c = n, and Rademacher: (n − 1)‖∇_B F‖²/K;
+  - plus ‖∇_{B^c} F‖² for the coordinates step t does not estimate (block-wise rules);
+  - sphere with c = 1 is biased (mean ∇F/n): no theory, no ratio;
+- ``grad_norm_sq``: ‖∇F‖².
+
+Cost per probe step: ``num_samples`` × K × (1 or 2) forwards and one backward. Only the three isotropic laws
+(``gaussian``, ``sphere``, ``rademacher``) are supported (ZO-AdaMU's directions depend on its momentum).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from diagnostics.probe import Probe, true_gradient, untouched
+from zolab.directions import mix
+
+LAWS = ("gaussian", "sphere", "rademacher")
+
+
+def variance_theory(law: str, scaled: bool, grad_sq_blocks: list[float], sizes: list[int], rest_sq: float,
+                    num_queries: int) -> float:
+    """E‖ĝ − ∇F‖² with exact directional derivatives (ALGORITHMS.md §4); nan for unscaled sphere."""
+    if law == "sphere" and not scaled:
+        return float("nan")
+    extra = 1 if law == "gaussian" else -1
+    return rest_sq + sum((n + extra) * g / num_queries for g, n in zip(grad_sq_blocks, sizes))
+
+
+class EstimatorVariance(Probe):
+    """Measured E‖ĝ − ∇F‖² against the Gaussian/sphere/Rademacher theory (see module doc).
+
+    Args:
+        every_n_steps: probe at step 1 and every n-th step.
+        num_samples: independent estimates ĝ per probe step (each with the optimizer's K queries).
+        seed: seed of the probe's own generator (combined with the step).
+
+    Example (YAML, under ``trainer:``)::
+
+        callbacks:
+          - class_path: diagnostics.EstimatorVariance
+            init_args: {every_n_steps: 100, num_samples: 32}
+    """
+
+    name = "variance"
+
+    def __init__(self, every_n_steps: int = 100, num_samples: int = 32, seed: int = 0):
+        super().__init__(every_n_steps)
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"invalid num_samples: {num_samples!r}; allowed: an integer >= 1")
+        self.num_samples, self.seed = num_samples, int(seed)
+        self._generators: dict[torch.device, torch.Generator] = {}
+        self._metrics: dict[str, float] | None = None
+
+    def check(self, trainer, pl_module):
+        law = pl_module.zo_optimizer.sampler.name
+        if law not in LAWS:
+            raise ValueError(f"EstimatorVariance: direction law {law!r} has no variance theory; allowed: {list(LAWS)}")
+
+    def _draw(self, law: str, like: torch.Tensor, t: int) -> torch.Tensor:
+        gen = self._generators.get(like.device)
+        if gen is None:
+            gen = self._generators[like.device] = torch.Generator(device=like.device)
+            gen.manual_seed(mix(self.seed, t))
+        if law == "rademacher":
+            bits = torch.randint(0, 2, like.shape, generator=gen, device=like.device, dtype=torch.int8)
+            return bits.to(like.dtype).mul_(2).sub_(1)
+        return torch.randn(like.shape, generator=gen, device=like.device, dtype=like.dtype)
+
+    def _directions(self, law: str, refs, t: int) -> list[torch.Tensor]:
+        us = [self._draw(law, r.param, t) for r in refs]
+        if law == "sphere":
+            inv = sum(u.double().square().sum() for u in us).rsqrt()
+            us = [u.mul_(inv.to(u.dtype)) for u in us]
+        return us
+
+    @staticmethod
+    def _loss_at(pl_module, batch, refs, us, sign: float) -> torch.Tensor:
+        """f(θ + sign·μ_g·u) with θ bitwise restored (``p.data`` pointed at a new tensor and back)."""
+        originals = []
+        try:
+            for r, u in zip(refs, us):
+                originals.append((r.param, r.param.data))
+                r.param.data = r.param.data + (sign * r.group["mu"]) * u
+            return pl_module.compute_loss(batch).detach().double()
+        finally:
+            for p, data in originals:
+                p.data = data
+
+    def measure(self, trainer, pl_module, batch, t):
+        opt = pl_module.zo_optimizer
+        grad = true_gradient(pl_module, batch, t)
+        law, K, central = opt.sampler.name, opt.num_queries, opt.estimator == "central"
+        blocks = [refs for _, refs in opt._blocks_of_step(t)]  # the block(s) step t estimates
+        estimated = {r.name for refs in blocks for r in refs}
+        rest_sq = sum(float(g.double().square().sum()) for n, g in grad.items() if n not in estimated)
+        self._generators.clear()
+        err = err_jvp = 0.0
+        with untouched(pl_module), torch.no_grad():
+            for refs in blocks:
+                g_b = [grad[r.name].double() for r in refs]
+                c = float(sum(r.param.numel() for r in refs)) if opt.scale == "dimension" else 1.0
+                f0 = None if central else pl_module.compute_loss(batch).detach().double()
+                for _ in range(self.num_samples):
+                    est = [torch.zeros_like(g) for g in g_b]
+                    est_jvp = [torch.zeros_like(g) for g in g_b]
+                    for _ in range(K):
+                        us = self._directions(law, refs, t)
+                        fp = self._loss_at(pl_module, batch, refs, us, 1.0)
+                        delta = (fp - self._loss_at(pl_module, batch, refs, us, -1.0)) / 2 if central else fp - f0
+                        jvp = sum(float(g.reshape(-1) @ u.double().reshape(-1)) for g, u in zip(g_b, us))
+                        for r, e, ej, u in zip(refs, est, est_jvp, us):
+                            e.add_(u.double(), alpha=float(delta) * c / (K * r.group["mu"]))
+                            ej.add_(u.double(), alpha=jvp * c / K)
+                    err += sum(float((e - g).square().sum()) for e, g in zip(est, g_b))
+                    err_jvp += sum(float((e - g).square().sum()) for e, g in zip(est_jvp, g_b))
+        grad_sq = [sum(float(grad[r.name].double().square().sum()) for r in refs) for refs in blocks]
+        sizes = [sum(r.param.numel() for r in refs) for refs in blocks]
+        theory = variance_theory(law, opt.scale == "dimension", grad_sq, sizes, rest_sq, K)
+        measured, measured_jvp = err / self.num_samples + rest_sq, err_jvp / self.num_samples + rest_sq
+        ok = theory > 0  # False for nan (unscaled sphere) and a zero gradient
+        self._metrics = {
+            "measured": measured,
+            "measured_jvp": measured_jvp,
+            "theory": theory,
+            "ratio": measured / theory if ok else float("nan"),
+            "ratio_jvp": measured_jvp / theory if ok else float("nan"),
+            "grad_norm_sq": sum(grad_sq) + rest_sq,
+        }
+
+    def collect(self, trainer, pl_module, batch, t):
+        metrics, self._metrics = self._metrics, None
+        return metrics

@@ -1,0 +1,103 @@
+"""Alignment and second-moment probes against hand computations on 3-dimensional quadratics (acceptance 2)."""
+
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+import diagnostics as D
+from diagnostics.toy import QuadraticForm
+from tests.diagnostics._helpers import fit
+from zolab import RAdaZO, ZOAdaMM, ZOSGDMomentum
+
+H3 = [3.0, 1.0, 0.2]  # f(x) = ½ Σ h_i x_i², ∇f = h ⊙ x
+
+
+class Trajectory(Callback):
+    """Records θ_{t−1} before each step, and ĝ_t after it (the record's own estimate)."""
+
+    def __init__(self):
+        self.before, self.after, self.g_hat = [], [], []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.before.append(pl_module.task.x.detach().numpy().copy())
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.after.append(pl_module.task.x.detach().numpy().copy())
+        self.g_hat.append(pl_module.zo_optimizer.grad_estimate()["x"].numpy().copy())
+
+
+def cos(a, b):
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def test_alignment_matches_the_trajectory_of_zo_sgd_momentum():
+    """θ_t = θ_{t−1} − η b_t, b_t = γ b_{t−1} + ĝ_t: b and ĝ follow from the parameters alone."""
+    lr, gamma, steps = 0.05, 0.9, 12
+    probe, traj = D.GradientAlignment(every_n_steps=1), Trajectory()
+    _, logger = fit(QuadraticForm(H3, rotate=False, seed=5), ZOSGDMomentum, [probe, traj], steps=steps,
+                    lr=lr, mu=1e-3, momentum=gamma)
+    h = np.array(H3)
+    b_prev = np.zeros(3)
+    expect_g, expect_m = [], []
+    for x0, x1 in zip(traj.before, traj.after):
+        grad = h * x0
+        b = (x0 - x1) / lr
+        g = b - gamma * b_prev
+        expect_g.append(cos(g, grad))
+        expect_m.append(cos(b, grad))
+        b_prev = b
+    logged = dict(logger.series("diagnostics/alignment/cos_g"))
+    assert sorted(logged) == list(range(steps))  # x = t − 1, Lightning's x for the step's train/loss
+    assert [logged[s] for s in range(steps)] == pytest.approx(expect_g, abs=1e-8)
+    cos_m = [v for _, v in logger.series("diagnostics/alignment/cos_m")]
+    assert cos_m == pytest.approx(expect_m, abs=1e-8)
+    # K = 1: ĝ = p·u, so |cos(u, ∇F)| = |cos(ĝ, ∇F)|
+    abs_u = [v for _, v in logger.series("diagnostics/alignment/abs_cos_u")]
+    assert abs_u == pytest.approx(np.abs(expect_g).tolist(), abs=1e-8)
+    norms = [v for _, v in logger.series("diagnostics/alignment/grad_norm")]
+    assert norms == pytest.approx([np.linalg.norm(h * x) for x in traj.before], rel=1e-12)
+
+
+def test_second_moment_errors_match_a_hand_computation_for_radazo():
+    b1, b2, steps = 0.9, 0.8, 15
+    probe, traj = D.SecondMomentError(every_n_steps=1), Trajectory()
+    module, logger = fit(QuadraticForm(H3, rotate=False, seed=6), RAdaZO, [probe, traj], steps=steps, lr=0.05,
+                         mu=1e-3, num_queries=2, betas=(b1, b2))
+    h = np.array(H3)
+    m, v, v_star, v_conv = (np.zeros(3) for _ in range(4))
+    rule, conv = [], []
+    for x0, x1, g in zip(traj.before, traj.after, traj.g_hat):
+        grad = h * x0
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * m**2  # R-AdaZO eq. 6: the refined v from m²
+        v_star = b2 * v_star + (1 - b2) * grad**2
+        v_conv = b2 * v_conv + (1 - b2) * g**2  # eq. 5: from ĝ²
+        np.testing.assert_allclose(x1, x0 - 0.05 * m / (np.sqrt(v) + 1e-8), rtol=1e-10)  # the rule saw this ĝ
+        rule.append(np.linalg.norm(v - v_star) / np.linalg.norm(v_star))
+        conv.append(np.linalg.norm(v_conv - v_star) / np.linalg.norm(v_star))
+    assert [x for _, x in logger.series("diagnostics/second_moment/rel_error_rule")] == pytest.approx(rule, rel=1e-8)
+    assert [x for _, x in logger.series("diagnostics/second_moment/rel_error_conventional")] == pytest.approx(
+        conv, rel=1e-8
+    )
+    np.testing.assert_allclose(probe.v_star["x"].numpy(), v_star, rtol=1e-10)
+    np.testing.assert_allclose(module.zo_optimizer.state[module.task.x]["v"].numpy(), v, rtol=1e-10)
+
+
+def test_conventional_v_is_zo_adamm_own_v_bitwise():
+    """ZO-AdaMM's v is the conventional one: the probe's copy, fed the regenerated ĝ, is bitwise equal."""
+    probe = D.SecondMomentError(every_n_steps=5)
+    module, logger = fit(QuadraticForm([2.0, 1.0, 0.5, 0.1], seed=7), ZOAdaMM, [probe], steps=10, lr=0.05,
+                         mu=1e-3, num_queries=3)
+    assert torch.equal(probe.v_conv["x"], module.zo_optimizer.state[module.task.x]["v"])
+    rule = logger.series("diagnostics/second_moment/rel_error_rule")
+    assert [s for s, _ in rule] == [0, 4, 9]  # logs at step 1 and every 5th; tracks every step
+    assert rule == logger.series("diagnostics/second_moment/rel_error_conventional")
+
+
+def test_second_moment_state_round_trip():
+    probe = D.SecondMomentError(every_n_steps=5)
+    fit(QuadraticForm(H3, seed=8), RAdaZO, [probe], steps=4, lr=0.01, mu=1e-3)
+    other = D.SecondMomentError()
+    other.load_state_dict(probe.state_dict())
+    assert torch.equal(other.v_star["x"], probe.v_star["x"]) and torch.equal(other.v_conv["x"], probe.v_conv["x"])
