@@ -48,11 +48,12 @@ class DirectionSampler:
             gen = self._generators[device] = torch.Generator(device=device)
         return gen.manual_seed(seed)
 
-    def sample(self, seed: int, like: torch.Tensor) -> torch.Tensor:
-        """The raw draw for one tensor (same shape, device and dtype as ``like``)."""
-        return self.draw(self.generator(seed, like.device), like)
+    def sample(self, seed: int, like: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The raw draw for one tensor (same shape, device and dtype as ``like``), into ``out`` if given
+        (a reused buffer saves the allocation and its page faults on every call)."""
+        return self.draw(self.generator(seed, like.device), like, out)
 
-    def draw(self, gen: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+    def draw(self, gen: torch.Generator, like: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -64,7 +65,9 @@ class Gaussian(DirectionSampler):
 
     name = "gaussian"
 
-    def draw(self, gen, like):
+    def draw(self, gen, like, out=None):
+        if out is not None:
+            return torch.randn(like.shape, generator=gen, out=out)
         return torch.randn(like.shape, generator=gen, device=like.device, dtype=like.dtype)
 
 
@@ -80,9 +83,10 @@ class Rademacher(DirectionSampler):
 
     name = "rademacher"
 
-    def draw(self, gen, like):
+    def draw(self, gen, like, out=None):
         bits = torch.randint(0, 2, like.shape, generator=gen, device=like.device, dtype=torch.int8)
-        return bits.to(like.dtype).mul_(2).sub_(1)
+        out = bits.to(like.dtype) if out is None else out.copy_(bits)
+        return out.mul_(2).sub_(1)
 
 
 SAMPLERS: dict[str, type[DirectionSampler]] = {c.name: c for c in (Gaussian, Sphere, Rademacher)}

@@ -123,16 +123,20 @@ def as_loss(value) -> torch.Tensor:
     return value.detach().reshape(())
 
 
-DirectionFn = Callable[[ParamRef, Query, "float | torch.Tensor"], torch.Tensor]
+DirectionFn = Callable[..., torch.Tensor]  # (ref, query, alpha, out=None, base=None) -> base + alpha·u
 
 
-def evaluate_at(refs: list[ParamRef], query: Query, sign: float, direction: DirectionFn, closure) -> torch.Tensor:
-    """f(θ + sign·μ·u) for the query's u, with θ bitwise restored afterwards, also if the closure raises."""
+def evaluate_at(refs: list[ParamRef], query: Query, sign: float, direction: DirectionFn, closure,
+                buffer=None) -> torch.Tensor:
+    """f(θ + sign·μ·u) for the query's u, with θ bitwise restored afterwards, also if the closure raises.
+
+    ``buffer(ref)`` (optional) gives a reusable tensor to write the perturbed point into."""
     originals = []
     try:
         for r in refs:
             p = r.param
-            point = direction(r, query, sign * r.group["mu"]).to(p.dtype).add_(p.data)
+            out = buffer(r) if buffer is not None else None
+            point = direction(r, query, sign * r.group["mu"], out=out, base=p.data)
             originals.append((p, p.data))
             p.data = point
         return as_loss(closure())
@@ -147,9 +151,9 @@ def _batched_losses(ref: ParamRef, queries: list[Query], kind: str, direction: D
     mu = ref.group["mu"]
     points = [theta] if kind == "forward" else []
     for q in queries:
-        points.append(direction(ref, q, mu).to(theta.dtype).add_(theta))
+        points.append(direction(ref, q, mu, base=theta))
         if kind == "central":
-            points.append(direction(ref, q, -mu).to(theta.dtype).add_(theta))
+            points.append(direction(ref, q, -mu, base=theta))
     values = batched(torch.stack(points))
     if not isinstance(values, torch.Tensor) or values.shape != (len(points),):
         got = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
@@ -166,6 +170,7 @@ def estimate(
     direction: DirectionFn,
     closure,
     batched=None,
+    buffer=None,
 ) -> BlockEstimate:
     """Run the K queries of one block (all on the same mini-batch: the closure's).
 
@@ -186,14 +191,14 @@ def estimate(
         f0 = as_loss(closure())
         losses.append(f0)
         for q in queries:
-            fp = evaluate_at(refs, q, 1.0, direction, closure)
+            fp = evaluate_at(refs, q, 1.0, direction, closure, buffer)
             losses.append(fp)
             diffs.append(fp - f0)
         loss = f0
     else:
         for q in queries:
-            fp = evaluate_at(refs, q, 1.0, direction, closure)
-            fm = evaluate_at(refs, q, -1.0, direction, closure)
+            fp = evaluate_at(refs, q, 1.0, direction, closure, buffer)
+            fm = evaluate_at(refs, q, -1.0, direction, closure, buffer)
             losses += [fp, fm]
             diffs.append((fp - fm) / 2)
         loss = None

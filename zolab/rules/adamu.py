@@ -21,6 +21,8 @@ print([s(20000) for s in adamu_schedules(20000)])"``). Pass floats or other sche
 
 import math
 
+import torch
+
 from zolab.directions import Gaussian, mix
 from zolab.rules.base import ZOOptimizer, _check_range, _wide
 from zolab.schedules import adamu_schedules
@@ -72,10 +74,11 @@ class ZOAdaMU(ZOOptimizer):
             zddot.add_(self.state[p]["m"])
         return zdot, zddot
 
-    def _direction(self, ref, query, alpha):
+    def _direction(self, ref, query, alpha, out=None, base=None):
         beta1 = ref.group["betas"][0]
         zdot, zddot = self._parts(ref, query)
-        return zdot.mul_(beta1).add_(zddot, alpha=1 - beta1).mul_(alpha)
+        u = zdot.mul_(beta1).add_(zddot, alpha=1 - beta1).mul_(alpha)
+        return u if base is None else torch.add(base, u.to(base.dtype), out=out)
 
     def _apply(self, ref, est):
         p, group = ref.param, ref.group

@@ -115,6 +115,7 @@ class ZOOptimizer(torch.optim.Optimizer):
         self.zo = {"step": 0, "forwards": 0, "skipped": 0}
         self.record: StepRecord | None = None
         self._partition = None
+        self._buffers: dict[int, torch.Tensor] = {}
         super().__init__(params, defaults)
 
     # ---------------------------------------------------------------- groups and validation
@@ -203,12 +204,30 @@ class ZOOptimizer(torch.optim.Optimizer):
         self._partition = None
 
     # ---------------------------------------------------------------- directions
-    def _direction(self, ref: ParamRef, query: Query, alpha) -> torch.Tensor:
-        """alpha·u for this tensor: a fresh tensor the caller may overwrite."""
-        u = self.sampler.sample(mix(query.seed, ref.index), ref.param)
+    def _direction(self, ref: ParamRef, query: Query, alpha, out=None, base=None) -> torch.Tensor:
+        """``base + alpha·u`` (``alpha·u`` without base) for this tensor, written into ``out`` when given,
+        else into a fresh tensor the caller owns. Two passes: the draw, then one fused multiply-add."""
+        u = self.sampler.sample(mix(query.seed, ref.index), ref.param, out=out)
         if query.inv_norm is not None:
             alpha = query.inv_norm * alpha
-        return u.mul_(alpha)
+        if base is None:
+            return u.mul_(alpha)
+        if isinstance(alpha, torch.Tensor):
+            return torch.addcmul(base, u, alpha, out=u)
+        return torch.add(base, u, alpha=alpha, out=u)
+
+    def _buffer(self, ref: ParamRef) -> torch.Tensor:
+        """A scratch tensor shaped like ``ref``'s parameter, kept across steps: drawing into it avoids a
+        fresh allocation (and its page faults) per perturbation. ``release_buffers()`` frees them."""
+        buf = self._buffers.get(ref.index)
+        p = ref.param
+        if buf is None or buf.shape != p.shape or buf.dtype != p.dtype or buf.device != p.device:
+            buf = self._buffers[ref.index] = torch.empty_like(p, memory_format=torch.contiguous_format)
+        return buf
+
+    def release_buffers(self) -> None:
+        """Free the scratch tensors (one per perturbed tensor); the next step allocates them again."""
+        self._buffers.clear()
 
     def _queries(self, refs: list[ParamRef], t: int, position: int) -> list[Query]:
         queries = [Query(mix(self.seed, t, position, k)) for k in range(self.num_queries)]
@@ -218,9 +237,9 @@ class ZOOptimizer(torch.optim.Optimizer):
                 q.inv_norm = sq.rsqrt()
         return queries
 
-    def _grad(self, ref: ParamRef, est: BlockEstimate, coefs: torch.Tensor) -> torch.Tensor:
-        """Σ_k coef_k u_k on one tensor."""
-        g = self._direction(ref, est.queries[0], coefs[0])
+    def _grad(self, ref: ParamRef, est: BlockEstimate, coefs: torch.Tensor, out=None) -> torch.Tensor:
+        """Σ_k coef_k u_k on one tensor (into ``out`` when given)."""
+        g = self._direction(ref, est.queries[0], coefs[0], out=out)
         for k in range(1, len(est.queries)):
             g.add_(self._direction(ref, est.queries[k], coefs[k]))
         return g
@@ -262,9 +281,10 @@ class ZOOptimizer(torch.optim.Optimizer):
             if wd:
                 p.mul_(1 - lr * wd)
             for k, q in enumerate(est.queries):
-                p.add_(self._direction(ref, q, coefs[k] * s * -lr))
+                c = coefs[k] * s * -lr if q.inv_norm is None else coefs[k] * s * -lr * q.inv_norm
+                p.addcmul_(self.sampler.sample(mix(q.seed, ref.index), p, out=self._buffer(ref)), c)
             return
-        g = _wide(self._grad(ref, est, coefs))  # moments of half-precision tensors are kept in float32
+        g = _wide(self._grad(ref, est, coefs, out=self._buffer(ref)))  # float32 moments for half tensors
         if coupled:
             g.add_(p, alpha=wd)
         update = self._update(ref, g, state)
@@ -310,7 +330,8 @@ class ZOOptimizer(torch.optim.Optimizer):
         for position, (block, refs) in enumerate(self._blocks_of_step(t)):
             scale = float(sum(r.param.numel() for r in refs)) if self.scale == "dimension" else 1.0
             queries = self._queries(refs, t, position)
-            est = estimate(refs, block, queries, self.estimator, scale, self._direction, closure, batched)
+            est = estimate(refs, block, queries, self.estimator, scale, self._direction, closure, batched,
+                           self._buffer)
             self.zo["forwards"] += len(est.losses)
             estimates.append(est)
             if not bool(torch.isfinite(est.losses).all()):  # the one host sync of a step
