@@ -4,13 +4,13 @@ from zolab.directions import Gaussian, Rademacher, Sphere
 from zolab.rules import (
     MEAZO,
     RULES,
-    RAdaZO,
+    ZOSGD,
     MeZOBCD,
+    RAdaZO,
     ZOAdaMM,
     ZOAdaMU,
     ZOOptimizer,
     ZORMSProp,
-    ZOSGD,
     ZOSGDMomentum,
     ZOSignSGD,
 )
