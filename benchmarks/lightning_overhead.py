@@ -5,7 +5,8 @@
 
 In one process, alternating, ``--repeats`` times each:
 
-- plain: ``opt = RAdaZO([x], ...)``, then ``opt.step(closure)`` in a Python loop;
+- plain: ``opt = RAdaZO([x], ...)``, then ``opt.step(closure, batched=task.batched_loss)`` in a Python
+  loop (the K + 1 points of a step in one call of the objective, as ZOModule does for such a task);
 - zolab fit: the Trainer and ZOModule that ``zolab fit`` builds (``zolab.cli.cli_main(..., run=False)``:
   TensorBoard logging every 50 steps, the TQDM progress bar, checkpointing), then ``trainer.fit``;
 - zolab fit, logging every step (``--trainer.log_every_n_steps=1``): what ``self.log`` costs per step.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import logging
 import statistics
 import sys
 import tempfile
@@ -50,12 +52,12 @@ class _Clock(L.Callback):
 def plain(args) -> tuple[float, torch.Tensor]:
     task = Quadratic(dim=args.dim, init_seed=0)
     opt = zolab.RAdaZO([task.x], lr=args.lr, mu=args.mu, num_queries=args.k)
-    closure = task.loss
+    closure, batched = task.loss, task.batched_loss  # as ZOModule steps a task with a batched objective
     for _ in range(args.warmup):
-        opt.step(closure)
+        opt.step(closure, batched=batched)
     start = time.perf_counter()
     for _ in range(args.steps - args.warmup):
-        opt.step(closure)
+        opt.step(closure, batched=batched)
     return (args.steps - args.warmup) / (time.perf_counter() - start), task.x.detach().clone()
 
 
@@ -92,18 +94,19 @@ def main(argv=None) -> int:
     if not 0 <= args.warmup < args.steps:
         parser.error(f"need 0 <= --warmup < --steps, got {args.warmup}, {args.steps}")
     torch.set_num_threads(args.threads)
-    import logging
-
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     rates = {"plain": [], "zolab fit": [], "zolab fit, log every step": []}
     totals = []
     with tempfile.TemporaryDirectory() as root:
         for _ in range(args.repeats):
             rate, x_plain = plain(args)
             rates["plain"].append(rate)
-            sink = io.StringIO()  # the bar renders as usual; its text is dropped unless --show-progress
-            with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink) if not args.show_progress \
-                    else contextlib.nullcontext():
+            with contextlib.ExitStack() as quiet:
+                if not args.show_progress:  # the bar renders as usual; its text goes to a buffer
+                    sink = io.StringIO()
+                    quiet.enter_context(contextlib.redirect_stdout(sink))
+                    quiet.enter_context(contextlib.redirect_stderr(sink))
                 rate, total, x_fit = through_fit(args, root, log_every=50)
                 rates["zolab fit"].append(rate)
                 totals.append(total)

@@ -16,20 +16,28 @@ R2 says cos_m > cos_g, rising with β1 with a small drop at very high β1.
 
 from __future__ import annotations
 
-from diagnostics.probe import Probe, cosine, flat, step_gradient, trainable, true_gradient
+from diagnostics.probe import Probe, cosine, sq_norm, step_gradient, trainable, true_gradient
 
 MOMENT_KEYS = ("m", "momentum_buffer")
 
 
-def query_directions(opt) -> list[dict]:
-    """u_k of the last step per tensor name (unit-normalised for sphere), regenerated from the record."""
+def estimate_and_cosines(opt, grad: dict) -> tuple[dict, list[float]]:
+    """ĝ of the last step and cos(u_k, ∇F) for each query k, regenerating each u_k once and holding one
+    at a time (for ZO-AdaMU, whose probed and applied u_t is the new momentum, ĝ = c p u_t)."""
     record = opt.record
-    if record.directions == "adamu":  # ZO-AdaMU: the probed and applied u_t is the new momentum
-        return [{r.name: opt.state[r.param]["m"] for b in record.blocks for r in b.refs}]
-    out = []
+    if record.directions == "adamu":
+        u = {r.name: opt.state[r.param]["m"] for b in record.blocks for r in b.refs}
+        return opt.grad_estimate(), [cosine(u, grad)]
+    g_hat, cos_u = {}, []
     for k in range(record.num_queries):
-        out.append({r.name: opt._direction(r, b.queries[k], 1.0) for b in record.blocks for r in b.refs})
-    return out
+        u = {}
+        for b in record.blocks:
+            for r in b.refs:
+                u[r.name] = opt._direction(r, b.queries[k], 1.0)  # unit-normalised for sphere
+                term = u[r.name] * b.coefficients(r)[k]
+                g_hat[r.name] = term if k == 0 else g_hat[r.name].add_(term)
+        cos_u.append(cosine(u, grad))
+    return g_hat, cos_u
 
 
 def first_moment(opt, refs, key: str | None = None) -> dict:
@@ -71,16 +79,15 @@ class GradientAlignment(Probe):
 
     def collect(self, trainer, pl_module, batch, t):
         opt = pl_module.zo_optimizer
-        refs = trainable(opt)
-        grad = flat(step_gradient(pl_module, t), refs)
-        metrics = {"grad_norm": float(grad.norm())}
+        grad = step_gradient(pl_module, t)
+        metrics = {"grad_norm": float(sq_norm(grad).sqrt())}
         if opt.record.skipped:
             return metrics
-        metrics["cos_g"] = cosine(flat(opt.grad_estimate(), refs), grad)
-        moment = first_moment(opt, refs, self.moment_key)
+        g_hat, cos_u = estimate_and_cosines(opt, grad)
+        metrics["cos_g"] = cosine(g_hat, grad)
+        moment = first_moment(opt, trainable(opt), self.moment_key)
         if moment:
-            metrics["cos_m"] = cosine(flat(moment, refs), grad)
-        cos_u = [cosine(flat(u, refs), grad) for u in query_directions(opt)]
+            metrics["cos_m"] = cosine(moment, grad)
         metrics["cos_u"] = sum(cos_u) / len(cos_u)
         metrics["abs_cos_u"] = sum(abs(c) for c in cos_u) / len(cos_u)
         return metrics

@@ -48,7 +48,7 @@ def select_refs(refs, patterns: list[str] | None):
 
 
 def hessian_metrics(H: HessianOperator, method: str, exact_max_dim: int, top_k: int, num_samples: int,
-                    seed: int) -> dict[str, float]:
+                    seed: int, tol: float = 0.0) -> dict[str, float]:
     """The §4 scalars of one Hessian operator (exact or stochastic path, see module doc)."""
     d = H.shape[0]
     if method == "exact" or (method == "auto" and d <= exact_max_dim):
@@ -57,8 +57,8 @@ def hessian_metrics(H: HessianOperator, method: str, exact_max_dim: int, top_k: 
         top = eig[:top_k]
     else:
         gen = torch.Generator(device=H.device).manual_seed(seed)
-        top = lanczos_top_k(H, min(top_k, d - 1), "LA", seed=seed)
-        op = float(lanczos_top_k(H, 1, "LM", seed=seed)[0].abs())
+        top = lanczos_top_k(H, min(top_k, d - 1), "LA", tol=tol, seed=seed)
+        op = float(lanczos_top_k(H, 1, "LM", tol=tol, seed=seed)[0].abs())
         trace = float(hutchinson_trace(H, num_samples, gen))
         fro = float(hutchinson_frobenius(H, num_samples, gen))
         metrics = {"lambda_max": float(top[0]), "op_norm": op, "trace": trace, "frobenius_sq": fro,
@@ -77,6 +77,8 @@ class HessianSpectrum(Probe):
         exact_max_dim: the largest d for the exact path under ``"auto"`` (5,000).
         top_k: eigenvalues logged as ``top/1`` … (5).
         num_samples: Hutchinson vectors for the trace and ‖H‖_F² (100).
+        tol: relative accuracy of the Lanczos eigenvalues (ARPACK's ``tol``; 1e-3; 0 = machine precision,
+            about twice the products).
         seed: seed of the probe's own generator (combined with the step).
         batch_size: Hessian-vector products per batched backward (None: ``HessianOperator``'s default).
         tag: logs under ``diagnostics/hessian/<tag>/`` (to probe several subsets in one run).
@@ -92,7 +94,7 @@ class HessianSpectrum(Probe):
 
     def __init__(self, every_n_steps: int = 100, params: str | list[str] | None = None, method: str = "auto",
                  exact_max_dim: int = 5000, top_k: int = 5, num_samples: int = 100, seed: int = 0,
-                 batch_size: int | None = None, tag: str | None = None):
+                 batch_size: int | None = None, tag: str | None = None, tol: float = 1e-3):
         super().__init__(every_n_steps)
         if tag is not None:
             if not isinstance(tag, str) or not tag:
@@ -104,11 +106,14 @@ class HessianSpectrum(Probe):
                             ("batch_size", batch_size or 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"invalid {name}: {value!r}; allowed: an integer >= 1")
+        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 <= tol < 1:
+            raise ValueError(f"invalid tol: {tol!r}; allowed: a number in [0, 1)")
         patterns = [params] if isinstance(params, str) else params
         for p in patterns or ():
             re.compile(p)
         self.params, self.method, self.exact_max_dim = patterns, method, exact_max_dim
         self.top_k, self.num_samples, self.seed, self.batch_size = top_k, num_samples, int(seed), batch_size
+        self.tol = float(tol)
         self._metrics: dict[str, float] | None = None
 
     @property
@@ -123,7 +128,7 @@ class HessianSpectrum(Probe):
         with untouched(pl_module), torch.enable_grad():
             H = HessianOperator(lambda: pl_module.compute_loss(batch), [r.param for r in refs], self.batch_size)
             self._metrics = hessian_metrics(H, self.method, self.exact_max_dim, self.top_k, self.num_samples,
-                                            mix(self.seed, t))
+                                            mix(self.seed, t), self.tol)
             self._metrics["dim"] = float(H.shape[0])
 
     def collect(self, trainer, pl_module, batch, t):

@@ -106,16 +106,21 @@ def step_gradient(pl_module, step: int) -> dict[str, torch.Tensor]:
     return ctx.gradient
 
 
-def flat(tensors: dict[str, torch.Tensor], refs) -> torch.Tensor:
-    """Concatenate per-name tensors in ``refs`` order as float64 (zeros for names not in ``tensors``)."""
-    parts = [tensors[r.name].reshape(-1) if r.name in tensors else r.param.new_zeros(r.param.numel()) for r in refs]
-    return torch.cat(parts).double()
+def sq_norm(tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Σ ‖t‖² over a dict of tensors, in float64, tensor by tensor (no d-sized concatenation)."""
+    return sum((t.double().square().sum() for t in tensors.values()), torch.zeros((), dtype=torch.float64))
 
 
-def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
-    """⟨a, b⟩/(‖a‖‖b‖), nan when either is zero."""
-    denom = float(a.norm() * b.norm())
-    return float(a @ b) / denom if denom > 0 else float("nan")
+def inner(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Σ ⟨a_n, b_n⟩ over the names both hold (a missing tensor counts as zero), in float64."""
+    terms = ((a[n].double() * b[n].double()).sum() for n in a if n in b)
+    return sum(terms, torch.zeros((), dtype=torch.float64))
+
+
+def cosine(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    """⟨a, b⟩/(‖a‖‖b‖) over all tensors (missing ones are zero), nan when either is zero."""
+    denom = float((sq_norm(a) * sq_norm(b)).sqrt())
+    return float(inner(a, b)) / denom if denom > 0 else float("nan")
 
 
 class Probe(Callback):
@@ -145,6 +150,7 @@ class Probe(Callback):
                 raise TypeError(
                     f"{type(self).__name__} probes a zolab.module.ZOModule; {type(pl_module).__name__} has no {attr!r}"
                 )
+        context(pl_module).step, context(pl_module).gradient = -1, None  # nothing from an earlier fit
         self.check(trainer, pl_module)
 
     # ------------------------------------------------------------------ hooks
@@ -169,12 +175,13 @@ class Probe(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         t, self._pending = self._pending, None
         record = pl_module.zo_optimizer.record
-        if t is None or record is None or record.step != t:
-            return
-        with self._timed(pl_module):
-            metrics = self.collect(trainer, pl_module, batch, t)
-            if metrics and self.is_probe_step(t):
-                self.log_metrics(trainer, metrics, t)
+        if t is not None and record is not None and record.step == t:
+            with self._timed(pl_module):
+                metrics = self.collect(trainer, pl_module, batch, t)
+                if metrics and self.is_probe_step(t):
+                    self.log_metrics(trainer, metrics, t)
+        if [c for c in trainer.callbacks if isinstance(c, Probe)][-1] is self:
+            context(pl_module).gradient = None  # the step's last probe: free ∇F (d numbers) until the next step
 
     @contextmanager
     def _timed(self, pl_module):

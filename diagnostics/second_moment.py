@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
-from diagnostics.probe import Probe, flat, step_gradient, true_gradient
+from diagnostics.probe import Probe, sq_norm, step_gradient, trainable, true_gradient
 
 
 def _rule_beta2(group: dict) -> float | None:
@@ -34,10 +34,11 @@ def _rule_beta2(group: dict) -> float | None:
     return group.get("beta")
 
 
-def relative_error(v: torch.Tensor, v_star: torch.Tensor) -> float:
-    """‖v − v*‖₂/‖v*‖₂ (nan when v* = 0)."""
-    denom = float(v_star.norm())
-    return float((v - v_star).norm()) / denom if denom > 0 else float("nan")
+def relative_error(v: dict[str, torch.Tensor], v_star: dict[str, torch.Tensor]) -> float:
+    """‖v − v*‖₂/‖v*‖₂ over all tensors of v* (nan when v* = 0), tensor by tensor."""
+    denom = float(sq_norm(v_star).sqrt())
+    diff = sq_norm({n: v[n].double() - v_star[n].double() for n in v_star})
+    return float(diff.sqrt()) / denom if denom > 0 else float("nan")
 
 
 class SecondMomentError(Probe):
@@ -98,12 +99,11 @@ class SecondMomentError(Probe):
                         v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
         if not self.is_probe_step(t) or not self.v_star:
             return None
-        refs = [r for _, rs in opt.partition() for r in rs if r.name in self.v_star]
-        v_star = flat(self.v_star, refs)
-        metrics = {"rel_error_conventional": relative_error(flat(self.v_conv, refs), v_star)}
+        refs = [r for r in trainable(opt) if r.name in self.v_star]
+        metrics = {"rel_error_conventional": relative_error(self.v_conv, self.v_star)}
         rule_v = {r.name: opt.state[r.param][self.v_key] for r in refs if self.v_key in opt.state.get(r.param, {})}
         if len(rule_v) == len(refs):
-            metrics["rel_error_rule"] = relative_error(flat(rule_v, refs), v_star)
+            metrics["rel_error_rule"] = relative_error(rule_v, self.v_star)
         return metrics
 
     def state_dict(self):

@@ -16,7 +16,8 @@ and logs
   - sphere with c = 1 is biased (mean ∇F/n): no theory, no ratio;
 - ``grad_norm_sq``: ‖∇F‖².
 
-Cost per probe step: ``num_samples`` × K × (1 or 2) forwards and one backward. Only the three isotropic laws
+Cost per probe step: ``num_samples`` × K × (1 or 2) forwards and one backward; memory: three copies of the
+estimated block (∇F and two running estimates, float32 or the parameters' float64). Only the three isotropic laws
 (``gaussian``, ``sphere``, ``rademacher``) are supported (ZO-AdaMU's directions depend on its momentum).
 """
 
@@ -28,6 +29,11 @@ from diagnostics.probe import Probe, true_gradient, untouched
 from zolab.directions import mix
 
 LAWS = ("gaussian", "sphere", "rademacher")
+
+
+def _wide(x: torch.Tensor) -> torch.Tensor:
+    """float16/bfloat16 promoted to float32 (float32/float64 kept): the accumulators' precision."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 
 def variance_theory(law: str, scaled: bool, grad_sq_blocks: list[float], sizes: list[int], rest_sq: float,
@@ -110,7 +116,7 @@ class EstimatorVariance(Probe):
         err = err_jvp = 0.0
         with untouched(pl_module), torch.no_grad():
             for refs in blocks:
-                g_b = [grad[r.name].double() for r in refs]
+                g_b = [_wide(grad[r.name]) for r in refs]
                 c = float(sum(r.param.numel() for r in refs)) if opt.scale == "dimension" else 1.0
                 f0 = None if central else pl_module.compute_loss(batch).detach().double()
                 for _ in range(self.num_samples):
@@ -120,12 +126,12 @@ class EstimatorVariance(Probe):
                         us = self._directions(law, refs, t)
                         fp = self._loss_at(pl_module, batch, refs, us, 1.0)
                         delta = (fp - self._loss_at(pl_module, batch, refs, us, -1.0)) / 2 if central else fp - f0
-                        jvp = sum(float(g.reshape(-1) @ u.double().reshape(-1)) for g, u in zip(g_b, us))
+                        jvp = sum(float(g.reshape(-1).double() @ u.reshape(-1).double()) for g, u in zip(g_b, us))
                         for r, e, ej, u in zip(refs, est, est_jvp, us):
-                            e.add_(u.double(), alpha=float(delta) * c / (K * r.group["mu"]))
-                            ej.add_(u.double(), alpha=jvp * c / K)
-                    err += sum(float((e - g).square().sum()) for e, g in zip(est, g_b))
-                    err_jvp += sum(float((e - g).square().sum()) for e, g in zip(est_jvp, g_b))
+                            e.add_(u.to(e.dtype), alpha=float(delta) * c / (K * r.group["mu"]))
+                            ej.add_(u.to(e.dtype), alpha=jvp * c / K)
+                    err += sum(float((e - g).double().square().sum()) for e, g in zip(est, g_b))
+                    err_jvp += sum(float((e - g).double().square().sum()) for e, g in zip(est_jvp, g_b))
         grad_sq = [sum(float(grad[r.name].double().square().sum()) for r in refs) for refs in blocks]
         sizes = [sum(r.param.numel() for r in refs) for refs in blocks]
         theory = variance_theory(law, opt.scale == "dimension", grad_sq, sizes, rest_sq, K)

@@ -4,7 +4,8 @@
     python paper_figures/adamu_ablation.py [--runs runs/adamu_schedules] [--out docs/figures/adamu_ablation.png]
 
 Top row: the schedule values α_t, β1_t, β2_t each arm ran with (``train/alpha``, ``train/betas1``,
-``train/betas2``, logged by ``ZOModule``), one panel per quantity. Bottom: ``train/loss`` against the step,
+``train/betas2``, logged by ``ZOModule``; a constant, which is not logged, is read from ``config.yaml``), one
+panel per quantity. Bottom: ``train/loss`` against the step,
 the mean over the arm's seeds (shaded: min to max). Prints each arm's final loss (mean ± spread over
 seeds, from the last logged value), best first. Arms are the run ids' prefix before ``-seed=``.
 """
@@ -20,7 +21,7 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from paper_figures._tb import find_runs, read_scalars  # noqa: E402
+from paper_figures._tb import find_runs, read_config, read_scalars  # noqa: E402
 
 ARMS = ("hold", "paper_prose", "formula", "alpha_off", "beta1_off", "beta2_off", "all_off")
 SCHEDULES = (("train/alpha", r"$\alpha_t$"), ("train/betas1", r"$\beta_{1,t}$"), ("train/betas2", r"$\beta_{2,t}$"))
@@ -34,6 +35,17 @@ def collect(runs_dir) -> dict[str, list]:
     if not arms:
         raise FileNotFoundError(f"no run with event files under {runs_dir}: run the sweep first")
     return dict(sorted(arms.items(), key=lambda kv: ARMS.index(kv[0]) if kv[0] in ARMS else len(ARMS)))
+
+
+def schedule(run, tag: str) -> tuple[np.ndarray, np.ndarray]:
+    """A schedule's logged values; a constant (not a schedule, so not logged) from the run's config.yaml."""
+    try:
+        return read_scalars(run, tag)
+    except KeyError:
+        args = read_config(run)["model"]["optimizer"]["init_args"]
+        value = args["alpha"] if tag == "train/alpha" else args["betas"][int(tag[-1]) - 1]
+        steps, _ = read_scalars(run, "train/loss")
+        return steps, np.full(len(steps), float(value))
 
 
 def losses(runs) -> tuple[np.ndarray, np.ndarray]:
@@ -61,7 +73,7 @@ def main(argv=None) -> int:
     for i, (tag, label) in enumerate(SCHEDULES):
         ax = fig.add_subplot(grid[0, i])
         for arm, runs in arms.items():
-            steps, values = read_scalars(runs[0], tag)
+            steps, values = schedule(runs[0], tag)
             ax.plot(steps, values, label=arm, color=colors[arm], lw=1.2)
         ax.set(title=label, xlabel="step", ylim=(-0.03, 1.03))
     fig.axes[0].legend(fontsize=7)

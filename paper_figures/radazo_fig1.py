@@ -25,12 +25,12 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from paper_figures._tb import find_runs, read_hparams, read_scalars  # noqa: E402
 
 FUNCTIONS = ("Quadratic", "Cubic", "Levy", "Rosenbrock")
-RULES = {  # class name -> (label in the paper, colour)
-    "ZOSGD": ("ZO-SGD", "tab:gray"),
-    "ZOSignSGD": ("ZO-signSGD", "tab:green"),
-    "ZOAdaMM": ("ZO-AdaMM", "tab:blue"),
-    "ZORMSProp": ("ZO-RMSProp", "tab:orange"),
-    "RAdaZO": ("R-AdaZO", "tab:red"),
+RULES = {  # class name -> (label in the paper, colour, line style: ZO-AdaMM dashed, it lies on ZO-RMSProp)
+    "ZOSGD": ("ZO-SGD", "tab:gray", "-"),
+    "ZOSignSGD": ("ZO-signSGD", "tab:green", "-"),
+    "ZOAdaMM": ("ZO-AdaMM", "tab:blue", "--"),
+    "ZORMSProp": ("ZO-RMSProp", "tab:orange", "-"),
+    "RAdaZO": ("R-AdaZO", "tab:red", "-"),
 }
 DIVERGED = 1e3  # a final loss above DIVERGED × the panel's initial loss (or non-finite) counts as diverged
 
@@ -94,11 +94,11 @@ def plot(curves, out) -> Path:
         start = initial_loss(curves[func])
         for rule in _order(curves[func], RULES):
             steps, values = curves[func][rule]
-            label, colour = RULES.get(rule, (rule, None))
+            label, colour, style = RULES.get(rule, (rule, None, "-"))
             ok = np.isfinite(values) & (values > 0)
             if final_loss(values, start) == math.inf:
                 label += " (diverged)"
-            ax.plot(steps[ok], values[ok], label=label, color=colour, lw=1.4)
+            ax.plot(steps[ok], values[ok], label=label, color=colour, ls=style, lw=1.4)
         ax.set_yscale("log")
         if math.isfinite(start):
             ax.set_ylim(top=2 * start)  # a diverged run would squash the others
@@ -112,7 +112,7 @@ def plot(curves, out) -> Path:
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=90)
+    fig.savefig(out, dpi=80)
     plt.close(fig)
     return out
 

@@ -25,15 +25,21 @@ def table(result: dict) -> str:
     """The Markdown table of a runner result."""
     rules = result["rules"]
     base = rules.get(BASELINE, {}).get("mean", math.nan)
+    # paired view: the (victim, seed) runs that every rule broke
+    common = [i for i in range(len(next(iter(rules.values()))["runs"]))
+              if all(r["runs"][i] is not None for r in rules.values())]
     lines = [
-        "| rule | iterations to success (mean ± std) | failures / runs | speed-up vs ZO-RMSProp | paper |",
-        "|---|---|---|---|---|",
+        "| rule | iterations to success (mean ± std) | failures / runs | speed-up vs ZO-RMSProp "
+        f"| mean on the {len(common)} runs all rules broke | paper |",
+        "|---|---|---|---|---|---|",
     ]
     for name, r in rules.items():
         cell = f"{r['mean']:.0f} ± {r['std']:.0f}" if r["successes"] else "—"
         speed = f"{base / r['mean']:.1f}×" if r["successes"] and not math.isnan(base) else "—"
+        paired = f"{sum(r['runs'][i] for i in common) / len(common):.0f}" if common else "—"
         paper = PAPER.get(name, "—")
-        lines.append(f"| {name} | {cell} | {r['failures']} / {len(r['runs'])} | {speed} | {paper} |")
+        fails = f"{r['failures']} / {len(r['runs'])}"
+        lines.append(f"| {name} | {cell} | {fails} | {speed} | {paired} | {paper} |")
     s = result["settings"]
     lines.append("")
     lines.append(

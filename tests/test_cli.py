@@ -1,5 +1,6 @@
 """The ``zolab`` LightningCLI: defaults, config errors before training, exact resume, Ctrl-C checkpoints."""
 
+import json
 import os
 import re
 import signal
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 
 import zolab
@@ -62,6 +64,9 @@ def test_name_defaults_to_the_config_stem_and_version_is_settable(tmp_path):
     assert cli_main(args, run=False).trainer.logger.log_dir == str(tmp_path / "my_experiment" / "version_0")
     cli = cli_main(args + ["--version=beta1=0.5"], run=False)
     assert cli.trainer.logger.log_dir == str(tmp_path / "my_experiment" / "beta1=0.5")
+    inline = ["--config", json.dumps(yaml.safe_load(config.read_text()))]
+    cli = cli_main(inline + args[2:], run=False)  # an inline config has no file name
+    assert cli.trainer.logger.log_dir == str(tmp_path / "zolab" / "version_0")
 
 
 # ---------------------------------------------------------------- bad configs fail before training
@@ -160,6 +165,8 @@ def test_resume_is_exact(tmp_path, rule):
 class InterruptingQuadratic(Quadratic):
     """A Quadratic that sends its own process a SIGINT inside its ``at_call``-th loss: Ctrl-C mid-step."""
 
+    supports_batched = False  # one loss call per point, so that at_call lands inside a step
+
     def __init__(self, dim: int = 16, init_seed: int = 0, at_call: int = 0):
         super().__init__(dim=dim, init_seed=init_seed)
         self.at_call, self.calls = at_call, 0
@@ -228,3 +235,27 @@ def test_readme_rule_example_trains(tmp_path, monkeypatch):
     assert "rule: ZOLion" in hp and "beta1: 0.9" in hp
     _, loss = read_scalars(tmp_path / "t" / "version_0", "train/loss")
     assert loss[-1] < 0.8 * loss[0]
+
+
+class NaNQuadratic(Quadratic):
+    """A Quadratic whose loss turns NaN from its ``from_call``-th evaluation on."""
+
+    supports_batched = False
+
+    def __init__(self, dim: int = 16, from_call: int = 0):
+        super().__init__(dim=dim)
+        self.from_call, self.calls = from_call, 0
+
+    def loss(self, batch=None):
+        self.calls += 1
+        value = super().loss(batch)
+        return value * float("nan") if self.calls >= self.from_call else value
+
+
+def test_an_exception_during_fit_leaves_a_checkpoint(tmp_path):
+    """nonfinite='raise' stops step 3 before any update; the checkpoint holds the state after step 2."""
+    with pytest.raises(FloatingPointError, match="non-finite loss at step 3"):
+        cli_main(fit_args(tmp_path, "--model.optimizer.init_args.num_queries=1",
+                          f"--model.task.init_args.from_call={2 * 2 + 1}", task=f"{__name__}.NaNQuadratic"))
+    state = _checkpoint_is_plain(tmp_path / "t" / "version_0" / "checkpoints" / "on_exception.ckpt")
+    assert state["global_step"] == 2 and state["optimizer_states"][0]["zo"]["step"] == 2

@@ -31,13 +31,37 @@ def test_lightning_path_equals_the_plain_loop(tmp_path):
 
     task = Quadratic(dim=30, init_seed=1)
     opt = factory([task.x])
-    losses = [opt.step(task.loss).item() for _ in range(6)]
+    losses = [opt.step(task.loss, batched=task.batched_loss).item() for _ in range(6)]
     assert torch.equal(module.task.x, task.x)
     steps, values = read_scalars(tmp_path / "m" / "v", "train/loss")
     assert steps.tolist() == list(range(6))
     assert values.tolist() == pytest.approx(losses, rel=1e-7)
     forwards = read_scalars(tmp_path / "m" / "v", "train/forwards")[1]
     assert forwards.tolist() == [4.0 * t for t in range(1, 7)]  # K + 1 forwards per step
+
+
+class _CountingQuadratic(Quadratic):
+    def __init__(self, dim: int):
+        super().__init__(dim=dim)
+        self.loss_calls = self.batched_calls = 0
+
+    def loss(self, batch=None):
+        self.loss_calls += 1
+        return super().loss(batch)
+
+    def batched_loss(self, points, batch=None):
+        self.batched_calls += 1
+        return super().batched_loss(points, batch)
+
+
+@pytest.mark.parametrize("supports_batched, loss_calls, batched_calls", [(True, 0, 4), (False, 4 * 5, 0)])
+def test_a_batched_task_is_evaluated_in_one_call_per_step(tmp_path, supports_batched, loss_calls, batched_calls):
+    task = _CountingQuadratic(dim=10)
+    task.supports_batched = supports_batched
+    module = ZOModule(task, optimizer=functools.partial(zolab.RAdaZO, lr=0.05, mu=0.05, num_queries=4))
+    _trainer(tmp_path, 4, logger=False).fit(module, SyntheticDataModule())
+    assert (task.loss_calls, task.batched_calls) == (loss_calls, batched_calls)
+    assert module.zo_optimizer.zo["forwards"] == 4 * 5  # counted alike: K + 1 points per step
 
 
 def test_hparams_are_logged_to_tensorboard(tmp_path):

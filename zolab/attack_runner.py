@@ -43,13 +43,13 @@ def rule_factory(name: str, lr: float, mu: float, num_queries: int, seed: int, l
                               directions="sphere", seed=seed, **extra)
 
 
-def attack_once(task: MNISTAttack, make_optimizer, max_iters: int) -> int | None:
-    """Iterations until the target is the arg-max (None: not within ``max_iters``)."""
+def attack_once(task: MNISTAttack, make_optimizer, max_iters: int, batched: bool = True) -> int | None:
+    """Iterations until the target is the arg-max (None: not within ``max_iters``). ``batched``: the step's
+    K (+1) queries go through the network as one batch (same losses as one by one, fewer calls)."""
     opt = make_optimizer(task.zo_named_parameters())
-    closure = task.loss
     with torch.no_grad():
         for t in range(1, max_iters + 1):
-            opt.step(closure)
+            opt.step(task.loss, batched=task.batched_loss if batched else None)
             if task.success():
                 return t
     return None

@@ -137,6 +137,11 @@ class InterruptCheckpoint(Callback):
 class ZOLabCLI(LightningCLI):
     """LightningCLI for ``ZOModule`` with zolab's trainer defaults and config checks (module docstring)."""
 
+    @staticmethod
+    def subcommands() -> dict:
+        """fit, validate, test (no predict: a ZO task has nothing to predict)."""
+        return {k: v for k, v in LightningCLI.subcommands().items() if k != "predict"}
+
     def add_arguments_to_parser(self, parser):
         parser.add_argument("--name", type=str | None, default=None,
                             help="experiment name: logs go to runs/NAME/VERSION (default: the config file's stem)")
@@ -197,11 +202,12 @@ class ZOLabCLI(LightningCLI):
 
 
 def _default_name(config) -> str:
-    paths = config.get("config") or []
-    for p in paths:
-        path = getattr(p, "relative", None) or getattr(p, "absolute", None) or str(p)
-        return Path(str(path)).stem
-    return "zolab"
+    """The first config file's stem ("zolab" for inline configs or none)."""
+    paths = [p for p in (config.get("config") or []) if p is not None]
+    if not paths:
+        return "zolab"
+    path = getattr(paths[0], "relative", None) or str(paths[0])
+    return Path(str(path)).stem
 
 
 def _component(err: Exception, config) -> str:
@@ -233,7 +239,7 @@ def cli_main(args=None, run: bool = True, **kwargs) -> ZOLabCLI:
             seed_everything_default=0,
             trainer_defaults={"max_steps": 1000, "num_sanity_val_steps": 0},
             parser_kwargs={"description": "zolab: zeroth-order optimization with Lightning. Subcommands fit, "
-                           "validate, test, predict; and `zolab sweep FILE` (see `zolab sweep --help`)."},
+                           "validate, test; and `zolab sweep FILE` (see `zolab sweep --help`)."},
             **kwargs,
         )
     finally:

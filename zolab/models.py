@@ -78,10 +78,10 @@ def load_causal_lm(name: str, dtype: str = "float32"):
     already in the local cache (e.g. ``facebook/opt-1.3b``)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    torch_dtype = resolve_dtype(dtype)
     where, extra = _source(name)
     tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=True, **extra)
-    model = AutoModelForCausalLM.from_pretrained(where, dtype=resolve_dtype(dtype), local_files_only=True,
-                                                 **extra)
+    model = AutoModelForCausalLM.from_pretrained(where, dtype=torch_dtype, local_files_only=True, **extra)
     return model, tokenizer
 
 
@@ -89,7 +89,8 @@ def load_encoder(name: str = MINILM, dtype: str = "float32"):
     """(model, tokenizer) of a transformers encoder (``AutoModel``), by default the packaged MiniLM-L6."""
     from transformers import AutoModel, AutoTokenizer
 
+    torch_dtype = resolve_dtype(dtype)
     where, extra = _source(name)
     tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=True, **extra)
-    model = AutoModel.from_pretrained(where, dtype=resolve_dtype(dtype), local_files_only=True, **extra)
+    model = AutoModel.from_pretrained(where, dtype=torch_dtype, local_files_only=True, **extra)
     return model, tokenizer

@@ -1,7 +1,8 @@
 """ZOModule: any zolab rule on any task, as a LightningModule with manual optimization.
 
 Each training step builds a forward-only closure ``lambda: task.loss(batch)`` and calls
-``optimizer.step(closure)`` inside Lightning's step bookkeeping (so ``global_step``, checkpoints and
+``optimizer.step(closure)`` (with ``batched=task.batched_loss`` when the task has one: all K (+1) points in
+one call) inside Lightning's step bookkeeping (so ``global_step``, checkpoints and
 loops stay Lightning's). Dropout is off during ZO forwards by default (MeZO's code); ``zo_dropout=True``
 keeps the task in train mode.
 
@@ -191,16 +192,19 @@ class ZOModule(L.LightningModule):
         optimizer = self.optimizers()
         zo = optimizer.optimizer
         closure = lambda: self.task.loss(batch)  # noqa: E731
+        # A one-tensor task with a batched objective (synthetic functions) evaluates all K (+1) points of
+        # the step in one call (Task.batched_loss); the closure is then not called.
+        batched = functools.partial(self.task.batched_loss, batch=batch) if self.task.supports_batched else None
         # Step the zolab optimizer itself, inside Lightning's step bookkeeping (global_step, profiler):
         # Lightning's precision plugin would otherwise run the on_before_optimizer_step hooks after each
         # of the 2K closure calls of a ZO step. Probes read the step record in on_train_batch_end.
         before, after = getattr(optimizer, "_on_before_step", None), getattr(optimizer, "_on_after_step", None)
         if before is not None and after is not None:
             before()
-            loss = zo.step(closure)
+            loss = zo.step(closure, batched=batched)
             after()
         else:  # another Lightning version: the wrapped (slower) path
-            loss = optimizer.step(closure=closure)
+            loss = optimizer.step(closure=closure, batched=batched)
         scheduler = self.lr_schedulers()
         if scheduler is not None:
             scheduler.step()

@@ -83,3 +83,20 @@ def test_runner_counts_iterations_and_failures():
     assert never is None  # a mean pixel shift of 0.04 is not enough in 2 steps of 0.01
     row = summarize([10, 20, None])
     assert row["successes"] == 2 and row["failures"] == 1 and row["mean"] == 15.0 and row["std"] == 5.0
+
+
+def test_batched_queries_give_the_same_losses_and_run():
+    task = MNISTAttack(network=PixelNet(), image=torch.full((784,), 0.05), label=2)
+    points = torch.randn(4, 784, generator=torch.Generator().manual_seed(0)) * 0.3
+    with torch.no_grad():
+        one_by_one = []
+        for p in points:
+            task.delta.copy_(p)
+            one_by_one.append(task.loss())
+        task.delta.zero_()
+        assert torch.allclose(task.batched_loss(points), torch.stack(one_by_one), atol=1e-5)
+    rule = lambda p: zolab.RAdaZO(p, lr=0.01, mu=0.005, num_queries=5, seed=0)  # noqa: E731
+    a = attack_once(MNISTAttack(network=PixelNet(), image=torch.full((784,), 0.05), label=2), rule, 300)
+    b = attack_once(MNISTAttack(network=PixelNet(), image=torch.full((784,), 0.05), label=2), rule, 300,
+                    batched=False)
+    assert a is not None and abs(a - b) <= 2  # same rule and seed: same run up to float rounding

@@ -55,6 +55,19 @@ def test_batched_objective_equals_rows(cls):
     torch.testing.assert_close(batched, torch.stack([cls.objective(x) for x in xs]))
 
 
+@pytest.mark.parametrize("cls", FUNCTIONS)
+def test_batched_loss_is_the_loss_at_each_point(cls):
+    task = cls(dim=5, init_seed=2)
+    assert cls.supports_batched
+    points = torch.randn(3, 5, generator=torch.Generator().manual_seed(0))
+    expected = []
+    for point in points:
+        with torch.no_grad():
+            task.x.copy_(point)
+        expected.append(task.loss())
+    torch.testing.assert_close(task.batched_loss(points, batch=0), torch.stack(expected))
+
+
 def test_exact_gradient_by_autograd():
     """Probes take the true gradient from autograd: ∇(½‖x‖²) = x, ∇Σ|x|³ = 3|x|x."""
     for cls, grad in ((Quadratic, lambda x: x), (Cubic, lambda x: 3 * x.abs() * x)):

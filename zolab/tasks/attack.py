@@ -98,6 +98,12 @@ class MNISTAttack(Task):
     def loss(self, batch=None) -> torch.Tensor:
         return margin_loss(self.scores(), self.target)
 
+    supports_batched = True
+
+    def batched_loss(self, points: torch.Tensor, batch=None) -> torch.Tensor:
+        """L at stacked values of δ, shape (n, 784) -> (n,): the K (+1) queries of a step in one forward."""
+        return margin_loss(self.net(attacked_image(self.x, points, self.eps)), self.target)
+
     @torch.no_grad()
     def success(self) -> bool:
         """Whether the target class is the arg-max at the current δ."""

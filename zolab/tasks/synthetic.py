@@ -32,9 +32,14 @@ class SyntheticFunction(Task):
         self.x = nn.Parameter(x0)
 
     min_dim = 1
+    supports_batched = True
 
     def loss(self, batch=None) -> torch.Tensor:
         return self.objective(self.x)
+
+    def batched_loss(self, points: torch.Tensor, batch=None) -> torch.Tensor:
+        """f at stacked points (n, d) -> (n,): a ZO step's K (+1) points in one call."""
+        return self.objective(points)
 
     @staticmethod
     def objective(x: torch.Tensor) -> torch.Tensor:
