@@ -33,7 +33,7 @@ def estimate_and_cosines(opt, grad: dict) -> tuple[dict, list[float]]:
         u = {}
         for b in record.blocks:
             for r in b.refs:
-                u[r.name] = opt._direction(r, b.queries[k], 1.0)  # unit-normalised for sphere
+                u[r.name] = opt.direction(r, b.queries[k])  # unit-normalised for sphere
                 term = u[r.name] * b.coefficients(r)[k]
                 g_hat[r.name] = term if k == 0 else g_hat[r.name].add_(term)
         cos_u.append(cosine(u, grad))

@@ -109,7 +109,7 @@ class EstimatorVariance(Probe):
         opt = pl_module.zo_optimizer
         grad = true_gradient(pl_module, batch, t)
         law, K, central = opt.sampler.name, opt.num_queries, opt.estimator == "central"
-        blocks = [refs for _, refs in opt._blocks_of_step(t)]  # the block(s) step t estimates
+        blocks = [refs for _, refs in opt.blocks_of_step(t)]  # the block(s) step t estimates
         estimated = {r.name for refs in blocks for r in refs}
         rest_sq = sum(float(g.double().square().sum()) for n, g in grad.items() if n not in estimated)
         self._generators.clear()

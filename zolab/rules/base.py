@@ -216,6 +216,10 @@ class ZOOptimizer(torch.optim.Optimizer):
             return torch.addcmul(base, u, alpha, out=u)
         return torch.add(base, u, alpha=alpha, out=u)
 
+    def direction(self, ref: ParamRef, query: Query) -> torch.Tensor:
+        """The direction u of ``query`` on one tensor (unit-normalised for sphere), as the step used it."""
+        return self._direction(ref, query, 1.0)
+
     def _buffer(self, ref: ParamRef) -> torch.Tensor:
         """A scratch tensor shaped like ``ref``'s parameter, kept across steps: drawing into it avoids a
         fresh allocation (and its page faults) per perturbation. ``release_buffers()`` frees them."""
@@ -292,7 +296,8 @@ class ZOOptimizer(torch.optim.Optimizer):
             p.mul_(1 - lr * wd)
         p.add_(update, alpha=-lr)
 
-    def _blocks_of_step(self, t: int) -> list[tuple[str, list[ParamRef]]]:
+    def blocks_of_step(self, t: int) -> list[tuple[str, list[ParamRef]]]:
+        """The block(s) step t perturbs and updates (a pure function of t and the seed)."""
         parts = self.partition()
         if self.blocks_per_step == "all" or len(parts) == 1:
             return parts
@@ -327,7 +332,7 @@ class ZOOptimizer(torch.optim.Optimizer):
             for group in self.param_groups:
                 group[k] = self._resolve(v, t)
         estimates, skipped = [], False
-        for position, (block, refs) in enumerate(self._blocks_of_step(t)):
+        for position, (block, refs) in enumerate(self.blocks_of_step(t)):
             scale = float(sum(r.param.numel() for r in refs)) if self.scale == "dimension" else 1.0
             queries = self._queries(refs, t, position)
             est = estimate(refs, block, queries, self.estimator, scale, self._direction, closure, batched,
