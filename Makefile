@@ -1,6 +1,7 @@
 # Two commands on a fresh machine: `make demo` and `make test`.
-# TORCH picks the torch requirement installed beside zolab: the default is the CPU build 2.13.0;
-# `make demo TORCH=torch` takes pip's default build for your platform (CUDA on Linux).
+# TORCH picks the torch requirement installed beside zolab: the default pins 2.13.0, which the project's
+# machines install as the CPU build from a local wheel (pip elsewhere may pick its CUDA build for Linux);
+# `make demo TORCH=torch` takes pip's default build for your platform, e.g. CUDA.
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0

@@ -5,7 +5,7 @@ ZO-AdaMM, ZO-RMSProp, R-AdaZO; one initial point, one estimator, shared hyper-pa
 §5 R1/R4, §6), made smaller: d = 1,000 with K = 1 query per step keeps d/K = 1,000 (Figure 1: d = 10,000,
 K = 10), and η, μ, β, x0 stay as they are, so each curve follows its full-size counterpart (loss relative
 to the start) over the first ``--steps`` iterations (default 4,000 of 20,000): measured against the
-full-size sweep, every curve that does not diverge was within 7% of its counterpart at iteration 2,000 and
+full-size sweep, every curve that does not diverge was within 8% of its counterpart at iteration 2,000 and
 within 12% at 4,000, with the same ranking (README, lab section). Writes
 ``runs/demo/radazo_fig1.png`` and prints the rules ranked by final loss per function. The runs are
 ordinary TensorBoard runs: ``tensorboard --logdir runs/demo``.
