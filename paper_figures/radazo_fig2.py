@@ -88,22 +88,24 @@ def plot(align, error, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax_a, ax_b) = plt.subplots(1, 2, figsize=(10, 3.8))
-    b1 = list(align)
-    for tag, label, color in ((ALIGN[0], r"$\cos(\hat g_t, \nabla F)$", "tab:gray"),
-                              (ALIGN[1], r"$\cos(m_t, \nabla F)$", "tab:red")):
-        ax_a.errorbar(range(len(b1)), [align[b][tag][0] for b in b1], yerr=[align[b][tag][1] for b in b1],
-                      marker="o", capsize=3, label=label, color=color)
-    ax_a.set_xticks(range(len(b1)), [f"{b:g}" for b in b1])
-    ax_a.set(xlabel=r"$\beta_1$", ylabel="cosine with the true gradient", title="(a) alignment (R2)")
+
+    def panel(ax, results, curves, beta):
+        """One marker line per curve: mean ± std over runs, one x tick per β value."""
+        betas = list(results)
+        for tag, label, color in curves:
+            ax.errorbar(range(len(betas)), [results[b][tag][0] for b in betas],
+                        yerr=[results[b][tag][1] for b in betas], marker="o", capsize=3, label=label, color=color)
+        ax.set_xticks(range(len(betas)), [f"{b:g}" for b in betas])
+        ax.set_xlabel(beta)
+
+    panel(ax_a, align, ((ALIGN[0], r"$\cos(\hat g_t, \nabla F)$", "tab:gray"),
+                        (ALIGN[1], r"$\cos(m_t, \nabla F)$", "tab:red")), r"$\beta_1$")
+    ax_a.set(ylabel="cosine with the true gradient", title="(a) alignment (R2)")
     ax_a.legend()
-    b2 = list(error)
-    for tag, label, color in ((ERROR[0], r"conventional $v$ (from $\hat g^2$, eq. 5)", "tab:gray"),
-                              (ERROR[1], r"R-AdaZO $v$ (from $m^2$, eq. 6)", "tab:red")):
-        ax_b.errorbar(range(len(b2)), [error[b][tag][0] for b in b2], yerr=[error[b][tag][1] for b in b2],
-                      marker="o", capsize=3, label=label, color=color)
-    ax_b.set_xticks(range(len(b2)), [f"{b:g}" for b in b2])
+    panel(ax_b, error, ((ERROR[0], r"conventional $v$ (from $\hat g^2$, eq. 5)", "tab:gray"),
+                        (ERROR[1], r"R-AdaZO $v$ (from $m^2$, eq. 6)", "tab:red")), r"$\beta_2$")
     ax_b.set_yscale("log")
-    ax_b.set(xlabel=r"$\beta_2$", ylabel=r"$\|v_t - v^*_t\| / \|v^*_t\|$", title="(b) second moment (R3)")
+    ax_b.set(ylabel=r"$\|v_t - v^*_t\| / \|v^*_t\|$", title="(b) second moment (R3)")
     ax_b.legend()
     fig.suptitle("R-AdaZO on Quadratic (d = 1,000, K = 10): means over the second half of each run", fontsize=10)
     fig.tight_layout()

@@ -237,7 +237,8 @@ class ZOOptimizer(torch.optim.Optimizer):
         queries = [Query(mix(self.seed, t, position, k)) for k in range(self.num_queries)]
         if self.sampler.normalize:  # sphere: one pass to get ||z|| over the perturbed set
             for q in queries:
-                sq = sum(_wide(self.sampler.sample(mix(q.seed, r.index), r.param)).square().sum() for r in refs)
+                sq = sum(_wide(self.sampler.sample(mix(q.seed, r.index), r.param, out=self._buffer(r))).square().sum()
+                         for r in refs)
                 q.inv_norm = sq.rsqrt()
         return queries
 
