@@ -1,10 +1,16 @@
 """Direction samplers, regenerated from integer seeds tensor by tensor (ALGORITHMS.md §1).
 
 A direction is never stored as one d-vector. Query k of step t owns an integer seed; tensor number i of
-the optimizer draws its slice of the direction from a generator seeded with ``mix(seed, i)``, on the
-tensor's own device and in its own dtype. So the draw for a tensor does not depend on which other tensors
-are perturbed (a block-restricted direction is the restriction of the full one), and any probe can
-regenerate the exact numbers from the step record.
+the optimizer draws its slice of the direction with the key ``mix(seed, i)``. So the draw for a tensor
+does not depend on which other tensors are perturbed (a block-restricted direction is the restriction of
+the full one), and any probe can regenerate the exact numbers from the step record.
+
+Two random number generators (``rng``):
+
+- ``"counter"`` (default): z is a pure function of (key, element index) (``zolab.kernels``): the same
+  numbers on CPU and GPU, for any slice, and fused kernels that draw z and use it in one pass without
+  storing it. Values are float32 draws cast to the tensor's dtype.
+- ``"torch"``: a ``torch.Generator`` seeded with the key, on the tensor's device (device-specific numbers).
 
 ``sphere`` draws a Gaussian here; the estimator divides by the norm over the perturbed set (or per tensor
 when that tensor is its own block), since only it knows that set.
@@ -13,6 +19,8 @@ when that tensor is its own block), since only it knows that set.
 from __future__ import annotations
 
 import torch
+
+from zolab import kernels
 
 _MASK64 = (1 << 64) - 1
 
@@ -32,17 +40,43 @@ def mix(*keys: int) -> int:
     return h >> 1
 
 
+RNGS = ("counter", "torch")
+
+
+class CounterStream:
+    """The counter generator's state: a key and the next element index (successive draws continue)."""
+
+    def __init__(self, key: int, offset: int = 0) -> None:
+        self.key, self.offset = int(key), int(offset)
+
+    def take(self, n: int) -> int:
+        start, self.offset = self.offset, self.offset + n
+        return start
+
+
 class DirectionSampler:
-    """Draws the raw per-tensor direction for a seed. Subclasses define ``draw``."""
+    """Draws the raw per-tensor direction for a seed. Subclasses set ``kind`` (counter) and ``draw_torch``."""
 
     name: str = ""
+    kind: str = "gaussian"  # the counter kernels' distribution
     normalize: bool = False  # sphere: the estimator divides by the norm over the perturbed set
 
-    def __init__(self) -> None:
+    def __init__(self, rng: str = "counter") -> None:
+        if rng not in RNGS:
+            raise ValueError(f"unknown rng {rng!r}; allowed: {list(RNGS)}")
+        self.rng = rng
         self._generators: dict[torch.device, torch.Generator] = {}
 
-    def generator(self, seed: int, device: torch.device) -> torch.Generator:
-        """A generator on ``device`` seeded with ``seed``; cached per device, re-seeded on every call."""
+    @property
+    def fused(self) -> bool:
+        """True when the fused kernels of ``zolab.kernels`` can draw this sampler's numbers."""
+        return self.rng == "counter"
+
+    def generator(self, seed: int, device: torch.device):
+        """A generator for ``seed``: a ``CounterStream`` (counter rng) or a ``torch.Generator`` on ``device``
+        (cached per device, re-seeded on every call)."""
+        if self.rng == "counter":
+            return CounterStream(seed)
         gen = self._generators.get(device)
         if gen is None:
             gen = self._generators[device] = torch.Generator(device=device)
@@ -53,11 +87,19 @@ class DirectionSampler:
         (a reused buffer saves the allocation and its page faults on every call)."""
         return self.draw(self.generator(seed, like.device), like, out)
 
-    def draw(self, gen: torch.Generator, like: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    def draw(self, gen, like: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The next ``like``-shaped draw of ``gen`` (advances it)."""
+        if isinstance(gen, CounterStream):
+            if out is None:
+                out = torch.empty_like(like, memory_format=torch.contiguous_format)
+            return kernels.fill(out, gen.key, gen.take(like.numel()), self.kind)
+        return self.draw_torch(gen, like, out)
+
+    def draw_torch(self, gen: torch.Generator, like: torch.Tensor, out: torch.Tensor | None = None):
         raise NotImplementedError
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
+        return f"{type(self).__name__}(rng={self.rng!r})"
 
 
 class Gaussian(DirectionSampler):
@@ -65,7 +107,7 @@ class Gaussian(DirectionSampler):
 
     name = "gaussian"
 
-    def draw(self, gen, like, out=None):
+    def draw_torch(self, gen, like, out=None):
         if out is not None:
             return torch.randn(like.shape, generator=gen, out=out)
         return torch.randn(like.shape, generator=gen, device=like.device, dtype=like.dtype)
@@ -82,8 +124,9 @@ class Rademacher(DirectionSampler):
     """u_i in {-1, +1} equiprobable."""
 
     name = "rademacher"
+    kind = "rademacher"
 
-    def draw(self, gen, like, out=None):
+    def draw_torch(self, gen, like, out=None):
         bits = torch.randint(0, 2, like.shape, generator=gen, device=like.device, dtype=torch.int8)
         out = bits.to(like.dtype) if out is None else out.copy_(bits)
         return out.mul_(2).sub_(1)
@@ -92,9 +135,9 @@ class Rademacher(DirectionSampler):
 SAMPLERS: dict[str, type[DirectionSampler]] = {c.name: c for c in (Gaussian, Sphere, Rademacher)}
 
 
-def make_sampler(name: str | DirectionSampler) -> DirectionSampler:
+def make_sampler(name: str | DirectionSampler, rng: str = "counter") -> DirectionSampler:
     if isinstance(name, DirectionSampler):
         return name
     if name not in SAMPLERS:
         raise ValueError(f"unknown directions {name!r}; allowed: {sorted(SAMPLERS)}")
-    return SAMPLERS[name]()
+    return SAMPLERS[name](rng)

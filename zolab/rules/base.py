@@ -18,6 +18,7 @@ import math
 import torch
 
 from zolab import blocks as _blocks
+from zolab import kernels
 from zolab.directions import DirectionSampler, make_sampler, mix
 from zolab.estimator import ESTIMATORS, SCALES, BlockEstimate, ParamRef, Query, StepRecord, estimate
 from zolab.schedules import Schedule, value_at
@@ -55,6 +56,8 @@ class ZOOptimizer(torch.optim.Optimizer):
     weight_decay: λ >= 0; by default only for tensors with 2+ dims, unless the group sets it explicitly.
     weight_decay_mode: ``"decoupled"`` θ ← θ − η(U + λθ) (MeZO) or ``"coupled"`` (λθ added to ĝ).
     seed: integer seed of every random draw of this optimizer.
+    rng: ``"counter"`` (default: z a pure function of (key, element), fused one-pass kernels, the same
+        numbers on CPU and GPU) or ``"torch"`` (a ``torch.Generator`` per tensor); see ``zolab.directions``.
     nonfinite: ``"raise"`` (error naming the step and losses) or ``"skip"`` (no update, counted).
     blocks: None (all at once), ``"module"``, ``"tensor"``, an int, or name regexes (see ``zolab.blocks``).
     block_selection: ``"cyclic"``, ``"permutation"`` or ``"uniform"``.
@@ -83,6 +86,7 @@ class ZOOptimizer(torch.optim.Optimizer):
         block_selection: str = "permutation",
         blocks_per_step: int | str = 1,
         granularity: str = "model",
+        rng: str = "counter",
     ):
         if isinstance(num_queries, bool) or not isinstance(num_queries, int) or num_queries < 1:
             raise ValueError(f"invalid num_queries: {num_queries!r}; allowed: an integer >= 1")
@@ -103,7 +107,7 @@ class ZOOptimizer(torch.optim.Optimizer):
             if blocks is not None:
                 raise ValueError(f"granularity='tensor' makes each tensor a block; got blocks={blocks!r} too")
             blocks, blocks_per_step, block_selection = "tensor", "all", "cyclic"
-        self.sampler = make_sampler(directions)
+        self.sampler = make_sampler(directions, rng)
         self.num_queries, self.estimator, self.seed = num_queries, estimator, int(seed)
         self.scale = scale or ("dimension" if self.sampler.normalize else "none")
         self.weight_decay_mode, self.nonfinite = weight_decay_mode, nonfinite
@@ -206,10 +210,15 @@ class ZOOptimizer(torch.optim.Optimizer):
     # ---------------------------------------------------------------- directions
     def _direction(self, ref: ParamRef, query: Query, alpha, out=None, base=None) -> torch.Tensor:
         """``base + alpha·u`` (``alpha·u`` without base) for this tensor, written into ``out`` when given,
-        else into a fresh tensor the caller owns. Two passes: the draw, then one fused multiply-add."""
-        u = self.sampler.sample(mix(query.seed, ref.index), ref.param, out=out)
+        else into a fresh tensor the caller owns. One pass with the counter rng (z is never stored), two
+        with the torch rng (the draw, then a multiply-add)."""
         if query.inv_norm is not None:
             alpha = query.inv_norm * alpha
+        if self.sampler.fused:
+            if out is None:
+                out = torch.empty_like(ref.param, memory_format=torch.contiguous_format)
+            return kernels.axpz(out, [mix(query.seed, ref.index)], [alpha], base, 0, self.sampler.kind)
+        u = self.sampler.sample(mix(query.seed, ref.index), ref.param, out=out)
         if base is None:
             return u.mul_(alpha)
         if isinstance(alpha, torch.Tensor):
@@ -235,7 +244,11 @@ class ZOOptimizer(torch.optim.Optimizer):
 
     def _queries(self, refs: list[ParamRef], t: int, position: int) -> list[Query]:
         queries = [Query(mix(self.seed, t, position, k)) for k in range(self.num_queries)]
-        if self.sampler.normalize:  # sphere: one pass to get ||z|| over the perturbed set
+        if self.sampler.normalize and self.sampler.fused:  # sphere: ||z|| over the set, nothing written
+            for q in queries:
+                q.inv_norm = sum(kernels.sumsq(mix(q.seed, r.index), r.param, 0, self.sampler.kind)
+                                 for r in refs).rsqrt()
+        elif self.sampler.normalize:  # sphere: one pass to get ||z|| over the perturbed set
             for q in queries:
                 sq = sum(_wide(self.sampler.sample(mix(q.seed, r.index), r.param, out=self._buffer(r))).square().sum()
                          for r in refs)
@@ -244,6 +257,12 @@ class ZOOptimizer(torch.optim.Optimizer):
 
     def _grad(self, ref: ParamRef, est: BlockEstimate, coefs: torch.Tensor, out=None) -> torch.Tensor:
         """Σ_k coef_k u_k on one tensor (into ``out`` when given)."""
+        if self.sampler.fused:  # all K draws in one pass
+            if out is None:
+                out = torch.empty_like(ref.param, memory_format=torch.contiguous_format)
+            keys = [mix(q.seed, ref.index) for q in est.queries]
+            alphas = [c if q.inv_norm is None else c * q.inv_norm for c, q in zip(coefs, est.queries)]
+            return kernels.axpz(out, keys, alphas, None, 0, self.sampler.kind)
         g = self._direction(ref, est.queries[0], coefs[0], out=out)
         for k in range(1, len(est.queries)):
             g.add_(self._direction(ref, est.queries[k], coefs[k]))
@@ -285,8 +304,14 @@ class ZOOptimizer(torch.optim.Optimizer):
             s = self._update_scale(ref, state)
             if wd:
                 p.mul_(1 - lr * wd)
+            cs = [coefs[k] * s * -lr if q.inv_norm is None else coefs[k] * s * -lr * q.inv_norm
+                  for k, q in enumerate(est.queries)]
+            if self.sampler.fused:  # θ += Σ_k c_k z_k in one pass, in place
+                keys = [mix(q.seed, ref.index) for q in est.queries]
+                kernels.axpz(p.data, keys, cs, p.data, 0, self.sampler.kind)
+                return
             for k, q in enumerate(est.queries):
-                c = coefs[k] * s * -lr if q.inv_norm is None else coefs[k] * s * -lr * q.inv_norm
+                c = cs[k]
                 p.addcmul_(self.sampler.sample(mix(q.seed, ref.index), p, out=self._buffer(ref)), c)
             return
         g = _wide(self._grad(ref, est, coefs, out=self._buffer(ref)))  # float32 moments for half tensors

@@ -1,0 +1,181 @@
+"""Fused passes over a tensor that draw the counter-based direction z and use it without storing it.
+
+Three backends give the same numbers (``reference.py`` is the specification):
+
+- ``c``: a small C library (``zo_cpu.c``) for contiguous float32/float64 CPU tensors, multi-threaded;
+- ``triton``: a Triton kernel for CUDA tensors (and CPU tensors under ``TRITON_INTERPRET=1``, for tests);
+- ``torch``: plain torch ops, any device and dtype (float16/bfloat16 are computed in float32).
+
+The backend is chosen per tensor; ``ZOLAB_KERNELS=torch|c|triton`` (or ``use_backend``) forces one.
+Every function takes the direction keys (63-bit integers from ``zolab.directions.mix``) and the element
+offset of the tensor's first element, so a slice of a tensor draws exactly the slice of the whole.
+
+Arithmetic: the compute type is float64 for float64 tensors and float32 otherwise;
+``axpz`` computes ``acc = base; acc = acc + α_k·z_k`` for k = 1 … K, each operation rounded once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from contextlib import contextmanager
+
+import torch
+
+from zolab.kernels import reference
+from zolab.kernels.reference import KINDS
+
+BACKENDS = ("auto", "c", "triton", "torch")
+MAXK = 64
+_C_DTYPES = {torch.float32: 0, torch.float64: 1}
+_forced: str | None = None
+
+
+def _setting() -> str:
+    value = _forced or os.environ.get("ZOLAB_KERNELS", "auto")
+    if value not in BACKENDS:
+        raise ValueError(f"invalid ZOLAB_KERNELS={value!r}; allowed: {list(BACKENDS)}")
+    return value
+
+
+@contextmanager
+def use_backend(name: str):
+    """Force one backend inside the block (tests, benchmarks)."""
+    global _forced
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; allowed: {list(BACKENDS)}")
+    old, _forced = _forced, name
+    try:
+        yield
+    finally:
+        _forced = old
+
+
+def _triton_ok(t: torch.Tensor) -> bool:
+    from zolab.kernels import triton_kernels
+
+    return triton_kernels.available() and (t.is_cuda or triton_kernels.interpreted())
+
+
+def backend(t: torch.Tensor) -> str:
+    """The backend that handles tensor ``t``."""
+    want = _setting()
+    if want == "torch":
+        return "torch"
+    if want == "triton":
+        if not _triton_ok(t):
+            raise RuntimeError("ZOLAB_KERNELS=triton needs triton and a CUDA tensor (or TRITON_INTERPRET=1)")
+        return "triton"
+    if want == "c" or (want == "auto" and t.device.type == "cpu"):
+        if t.device.type == "cpu" and t.dtype in _C_DTYPES and t.is_contiguous():  # else: torch
+            from zolab.kernels import cpu
+
+            if cpu.load() is not None:
+                return "c"
+        if want == "c":
+            raise RuntimeError(f"the C backend needs a contiguous float32/float64 CPU tensor, got {t.dtype} on "
+                               f"{t.device}, or its library failed to build (see the warning)")
+        return "torch"
+    if t.is_cuda and t.is_contiguous() and _triton_ok(t):
+        return "triton"
+    return "torch"
+
+
+def _check(kind: str, keys: Sequence[int], alphas: Sequence) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; allowed: {list(KINDS)}")
+    if not keys or len(keys) != len(alphas):
+        raise ValueError(f"need at least one key and one alpha per key, got {len(keys)} keys, {len(alphas)} alphas")
+
+
+def _ctype(t: torch.Tensor) -> torch.dtype:
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+def _alpha(a, ct: torch.dtype, device) -> torch.Tensor:
+    if isinstance(a, torch.Tensor):
+        return a.detach().to(device=device, dtype=ct)
+    return torch.tensor(float(a), dtype=ct, device=device)
+
+
+def axpz(out: torch.Tensor, keys: Sequence[int], alphas: Sequence, base: torch.Tensor | None = None,
+         offset: int = 0, kind: str = "gaussian") -> torch.Tensor:
+    """``out = base + Σ_k alphas[k]·z(keys[k])`` (``Σ_k …`` without base), in one pass; returns ``out``.
+
+    ``base`` may be ``out`` (in place). ``alphas`` are floats or 0-dim tensors (device tensors stay on
+    the device: no host synchronisation on CUDA). z is drawn for elements offset … offset + numel − 1."""
+    _check(kind, keys, alphas)
+    if len(keys) > MAXK:  # the kernels take up to MAXK draws a pass; more continue in place
+        axpz(out, keys[:MAXK], alphas[:MAXK], base, offset, kind)
+        return axpz(out, keys[MAXK:], alphas[MAXK:], out, offset, kind)
+    if base is not None and (base.shape != out.shape or base.dtype != out.dtype):
+        raise ValueError(f"base {tuple(base.shape)} {base.dtype} must match out {tuple(out.shape)} {out.dtype}")
+    which = backend(out)
+    if which == "c" and (base is None or base.is_contiguous()):
+        from zolab.kernels import cpu
+
+        lib = cpu.load()
+        n = out.numel()
+        key_arr = (torch.tensor([int(k) for k in keys], dtype=torch.int64)).numpy().astype("uint64")
+        alpha_arr = torch.tensor([float(a) for a in alphas], dtype=torch.float64).numpy()
+        rc = lib.zo_axpz(out.data_ptr(), base.data_ptr() if base is not None else None, n, int(offset),
+                         _C_DTYPES[out.dtype], KINDS.index(kind), len(keys), key_arr.ctypes.data,
+                         alpha_arr.ctypes.data, torch.get_num_threads())
+        if rc != 0:
+            raise RuntimeError(f"zo_axpz failed ({rc})")
+        return out
+    if which == "triton":
+        from zolab.kernels import triton_kernels
+
+        return triton_kernels.axpz(out, keys, alphas, base, offset, kind)
+    ct = _ctype(out)
+    acc = None if base is None else base.to(ct)
+    for key, a in zip(keys, alphas):
+        z = reference.draw(key, out.numel(), offset, kind, out.device).view(out.shape).to(ct)
+        term = z * _alpha(a, ct, out.device)
+        acc = term if acc is None else acc + term
+    return out.copy_(acc)
+
+
+def fill(out: torch.Tensor, key: int, offset: int = 0, kind: str = "gaussian") -> torch.Tensor:
+    """z itself (α = 1 is exact) into ``out``."""
+    return axpz(out, [key], [1.0], None, offset, kind)
+
+
+def sumsq(key: int, like: torch.Tensor, offset: int = 0, kind: str = "gaussian") -> torch.Tensor:
+    """Σ z² over ``like.numel()`` elements as a float64 0-dim tensor on ``like``'s device (sphere's norm).
+    Summed in float64; backends agree to rounding (the summation order is theirs)."""
+    _check(kind, [key], [1.0])
+    which = backend(like)
+    if which == "c":
+        from zolab.kernels import cpu
+
+        value = cpu.load().zo_sumsq(like.numel(), int(offset), KINDS.index(kind), int(key), torch.get_num_threads())
+        return torch.tensor(value, dtype=torch.float64)
+    if which == "triton":
+        from zolab.kernels import triton_kernels
+
+        return triton_kernels.sumsq(key, like, offset, kind)
+    z = reference.draw(key, like.numel(), offset, kind, like.device)
+    return z.double().square().sum()
+
+
+def rows(base_rows: torch.Tensor, row_ids: torch.Tensor, dim: int, key: int, alpha,
+         kind: str = "gaussian") -> torch.Tensor:
+    """``base_rows + α·z`` where row j of the result draws elements ``row_ids[j]·dim + (0 … dim − 1)`` of
+    a (rows × dim) table: the lookup of a perturbed embedding table without building the table."""
+    _check(kind, [key], [alpha])
+    flat = base_rows.reshape(-1, dim)
+    ids = row_ids.reshape(-1)
+    out = torch.empty_like(flat, memory_format=torch.contiguous_format)
+    if backend(out) == "c" and flat.dtype == torch.float32:
+        from zolab.kernels import cpu
+
+        flat, ids = flat.contiguous(), ids.to(torch.int64).contiguous()
+        cpu.load().zo_rows_f32(out.data_ptr(), flat.data_ptr(), ids.data_ptr(), ids.numel(), dim,
+                               KINDS.index(kind), int(key), float(alpha), torch.get_num_threads())
+        return out.view(base_rows.shape)
+    ct = _ctype(flat)
+    index = ids.to(torch.int64)[:, None] * dim + torch.arange(dim, device=ids.device)
+    z = reference.draw_at(key, index, kind).to(ct)
+    return out.copy_(flat.to(ct) + z * _alpha(alpha, ct, out.device)).view(base_rows.shape)

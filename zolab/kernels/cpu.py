@@ -1,0 +1,91 @@
+"""Builds and loads ``zo_cpu.c`` (a plain C shared library, called through ctypes).
+
+The library is compiled on first use with the system C compiler (``$CC``, else ``cc``) into
+``$ZOLAB_CACHE`` (default ``~/.cache/zolab``), keyed by the source, the flags and the CPU, so a fresh
+machine needs only a C compiler: no torch headers, no ninja. Without one, ``load()`` returns None and
+zolab uses the torch implementation (same numbers, slower), saying so once.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+SOURCE = Path(__file__).with_name("zo_cpu.c")
+# -ffp-contract=off: no fused multiply-add, so every product is rounded as the reference rounds it.
+FLAGS = ["-O3", "-std=c11", "-fPIC", "-shared", "-ffp-contract=off", "-fno-math-errno", "-pthread"]
+NATIVE = ["-march=native"]
+
+_lib = None
+_tried = False
+
+
+def _cpu_tag() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return hashlib.sha1(line.encode()).hexdigest()[:8]
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
+def _compiler() -> str | None:
+    cc = os.environ.get("CC") or "cc"
+    return shutil.which(cc)
+
+
+def build(verbose: bool = False) -> Path:
+    """Compile the library (or find it in the cache) and return its path; raises if no compiler works."""
+    cc = _compiler()
+    if cc is None:
+        raise RuntimeError("no C compiler found (set $CC or install cc/gcc)")
+    src = SOURCE.read_bytes()
+    tag = hashlib.sha1(src + " ".join(FLAGS + NATIVE).encode() + cc.encode() + _cpu_tag().encode()).hexdigest()[:16]
+    cache = Path(os.environ.get("ZOLAB_CACHE", Path.home() / ".cache" / "zolab"))
+    target = cache / f"zo_cpu_{tag}.so"
+    if target.exists():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        out = Path(tmp) / target.name
+        for flags in (FLAGS + NATIVE, FLAGS):  # some compilers lack -march=native
+            cmd = [cc, *flags, str(SOURCE), "-o", str(out), "-lm"]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode == 0:
+                break
+        else:
+            raise RuntimeError(f"compiling {SOURCE.name} failed:\n{' '.join(cmd)}\n{proc.stderr[-2000:]}")
+        if verbose:
+            print(" ".join(cmd))
+        os.replace(out, target)  # atomic: parallel processes never load a half-written file
+    return target
+
+
+def load():
+    """The ctypes library, or None (with one warning) when it cannot be built."""
+    global _lib, _tried
+    if _tried:
+        return _lib
+    _tried = True
+    try:
+        lib = ctypes.CDLL(str(build()))
+    except (RuntimeError, OSError) as err:
+        warnings.warn(f"zolab: CPU kernels unavailable, using the torch implementation ({err})", stacklevel=2)
+        return None
+    c_i64, c_u64, c_int, c_dbl, c_p = ctypes.c_int64, ctypes.c_uint64, ctypes.c_int, ctypes.c_double, ctypes.c_void_p
+    lib.zo_axpz.argtypes = [c_p, c_p, c_i64, c_u64, c_int, c_int, c_int, c_p, c_p, c_int]
+    lib.zo_axpz.restype = c_int
+    lib.zo_sumsq.argtypes = [c_i64, c_u64, c_int, c_u64, c_int]
+    lib.zo_sumsq.restype = c_dbl
+    lib.zo_rows_f32.argtypes = [c_p, c_p, c_p, c_i64, c_i64, c_int, c_u64, c_dbl, c_int]
+    lib.zo_rows_f32.restype = c_int
+    _lib = lib
+    return lib

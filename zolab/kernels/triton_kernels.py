@@ -1,0 +1,170 @@
+"""The counter-based draw as Triton kernels, for CUDA tensors (and, under ``TRITON_INTERPRET=1``, for CPU
+tensors, which is how the tests check them on a machine without a GPU).
+
+Same hash, same float32 operations in the same order as ``reference.py``, launched with
+``enable_fp_fusion=False`` (no FMA) and ``sqrt_rn`` (IEEE square root), so the numbers equal the C kernel
+and the torch implementation bit for bit. The keys go to the GPU from pinned memory without a wait and
+the α's stay device tensors: nothing is read back to the host.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from zolab.kernels import reference
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - triton is optional
+    triton = None
+
+BLOCK = 1024
+
+
+def available() -> bool:
+    return triton is not None
+
+
+def interpreted() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+if triton is not None:
+
+    @triton.jit
+    def _h32(x):
+        x = x ^ (x >> 16)
+        x = (x * 0x7FEB352D).to(tl.uint32)  # literals may widen the type: wrap back to 32 bits
+        x = x ^ (x >> 15)
+        x = (x * 0x846CA68B).to(tl.uint32)
+        return x ^ (x >> 16)
+
+    @triton.jit
+    def _horner7(x, c0, c1, c2, c3, c4, c5, c6):
+        y = x * c0 + c1
+        y = y * x + c2
+        y = y * x + c3
+        y = y * x + c4
+        y = y * x + c5
+        return y * x + c6
+
+    @triton.jit
+    def _log_unit(u):
+        bits = u.to(tl.int32, bitcast=True)
+        e = (bits >> 23) - 127
+        m = ((bits & 0x7FFFFF) | 0x3F800000).to(tl.float32, bitcast=True)
+        big = m > 1.4142135381698608
+        m = tl.where(big, m * 0.5, m)
+        e = tl.where(big, e + 1, e)
+        x = m - 1.0
+        fe = e.to(tl.float32)
+        z = x * x
+        y = x * 0.07037683576345444 + -0.11514610052108765
+        y = y * x + 0.11676998436450958
+        y = y * x + -0.12420140951871872
+        y = y * x + 0.14249323308467865
+        y = y * x + -0.16668057441711426
+        y = y * x + 0.2000071406364441
+        y = y * x + -0.24999994039535522
+        y = y * x + 0.3333333134651184
+        y = y * x * z
+        y = y + fe * -0.00021219444170128554
+        y = y - z * 0.5
+        r = x + y
+        return r + fe * 0.693359375
+
+    @triton.jit
+    def _draw(k0, k1, idx, KIND: tl.constexpr):
+        lo = (idx & 0xFFFFFFFF).to(tl.uint32)
+        hi = (idx >> 32).to(tl.uint32)
+        w1 = _h32(_h32(lo ^ k0) ^ (hi * 0x9E3779B9).to(tl.uint32) ^ k1)
+        if KIND == 1:
+            z = 1.0 - (w1 >> 31).to(tl.float32) * 2.0
+        else:
+            w2 = _h32((w1 + 0x632BE5AB).to(tl.uint32))
+            u1 = ((w1 >> 8) + 1).to(tl.float32) * 5.9604644775390625e-08
+            r = tl.sqrt_rn(_log_unit(u1) * -2.0)
+            q = w2 >> 30
+            f = ((w2 >> 8) & 0x3FFFFF).to(tl.float32) * 2.384185791015625e-07
+            a = f * 1.5707963705062866
+            a2 = a * a
+            c = _horner7(a2, 2.0876755879584152e-09, -2.755731998149713e-07, 2.4801587642286904e-05,
+                         -0.0013888889225199819, 0.0416666679084301, -0.5, 1.0)
+            s = _horner7(a2, 1.6059044372074283e-10, -2.5052107943679403e-08, 2.7557318844628753e-06,
+                         -0.00019841270113829523, 0.008333333767950535, -0.1666666716337204, 1.0) * a
+            v = tl.where((q & 1) == 1, s, c)
+            z = r * tl.where((q == 1) | (q == 2), -v, v)
+        return z
+
+    @triton.jit
+    def _axpz_kernel(out_ptr, base_ptr, key_ptr, alpha_ptr, n, offset, NK: tl.constexpr, KIND: tl.constexpr,
+                     HAS_BASE: tl.constexpr, F64: tl.constexpr, BLOCK_SIZE: tl.constexpr):
+        pid = tl.program_id(0).to(tl.int64)
+        i = pid * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE).to(tl.int64)
+        mask = i < n
+        idx = offset + i
+        CT = tl.float64 if F64 else tl.float32
+        acc = tl.zeros([BLOCK_SIZE], dtype=CT)
+        if HAS_BASE:
+            acc = tl.load(base_ptr + i, mask=mask).to(CT)
+        for k in tl.static_range(NK):
+            key = tl.load(key_ptr + k)  # int64 holding the 63-bit key
+            k0 = (key & 0xFFFFFFFF).to(tl.uint32)
+            k1 = ((key >> 32) & 0xFFFFFFFF).to(tl.uint32)
+            term = tl.load(alpha_ptr + k) * _draw(k0, k1, idx, KIND).to(CT)
+            if k == 0 and not HAS_BASE:
+                acc = term
+            else:
+                acc = acc + term
+        tl.store(out_ptr + i, acc.to(out_ptr.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def _sumsq_kernel(partial_ptr, n, offset, a0, b0, KIND: tl.constexpr, BLOCK_SIZE: tl.constexpr):
+        pid = tl.program_id(0).to(tl.int64)
+        i = pid * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE).to(tl.int64)
+        k0 = a0.to(tl.uint32, bitcast=True)
+        k1 = b0.to(tl.uint32, bitcast=True)
+        z = _draw(k0, k1, offset + i, KIND).to(tl.float64)
+        z = tl.where(i < n, z, 0.0)
+        tl.store(partial_ptr + pid, tl.sum(z * z, axis=0))
+
+
+def _key_args(key: int) -> list[int]:
+    """A key as two int32 kernel arguments (its low and high words, reinterpreted as signed)."""
+    return [w - (1 << 32) if w >= 1 << 31 else w for w in reference.split_key(key)]
+
+
+def _alphas(alphas, ct: torch.dtype, device) -> torch.Tensor:
+    vals = [a.detach().to(device=device, dtype=ct).reshape(()) if isinstance(a, torch.Tensor)
+            else torch.full((), float(a), dtype=ct, device=device) for a in alphas]
+    return torch.stack(vals)  # device-side: no host round trip
+
+
+def _keys(keys, device) -> torch.Tensor:
+    """The keys as an int64 device tensor, copied from pinned memory without waiting for the GPU."""
+    host = torch.tensor([int(k) for k in keys], dtype=torch.int64)
+    if device.type == "cuda":
+        return host.pin_memory().to(device, non_blocking=True)
+    return host.to(device)
+
+
+def axpz(out, keys, alphas, base, offset, kind):
+    if not out.is_contiguous() or (base is not None and not base.is_contiguous()):
+        raise ValueError("the Triton kernels need contiguous tensors")
+    ct = torch.float64 if out.dtype == torch.float64 else torch.float32
+    n = out.numel()
+    _axpz_kernel[(triton.cdiv(n, BLOCK),)](
+        out, base if base is not None else out, _keys(keys, out.device), _alphas(alphas, ct, out.device), n,
+        int(offset), NK=len(keys), KIND=reference.KINDS.index(kind), HAS_BASE=base is not None,
+        F64=ct == torch.float64, BLOCK_SIZE=BLOCK, enable_fp_fusion=False)
+    return out
+def sumsq(key, like, offset, kind):
+    n = like.numel()
+    nblocks = triton.cdiv(n, BLOCK)
+    partial = torch.empty(nblocks, dtype=torch.float64, device=like.device)
+    _sumsq_kernel[(nblocks,)](partial, n, int(offset), *_key_args(key), KIND=reference.KINDS.index(kind),
+                              BLOCK_SIZE=BLOCK, enable_fp_fusion=False)
+    return partial.sum()
