@@ -5,15 +5,24 @@
 
 Times, in one run: two forward passes alone; a MeZO-pattern step written here (re-seed, then
 ``torch.normal`` and an in-place add per tensor: +μz, −2μz, +μz, update; Malladi et al. 2023); and
-zolab's steps. Prints one table: median seconds per step, the ratio to the two forwards, and on CUDA the
-peak memory against inference. No weights are downloaded: models are built from configs.
+zolab's steps (``perturb="module"``, the counter rng's fused kernels). Prints one table: median seconds
+per step, the ratio to the two forwards, and the peak memory of a step against the peak of the forwards
+(inference): ``torch.cuda.max_memory_allocated`` on CUDA; on CPU the process's peak resident memory
+(VmHWM, reset before each method through /proc/self/clear_refs), so it includes the interpreter and
+libraries (~0.4 GB) and the ratio understates the difference; the "extra MB" column gives it directly.
+On CPU the script re-executes itself with ``MALLOC_MMAP_THRESHOLD_=65536`` so that freed tensors go back
+to the system and each method's peak is its own. No weights are downloaded: models are built from configs.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import os
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -71,13 +80,32 @@ def mezo_step(params, closure, lr=1e-6, eps=1e-3, seed=0):
     return (l1 + l2) / 2
 
 
+MODULE = dict(perturb="module")  # each perturbed tensor built only while its module runs
 ZOLAB_RULES = {
-    "zolab ZO-SGD": lambda named: zolab.ZOSGD(named, lr=1e-6, mu=1e-3),
-    "zolab R-AdaZO": lambda named: zolab.RAdaZO(named, lr=1e-6, mu=1e-3),
-    "zolab ZO-AdaMU": lambda named: zolab.ZOAdaMU(named, lr=1e-6, mu=1e-3, total_steps=100, t1=1),
-    "zolab MEAZO": lambda named: zolab.MEAZO(named, lr=1e-6, mu=1e-3),
-    "zolab MeZO-BCD": lambda named: zolab.MeZOBCD(named, lr=1e-6, mu=1e-3),
+    "zolab ZO-SGD": lambda named: zolab.ZOSGD(named, lr=1e-6, mu=1e-3, **MODULE),
+    "zolab ZO-SGD (copy)": lambda named: zolab.ZOSGD(named, lr=1e-6, mu=1e-3),
+    "zolab R-AdaZO": lambda named: zolab.RAdaZO(named, lr=1e-6, mu=1e-3, **MODULE),
+    "zolab ZO-AdaMU": lambda named: zolab.ZOAdaMU(named, lr=1e-6, mu=1e-3, total_steps=100, t1=1, **MODULE),
+    "zolab MEAZO": lambda named: zolab.MEAZO(named, lr=1e-6, mu=1e-3, **MODULE),
+    "zolab MeZO-BCD": lambda named: zolab.MeZOBCD(named, lr=1e-6, mu=1e-3, **MODULE),
 }
+
+
+def reset_peak(cuda: bool) -> None:
+    gc.collect()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        Path("/proc/self/clear_refs").write_text("5")  # VmHWM := current resident size
+
+
+def peak_bytes(cuda: bool) -> float:
+    if cuda:
+        return float(torch.cuda.max_memory_allocated())
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return float(line.split()[1]) * 1024
+    return float("nan")
 
 
 def main(argv=None):
@@ -89,9 +117,12 @@ def main(argv=None):
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--steps", type=int, default=3, help="timed steps per method (after one warm-up)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rules", default="zolab ZO-SGD,zolab R-AdaZO",
+    ap.add_argument("--rules", default=",".join(ZOLAB_RULES),
                     help=f"comma-separated, from: {', '.join(ZOLAB_RULES)}")
     args = ap.parse_args(argv)
+    if args.device == "cpu" and os.environ.get("MALLOC_MMAP_THRESHOLD_") is None and argv is None:
+        os.environ["MALLOC_MMAP_THRESHOLD_"] = "65536"  # freed tensors return to the system (see above)
+        os.execv(sys.executable, [sys.executable, *sys.argv])
     rules = [r.strip() for r in args.rules.split(",") if r.strip()]
     unknown = [r for r in rules if r not in ZOLAB_RULES]
     if unknown:
@@ -112,38 +143,45 @@ def main(argv=None):
         closure()
         return closure()
 
-    methods = {"two forwards": two_forwards, "MeZO pattern": lambda: mezo_step(params, closure)}
+    # each method is built, timed and freed in turn, so one's state never counts in another's memory
+    methods = {"two forwards": lambda: two_forwards, "MeZO pattern": lambda: lambda: mezo_step(params, closure)}
+
+    def rule_step(rule):
+        opt = ZOLAB_RULES[rule](named).bind(model)
+        return lambda: opt.step(closure)
+
     for rule in rules:
-        opt = ZOLAB_RULES[rule](named)
-        methods[rule] = lambda opt=opt: opt.step(closure)
+        methods[rule] = lambda rule=rule: rule_step(rule)
 
     cuda = device.startswith("cuda")
     results = {}
-    for name, fn in methods.items():
-        fn()  # warm-up (allocates moments, caches kernels)
+    for name, make in methods.items():
+        fn = make()
+        fn()  # warm-up (allocates moments and scratch, caches kernels)
         times = []
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
+        reset_peak(cuda)
         for _ in range(args.steps):
             sync(device)
             start = time.perf_counter()
             fn()
             sync(device)
             times.append(time.perf_counter() - start)
-        peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
-        results[name] = (statistics.median(times), peak)
-        print(f"  {name}: {results[name][0]:.3f} s", flush=True)
+        results[name] = (statistics.median(times), peak_bytes(cuda))
+        print(f"  {name}: {results[name][0]:.3f} s, peak {results[name][1] / 2**20:.0f} MB", flush=True)
+        del fn
+        gc.collect()
 
     base, base_peak = results["two forwards"]
     where = torch.cuda.get_device_name() if cuda else f"CPU, {args.threads} threads"
     n_params = sum(p.numel() for p in params) / 1e6
+    mem_kind = "max_memory_allocated" if cuda else "process peak RSS (VmHWM)"
     print(f"\n{args.model} ({n_params:.1f}M params), {args.dtype}, batch {args.batch} x {args.seq}, {where}")
-    print(f"median of {args.steps} steps\n")
-    print("| step | seconds | / two forwards | peak memory / inference |")
-    print("|---|---|---|---|")
+    print(f"median of {args.steps} steps; memory: {mem_kind}\n")
+    print("| step | seconds | / two forwards | peak memory / inference | extra MB |")
+    print("|---|---|---|---|---|")
     for name, (sec, peak) in results.items():
-        mem = f"{peak / base_peak:.2f}" if cuda else "n/a"
-        print(f"| {name} | {sec:.3f} | {sec / base:.2f}x | {mem} |")
+        extra = (peak - base_peak) / 2**20
+        print(f"| {name} | {sec:.3f} | {sec / base:.2f}x | {peak / base_peak:.2f} | {extra:+.0f} |")
 
 
 if __name__ == "__main__":

@@ -171,12 +171,18 @@ def estimate(
     closure,
     batched=None,
     buffer=None,
+    evaluate=None,
 ) -> BlockEstimate:
     """Run the K queries of one block (all on the same mini-batch: the closure's).
 
     ``batched`` (optional, for a block of one tensor): a function of the stacked points (n, *shape) that
-    returns their n losses in one call; the closure is then not called.
+    returns their n losses in one call; the closure is then not called. ``evaluate(query, sign, closure)``
+    (optional) replaces ``evaluate_at`` (``zolab.perturb`` builds perturbed tensors inside modules).
     """
+    if evaluate is None:
+        def evaluate(q, sign, fn):
+            return evaluate_at(refs, q, sign, direction, fn, buffer)
+
     if batched is not None:
         if len(refs) != 1:
             raise ValueError(f"a batched objective needs a block of one tensor; block {block!r} has {len(refs)}")
@@ -191,14 +197,14 @@ def estimate(
         f0 = as_loss(closure())
         losses.append(f0)
         for q in queries:
-            fp = evaluate_at(refs, q, 1.0, direction, closure, buffer)
+            fp = evaluate(q, 1.0, closure)
             losses.append(fp)
             diffs.append(fp - f0)
         loss = f0
     else:
         for q in queries:
-            fp = evaluate_at(refs, q, 1.0, direction, closure, buffer)
-            fm = evaluate_at(refs, q, -1.0, direction, closure, buffer)
+            fp = evaluate(q, 1.0, closure)
+            fm = evaluate(q, -1.0, closure)
             losses += [fp, fm]
             diffs.append((fp - fm) / 2)
         loss = None

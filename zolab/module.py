@@ -124,7 +124,7 @@ class ZOModule(L.LightningModule):
         optimizer = self.optimizer_factory(params, **kwargs)
         if not isinstance(optimizer, ZOOptimizer):
             raise TypeError(f"optimizer must be a zolab rule (ZOOptimizer), got {type(optimizer).__name__}")
-        return optimizer
+        return optimizer.bind(self.task)  # the modules that own the tensors (for perturb: module)
 
     def setup(self, stage: str) -> None:
         check_precision(self.trainer.precision)

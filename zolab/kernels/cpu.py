@@ -2,7 +2,7 @@
 
 The library is compiled on first use with the system C compiler (``$CC``, else ``cc``) into
 ``$ZOLAB_CACHE`` (default ``~/.cache/zolab``), keyed by the source, the flags and the CPU, so a fresh
-machine needs only a C compiler: no torch headers, no ninja. Without one, ``load()`` returns None and
+machine needs only a C compiler (OpenMP used when it has it): no torch headers, no ninja. Without one, ``load()`` returns None and
 zolab uses the torch implementation (same numbers, slower), saying so once.
 """
 
@@ -22,6 +22,8 @@ SOURCE = Path(__file__).with_name("zo_cpu.c")
 # -ffp-contract=off: no fused multiply-add, so every product is rounded as the reference rounds it.
 FLAGS = ["-O3", "-std=c11", "-fPIC", "-shared", "-ffp-contract=off", "-fno-math-errno", "-pthread"]
 NATIVE = ["-march=native"]
+# OpenMP: libgomp.so.1 is the library torch's CPU wheels load, so the kernels share torch's thread team.
+OPENMP = ["-fopenmp"]
 
 _lib = None
 _tried = False
@@ -48,7 +50,7 @@ def build(verbose: bool = False) -> Path:
     if cc is None:
         raise RuntimeError("no C compiler found (set $CC or install cc/gcc)")
     src = SOURCE.read_bytes()
-    tag = hashlib.sha1(src + " ".join(FLAGS + NATIVE).encode() + cc.encode() + _cpu_tag().encode()).hexdigest()[:16]
+    tag = hashlib.sha1(src + " ".join(FLAGS + NATIVE + OPENMP).encode() + cc.encode() + _cpu_tag().encode()).hexdigest()[:16]
     cache = Path(os.environ.get("ZOLAB_CACHE", Path.home() / ".cache" / "zolab"))
     target = cache / f"zo_cpu_{tag}.so"
     if target.exists():
@@ -56,7 +58,7 @@ def build(verbose: bool = False) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         out = Path(tmp) / target.name
-        for flags in (FLAGS + NATIVE, FLAGS):  # some compilers lack -march=native
+        for flags in (FLAGS + NATIVE + OPENMP, FLAGS + NATIVE, FLAGS):  # fall back without what a compiler lacks
             cmd = [cc, *flags, str(SOURCE), "-o", str(out), "-lm"]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode == 0:

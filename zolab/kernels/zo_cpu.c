@@ -103,35 +103,67 @@ typedef struct {
     double alpha[MAXK];
 } Draws;
 
-/* ---------------------------------------------------------------- threading: split [0, n) in chunks */
+/* ---------------------------------------------------------------- threading: split [0, n) in chunks
+ * With OpenMP the chunks run on the OpenMP thread team: linked against libgomp.so.1, which torch has
+ * already loaded, that is torch's own team, so no second set of threads competes with torch's spinning
+ * workers. Without OpenMP, plain pthreads. */
 typedef void (*range_fn)(void *ctx, int64_t a, int64_t b, int tid);
-typedef struct { range_fn fn; void *ctx; int64_t a, b; int tid; } Job;
-static void *run_job(void *p) { Job *j = (Job *)p; j->fn(j->ctx, j->a, j->b, j->tid); return NULL; }
 
 #define MAXT 64
 #define MIN_PER_THREAD (1 << 16)
 
-static void parallel(range_fn fn, void *ctx, int64_t n, int nthreads) {
+static int team_size(int64_t n, int nthreads) {
     if (nthreads > MAXT) nthreads = MAXT;
-    if (nthreads < 1) nthreads = 1;
-    if (n / MIN_PER_THREAD < nthreads) nthreads = (int)(n / MIN_PER_THREAD) > 0 ? (int)(n / MIN_PER_THREAD) : 1;
-    if (nthreads == 1) { fn(ctx, 0, n, 0); return; }
+    int64_t most = n / MIN_PER_THREAD;
+    if (most < nthreads) nthreads = most > 0 ? (int)most : 1;
+    return nthreads < 1 ? 1 : nthreads;
+}
+
+static void chunk_of(int64_t n, int t, int nt, int64_t *a, int64_t *b) {
+    int64_t step = (n + nt - 1) / nt;
+    step = (step + 15) & ~(int64_t)15; /* chunk edges on 64-byte lines */
+    *a = t * step < n ? t * step : n;
+    *b = *a + step < n ? *a + step : n;
+}
+
+#ifdef _OPENMP
+#include <omp.h>
+static void parallel(range_fn fn, void *ctx, int64_t n, int nthreads) {
+    int nt = team_size(n, nthreads);
+    if (nt == 1) { fn(ctx, 0, n, 0); return; }
+#pragma omp parallel num_threads(nt)
+    {
+        int t = omp_get_thread_num(), got = omp_get_num_threads();
+        for (int c = t; c < nt; c += got) { /* got < nt if the runtime gave fewer threads */
+            int64_t a, b;
+            chunk_of(n, c, nt, &a, &b);
+            fn(ctx, a, b, c);
+        }
+    }
+}
+#else
+typedef struct { range_fn fn; void *ctx; int64_t a, b; int tid; } Job;
+static void *run_job(void *p) { Job *j = (Job *)p; j->fn(j->ctx, j->a, j->b, j->tid); return NULL; }
+
+static void parallel(range_fn fn, void *ctx, int64_t n, int nthreads) {
+    int nt = team_size(n, nthreads);
+    if (nt == 1) { fn(ctx, 0, n, 0); return; }
     pthread_t th[MAXT];
     Job jobs[MAXT];
-    int64_t step = (n + nthreads - 1) / nthreads;
-    step = (step + 15) & ~(int64_t)15; /* chunk edges on 64-byte lines */
-    int started = 0;
-    for (int t = 0; t < nthreads; t++) {
-        int64_t a = t * step, b = a + step < n ? a + step : n;
-        jobs[t] = (Job){fn, ctx, a < n ? a : n, b, t};
+    int started[MAXT] = {0};
+    for (int t = 0; t < nt; t++) {
+        int64_t a, b;
+        chunk_of(n, t, nt, &a, &b);
+        jobs[t] = (Job){fn, ctx, a, b, t};
     }
-    for (int t = 1; t < nthreads; t++)
-        if (pthread_create(&th[t], NULL, run_job, &jobs[t]) == 0) started |= 1 << t;
+    for (int t = 1; t < nt; t++)
+        if (pthread_create(&th[t], NULL, run_job, &jobs[t]) == 0) started[t] = 1;
         else run_job(&jobs[t]);
     run_job(&jobs[0]);
-    for (int t = 1; t < nthreads; t++)
-        if (started & (1 << t)) pthread_join(th[t], NULL);
+    for (int t = 1; t < nt; t++)
+        if (started[t]) pthread_join(th[t], NULL);
 }
+#endif
 
 /* ---------------------------------------------------------------- out = base + Σ_k alpha_k z_k */
 typedef struct { void *out; const void *base; uint64_t offset; const Draws *d; double *partial; } Axpz;
@@ -232,7 +264,7 @@ int zo_rows_f32(float *out, const float *base, const int64_t *rows, int64_t nrow
                 uint64_t key, double alpha, int nthreads) {
     Draws d; fill_draws(&d, kind, 1, &key, &alpha);
     Rows c = {out, base, rows, dim, &d};
-    int nt = nrows * dim >= MIN_PER_THREAD ? nthreads : 1;
-    parallel(rows_f32, &c, nrows, nt > nrows ? (int)nrows : nt);
+    (void)nthreads; /* a lookup's rows are few: one thread */
+    rows_f32(&c, 0, nrows, 0);
     return 0;
 }

@@ -21,6 +21,7 @@ from zolab import blocks as _blocks
 from zolab import kernels
 from zolab.directions import DirectionSampler, make_sampler, mix
 from zolab.estimator import ESTIMATORS, SCALES, BlockEstimate, ParamRef, Query, StepRecord, estimate
+from zolab.perturb import PERTURB_MODES, ModulePerturbation, new_pool
 from zolab.schedules import Schedule, value_at
 
 NONFINITE = ("raise", "skip")
@@ -56,6 +57,10 @@ class ZOOptimizer(torch.optim.Optimizer):
     weight_decay: λ >= 0; by default only for tensors with 2+ dims, unless the group sets it explicitly.
     weight_decay_mode: ``"decoupled"`` θ ← θ − η(U + λθ) (MeZO) or ``"coupled"`` (λθ added to ĝ).
     seed: integer seed of every random draw of this optimizer.
+    perturb: ``"copy"`` (default: every perturbed tensor is built before the closure runs, one extra copy
+        of them) or ``"module"`` (after ``bind(model)``: each is built only while its module runs, so a
+        step needs about inference memory; see ``zolab.perturb``). ``chunk_numel``: the largest
+        ``nn.Linear`` weight built whole in ``module`` mode (larger ones are computed in row chunks).
     rng: ``"counter"`` (default: z a pure function of (key, element), fused one-pass kernels, the same
         numbers on CPU and GPU) or ``"torch"`` (a ``torch.Generator`` per tensor); see ``zolab.directions``.
     nonfinite: ``"raise"`` (error naming the step and losses) or ``"skip"`` (no update, counted).
@@ -87,6 +92,8 @@ class ZOOptimizer(torch.optim.Optimizer):
         blocks_per_step: int | str = 1,
         granularity: str = "model",
         rng: str = "counter",
+        perturb: str = "copy",
+        chunk_numel: int = 1 << 22,
     ):
         if isinstance(num_queries, bool) or not isinstance(num_queries, int) or num_queries < 1:
             raise ValueError(f"invalid num_queries: {num_queries!r}; allowed: an integer >= 1")
@@ -96,6 +103,7 @@ class ZOOptimizer(torch.optim.Optimizer):
             ("nonfinite", nonfinite, NONFINITE),
             ("block_selection", block_selection, _blocks.SELECTIONS),
             ("granularity", granularity, GRANULARITIES),
+            ("perturb", perturb, PERTURB_MODES),
         ):
             if value not in allowed:
                 raise ValueError(f"unknown {name} {value!r}; allowed: {list(allowed)}")
@@ -108,6 +116,13 @@ class ZOOptimizer(torch.optim.Optimizer):
                 raise ValueError(f"granularity='tensor' makes each tensor a block; got blocks={blocks!r} too")
             blocks, blocks_per_step, block_selection = "tensor", "all", "cyclic"
         self.sampler = make_sampler(directions, rng)
+        if perturb == "module" and not self.sampler.fused:
+            raise ValueError(f"perturb='module' needs rng='counter' (draws of any element); got rng={rng!r}")
+        if isinstance(chunk_numel, bool) or not isinstance(chunk_numel, int) or chunk_numel < 1:
+            raise ValueError(f"invalid chunk_numel: {chunk_numel!r}; allowed: an integer >= 1")
+        self.perturb, self.chunk_numel = perturb, chunk_numel
+        self._model = None
+        self._pool = new_pool()
         self.num_queries, self.estimator, self.seed = num_queries, estimator, int(seed)
         self.scale = scale or ("dimension" if self.sampler.normalize else "none")
         self.weight_decay_mode, self.nonfinite = weight_decay_mode, nonfinite
@@ -241,6 +256,27 @@ class ZOOptimizer(torch.optim.Optimizer):
     def release_buffers(self) -> None:
         """Free the scratch tensors (one per perturbed tensor); the next step allocates them again."""
         self._buffers.clear()
+        self._pool.clear()
+
+    def bind(self, model: torch.nn.Module) -> ZOOptimizer:
+        """The model whose modules own the parameters (needed by ``perturb="module"``); returns self."""
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"bind needs a torch.nn.Module, got {type(model).__name__}")
+        self._model = model
+        return self
+
+    def _estimate(self, refs, block, queries, scale, closure, batched):
+        if self.perturb == "copy" or batched is not None:
+            return estimate(refs, block, queries, self.estimator, scale, self._direction, closure, batched,
+                            self._buffer)
+        if self._model is None:
+            raise RuntimeError("perturb='module' needs the model: call optimizer.bind(model) first")
+        # plain z (the base class's direction): embeddings draw their rows only, big Linears go in chunks
+        plain = type(self)._direction is ZOOptimizer._direction
+        kind = self.sampler.kind if plain else None
+        with ModulePerturbation(self._model, refs, self._direction, self._pool, self.chunk_numel, kind) as mp:
+            return estimate(refs, block, queries, self.estimator, scale, self._direction, closure,
+                            evaluate=mp.evaluate)
 
     def _queries(self, refs: list[ParamRef], t: int, position: int) -> list[Query]:
         queries = [Query(mix(self.seed, t, position, k)) for k in range(self.num_queries)]
@@ -361,8 +397,7 @@ class ZOOptimizer(torch.optim.Optimizer):
         for position, (block, refs) in enumerate(self.blocks_of_step(t)):
             scale = float(sum(r.param.numel() for r in refs)) if self.scale == "dimension" else 1.0
             queries = self._queries(refs, t, position)
-            est = estimate(refs, block, queries, self.estimator, scale, self._direction, closure, batched,
-                           self._buffer)
+            est = self._estimate(refs, block, queries, scale, closure, batched)
             self.zo["forwards"] += len(est.losses)
             estimates.append(est)
             if not bool(torch.isfinite(est.losses).all()):  # the one host sync of a step

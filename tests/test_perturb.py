@@ -1,0 +1,98 @@
+"""perturb='module': each perturbed tensor built only inside its module's forward, numbers of 'copy' mode."""
+
+import pytest
+import torch
+from torch import nn
+
+import zolab
+
+IDS = torch.randint(0, 300, (2, 12), generator=torch.Generator().manual_seed(0))
+
+
+def tiny_llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def run(perturb, rule=zolab.ZOSGD, steps=3, chunk_numel=1 << 22, lr=1e-2, **kw):
+    model = tiny_llama()
+    opt = rule(model.named_parameters(), lr=lr, mu=1e-2, perturb=perturb, chunk_numel=chunk_numel, **kw)
+    opt.bind(model)
+    losses = torch.stack([opt.step(lambda: model(input_ids=IDS, labels=IDS).loss) for _ in range(steps)])
+    return losses, torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+@pytest.mark.parametrize("rule,kw", [(zolab.ZOSGD, {}), (zolab.RAdaZO, {}),
+                                     (zolab.ZOSGD, dict(directions="rademacher", num_queries=2)),
+                                     (zolab.MeZOBCD, dict(blocks="module")),
+                                     (zolab.ZOAdaMU, dict(total_steps=10, t1=2))])
+def test_module_mode_gives_the_numbers_of_copy_mode(rule, kw):
+    # tied embedding/LM head: the embedding's rows and the head's full weight draw the same z
+    (la, pa), (lb, pb) = run("copy", rule, **kw), run("module", rule, **kw)
+    assert torch.equal(la, lb) and torch.equal(pa, pb)
+
+
+def test_chunked_linear_matches_to_rounding():
+    (la, pa), (lc, pc) = run("copy"), run("module", chunk_numel=1000)  # the 300 x 32 head in chunks
+    assert torch.allclose(la, lc, rtol=1e-6, atol=0)
+    assert torch.allclose(pa, pc, atol=1e-5)
+
+
+def test_parameters_restored_bitwise_and_after_a_raising_closure():
+    model = tiny_llama()
+    before = [p.detach().clone() for p in model.parameters()]
+    opt = zolab.ZOSGD(model.named_parameters(), lr=0.0, mu=1e-1, perturb="module").bind(model)
+    for _ in range(3):
+        opt.step(lambda: model(input_ids=IDS, labels=IDS).loss)
+    calls = []
+
+    def failing():
+        calls.append(1)
+        model(input_ids=IDS)
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        opt.step(failing)
+    assert all(torch.equal(a, p) for a, p in zip(before, model.parameters()))
+    assert not model.model.layers[0].mlp.up_proj._forward_hooks  # hooks removed
+
+
+def test_extra_memory_is_one_layer_not_the_model():
+    model = tiny_llama()
+    opt = zolab.ZOSGD(model.named_parameters(), lr=1e-3, perturb="module").bind(model)
+    opt.step(lambda: model(input_ids=IDS, labels=IDS).loss)
+    pooled = sum(b.numel() for free in opt._pool.values() for b in free)
+    largest = max(p.numel() for p in model.parameters())
+    assert pooled <= 2 * largest < sum(p.numel() for p in model.parameters())
+
+
+class OutsideUse(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inner = nn.Linear(3, 3)
+
+    def forward(self, x):
+        return x @ self.inner.weight  # reads the tensor without calling its module
+
+
+def test_a_tensor_used_outside_its_module_is_an_error():
+    model = OutsideUse()
+    opt = zolab.ZOSGD([model.inner.weight], lr=1e-3, perturb="module").bind(model)
+    with pytest.raises(RuntimeError, match="never perturbed"):
+        opt.step(lambda: model(torch.ones(2, 3)).sum())
+
+
+def test_bad_settings_are_named():
+    p = nn.Parameter(torch.zeros(3))
+    with pytest.raises(ValueError, match="perturb 'inplace'"):
+        zolab.ZOSGD([p], perturb="inplace")
+    with pytest.raises(ValueError, match="rng='counter'"):
+        zolab.ZOSGD([p], perturb="module", rng="torch")
+    with pytest.raises(RuntimeError, match="bind"):
+        zolab.ZOSGD([p], perturb="module").step(lambda: p.sum())
+    with pytest.raises(ValueError, match="not parameters of the bound model"):
+        zolab.ZOSGD([p], perturb="module").bind(nn.Linear(2, 2)).step(lambda: p.sum())

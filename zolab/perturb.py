@@ -1,0 +1,200 @@
+"""Perturb parameters inside their modules' forward calls: a ZO step at inference memory, restore exact.
+
+The default ``perturb="copy"`` writes θ + αz for every perturbed tensor into scratch tensors before the
+closure runs: one extra copy of the perturbed tensors. ``perturb="module"`` (after
+``optimizer.bind(model)``) builds a tensor's perturbed value only while the module that owns it runs:
+
+- a module's own perturbed tensors are written into pooled scratch tensors by a forward pre-hook,
+  pointed to by ``.data``, and pointed back at the untouched originals by the forward hook (or, if the
+  forward raises, when the closure returns), so θ is bitwise unchanged as in ``copy`` mode;
+- an ``nn.Embedding`` looks up θ's rows and adds z for those rows only (the counter rng draws any element);
+- an ``nn.Linear`` whose weight exceeds ``chunk_numel`` computes its output in row chunks of θ + αz.
+
+So the extra memory is one layer's tensors (or one chunk), not the model. The numbers are those of
+``copy`` mode (the same kernel builds each perturbed tensor), except that a chunked Linear may round its
+matrix product differently. A perturbed tensor that is used outside its module's forward (read as an
+attribute by another module) would be seen unperturbed: the closure then fails with an error naming it,
+when it was never built during the call, and ``perturb="copy"`` is the way out.
+"""
+
+from __future__ import annotations
+
+import types
+from collections import defaultdict
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zolab import kernels
+from zolab.directions import mix
+from zolab.estimator import ParamRef, Query, as_loss
+
+PERTURB_MODES = ("copy", "module")
+
+
+class ModulePerturbation:
+    """Installs the hooks for one block of tensors; ``evaluate(query, sign, closure)`` per point."""
+
+    def __init__(self, model: nn.Module, refs: list[ParamRef], direction, pool: dict, chunk_numel: int,
+                 kind: str | None):
+        """``direction(ref, query, alpha, out=, base=)`` builds a perturbed tensor (the optimizer's).
+        ``kind``: the counter draw of that direction when it is plain z (then embeddings look up rows
+        and large Linears go in chunks); None for a rule with its own directions (built whole)."""
+        self.direction, self.kind, self.pool, self.chunk_numel = direction, kind, pool, chunk_numel
+        by_id = {id(r.param): r for r in refs}
+        self.refs = refs
+        self.owners: dict[nn.Module, list[ParamRef]] = {}
+        for module in model.modules():
+            own = [by_id[id(p)] for p in module._parameters.values() if p is not None and id(p) in by_id]
+            if own:
+                self.owners[module] = own
+        missing = {id(r.param) for r in refs} - {id(r.param) for own in self.owners.values() for r in own}
+        if missing:
+            names = [r.name for r in refs if id(r.param) in missing]
+            raise ValueError(f"perturb='module': tensors {names[:5]} are not parameters of the bound model; "
+                             "bind the model that owns them or use perturb='copy'")
+        self.current: tuple[Query, float] | None = None
+        self.swapped: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (param, original, scratch)
+        self.built: set[int] = set()
+        self.handles, self.overridden = [], []
+
+    # ------------------------------------------------------------ install / remove
+    def __enter__(self):
+        for module, own in self.owners.items():
+            rows_ok = self.kind is not None and isinstance(module, nn.Embedding) and module.max_norm is None
+            chunk = (self.kind is not None and isinstance(module, nn.Linear)
+                     and module.weight.numel() > self.chunk_numel and any(r.param is module.weight for r in own))
+            if rows_ok and len(own) == 1:
+                self._override(module, self._embedding_forward)
+            elif chunk:
+                self._override(module, self._chunked_linear_forward)
+            else:
+                self.handles.append(module.register_forward_pre_hook(self._pre_hook))
+                self.handles.append(module.register_forward_hook(self._post_hook, always_call=True))
+        return self
+
+    def __exit__(self, *exc):
+        self._restore_all()
+        for h in self.handles:
+            h.remove()
+        for module, previous in self.overridden:
+            if previous is None:
+                del module.forward
+            else:
+                module.forward = previous
+        self.handles, self.overridden = [], []
+        return False
+
+    def _override(self, module: nn.Module, fn) -> None:
+        previous = module.__dict__.get("forward")
+        original = previous if previous is not None else module.forward
+        owner = self
+
+        def forward(mod, *args, **kwargs):
+            if owner.current is None:
+                return original(*args, **kwargs)
+            return fn(mod, *args, **kwargs)
+
+        self.overridden.append((module, previous))
+        module.forward = types.MethodType(forward, module)
+
+    # ------------------------------------------------------------ the perturbed value of one tensor
+    def _alpha(self, ref: ParamRef):
+        query, sign = self.current
+        alpha = sign * ref.group["mu"]
+        return alpha if query.inv_norm is None else query.inv_norm * alpha
+
+    def _key(self, ref: ParamRef) -> int:
+        return mix(self.current[0].seed, ref.index)
+
+    def _scratch(self, like: torch.Tensor) -> torch.Tensor:
+        free = self.pool[(like.numel(), like.dtype, like.device)]
+        return free.pop() if free else torch.empty(like.numel(), dtype=like.dtype, device=like.device)
+
+    def _release(self, buf: torch.Tensor) -> None:
+        self.pool[(buf.numel(), buf.dtype, buf.device)].append(buf)
+
+    def _pre_hook(self, module, args):
+        if self.current is None:
+            return
+        for ref in self.owners[module]:
+            p = ref.param
+            buf = self._scratch(p)
+            point = buf.view(p.shape)
+            query, sign = self.current
+            self.direction(ref, query, sign * ref.group["mu"], out=point, base=p.data)
+            self.swapped.append((p, p.data, buf))
+            p.data = point
+            self.built.add(id(p))
+
+    def _post_hook(self, module, args, output):
+        if self.current is None:
+            return
+        mine = {id(r.param) for r in self.owners[module]}
+        keep = []
+        for p, original, buf in self.swapped:
+            if id(p) in mine:
+                p.data = original
+                self._release(buf)
+            else:
+                keep.append((p, original, buf))
+        self.swapped = keep
+
+    def _restore_all(self) -> None:
+        for p, original, buf in reversed(self.swapped):
+            p.data = original
+            self._release(buf)
+        self.swapped = []
+
+    def _embedding_forward(self, module: nn.Embedding, input):
+        ref = self.owners[module][0]
+        rows = F.embedding(input, module.weight, module.padding_idx, None, module.norm_type,
+                           module.scale_grad_by_freq, module.sparse)
+        self.built.add(id(ref.param))
+        return kernels.rows(rows, input, module.embedding_dim, self._key(ref), self._alpha(ref), self.kind)
+
+    def _chunked_linear_forward(self, module: nn.Linear, x):
+        refs = {id(r.param): r for r in self.owners[module]}
+        weight, bias = module.weight, module.bias
+        w_ref = refs[id(weight)]
+        if bias is not None and id(bias) in refs:
+            b_ref = refs[id(bias)]
+            bias = kernels.axpz(torch.empty_like(bias), [self._key(b_ref)], [self._alpha(b_ref)], bias.data, 0,
+                                self.kind)
+            self.built.add(id(b_ref.param))
+        out_f, in_f = weight.shape
+        rows = max(1, self.chunk_numel // in_f)
+        out = torch.empty(*x.shape[:-1], out_f, dtype=torch.result_type(x, weight), device=x.device)
+        buf = self._scratch(weight[:rows])
+        key, alpha = self._key(w_ref), self._alpha(w_ref)
+        try:
+            for r0 in range(0, out_f, rows):
+                r1 = min(r0 + rows, out_f)
+                w = buf[: (r1 - r0) * in_f].view(r1 - r0, in_f)
+                kernels.axpz(w, [key], [alpha], weight.data[r0:r1], r0 * in_f, self.kind)
+                out[..., r0:r1] = F.linear(x, w, None if bias is None else bias[r0:r1])
+        finally:
+            self._release(buf)
+        self.built.add(id(weight))
+        return out
+
+    # ------------------------------------------------------------ one point
+    def evaluate(self, query: Query, sign: float, closure) -> torch.Tensor:
+        """f(θ + sign·μ·u), each perturbed tensor built only inside its module's forward."""
+        self.current, self.built = (query, sign), set()
+        try:
+            loss = as_loss(closure())
+        finally:
+            self.current = None
+            self._restore_all()
+        unbuilt = [r.name for r in self.refs if id(r.param) not in self.built]
+        if unbuilt:
+            raise RuntimeError(
+                f"perturb='module': {unbuilt[:5]} were never perturbed during the closure (used outside their "
+                "module's forward, or their module did not run); use perturb='copy'")
+        return loss
+
+
+def new_pool() -> dict:
+    return defaultdict(list)
