@@ -41,7 +41,7 @@ class Reference:
     def estimate(self, f, theta, t, position, active, mask):
         kw = self.kw
         K, mu = kw.get("num_queries", 1), kw["mu"]
-        sampler = make_sampler(kw["directions"])
+        sampler = make_sampler(kw["directions"], kw.get("rng", "counter"))
         seed = kw.get("seed", 0)
         us, ps, losses = [], [], []
         for k in range(K):
@@ -208,6 +208,10 @@ CASES = [
     ("mezo_bcd", dict(block_selection="cyclic", weight_decay=0.1)),
     ("mezo_bcd", dict(block_selection="uniform", num_queries=2, estimator="forward")),
     ("mezo_bcd", dict(blocks=2, block_selection="cyclic")),
+    # the torch.Generator directions (the unfused paths)
+    ("zo_sgd", dict(rng="torch", num_queries=2)),
+    ("zo_adamm", dict(lr=0.01, betas=(0.9, 0.99), rng="torch")),
+    ("radazo", dict(lr=0.01, betas=(0.9, 0.99), num_queries=2, rng="torch")),
 ]
 
 DEFAULT_LAW = {

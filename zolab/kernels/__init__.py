@@ -179,3 +179,72 @@ def rows(base_rows: torch.Tensor, row_ids: torch.Tensor, dim: int, key: int, alp
     index = ids.to(torch.int64)[:, None] * dim + torch.arange(dim, device=ids.device)
     z = reference.draw_at(key, index, kind).to(ct)
     return out.copy_(flat.to(ct) + z * _alpha(alpha, ct, out.device)).view(base_rows.shape)
+
+
+MOMENT_MODES = {"radazo": 1, "adamm": 2, "rmsprop": 3}
+
+
+def moments(param: torch.Tensor, m: torch.Tensor | None, v: torch.Tensor, keys: Sequence[int], alphas: Sequence,
+            mode: str, beta1: float, beta2: float, eps: float, eps_inside_sqrt: bool, v_fill: bool, lr: float,
+            decay: float = 1.0, offset: int = 0, kind: str = "gaussian") -> None:
+    """An adaptive rule's whole update in one pass over θ, m and v, with g = Σ_k α_k z_k rebuilt on the fly:
+
+    - ``radazo``:  m = β1 m + (1−β1) g;  v = β2 v + (1−β2)(m·m) (v = 1 when ``v_fill``);  u = m
+    - ``adamm``:   m = β1 m + (1−β1) g;  v = β2 v + (1−β2)(g·g);  u = m
+    - ``rmsprop``: v = β2 v + (1−β2)(g·g);  u = g   (``m`` unused)
+
+    then d = sqrt(v + ε) or sqrt(v) + ε, θ = θ·decay (when decay ≠ 1), θ = θ − lr·(u/d). m and v are in
+    the compute type (float32 for half-precision θ, which is rounded once at the end)."""
+    _check(kind, keys, alphas)
+    if mode not in MOMENT_MODES:
+        raise ValueError(f"unknown mode {mode!r}; allowed: {list(MOMENT_MODES)}")
+    if len(keys) > MAXK:
+        raise ValueError(f"at most {MAXK} directions per fused update, got {len(keys)}")
+    ct = _ctype(param)
+    states = [v] if m is None else [m, v]
+    if any(s.dtype != ct or s.shape != param.shape for s in states):
+        raise ValueError(f"m and v must be {ct} tensors shaped like the parameter {tuple(param.shape)}")
+    c1, c2 = 1.0 - beta1, 1.0 - beta2
+    which = backend(param)
+    if which == "c" and all(s.is_contiguous() for s in states):
+        from zolab.kernels import cpu
+
+        key_arr = torch.tensor([int(k) for k in keys], dtype=torch.int64).numpy().astype("uint64")
+        alpha_arr = torch.tensor([float(a) for a in alphas], dtype=torch.float64).numpy()
+        rc = cpu.load().zo_moments(
+            param.data_ptr(), m.data_ptr() if m is not None else None, v.data_ptr(), param.numel(), int(offset),
+            _C_DTYPES[param.dtype], KINDS.index(kind), len(keys), key_arr.ctypes.data, alpha_arr.ctypes.data,
+            MOMENT_MODES[mode], beta1, c1, beta2, c2, eps, int(eps_inside_sqrt), int(v_fill), float(lr),
+            float(decay), torch.get_num_threads())
+        if rc != 0:
+            raise RuntimeError(f"zo_moments failed ({rc})")
+        return
+    if which == "triton" and all(s.is_contiguous() for s in states):
+        from zolab.kernels import triton_kernels
+
+        return triton_kernels.moments(param, m, v, keys, alphas, MOMENT_MODES[mode], beta1, c1, beta2, c2, eps,
+                                      eps_inside_sqrt, v_fill, lr, decay, offset, kind)
+    dev = param.device
+
+    def t(x):
+        return _alpha(x, ct, dev)
+
+    g = None
+    for key, a in zip(keys, alphas):
+        term = t(a) * reference.draw(key, param.numel(), offset, kind, dev).view(param.shape).to(ct)
+        g = term if g is None else g + term
+    if mode == "rmsprop":
+        u = g
+        new_v = t(beta2) * v + t(c2) * (g * g)
+    else:
+        new_m = t(beta1) * m + t(c1) * g
+        m.copy_(new_m)
+        u = new_m
+        x = new_m if mode == "radazo" else g
+        new_v = torch.ones_like(v) if v_fill else t(beta2) * v + t(c2) * (x * x)
+    v.copy_(new_v)
+    den = reference.sqrt_rn(new_v + t(eps)) if eps_inside_sqrt else reference.sqrt_rn(new_v) + t(eps)
+    theta = param.detach().to(ct)
+    if decay != 1.0:
+        theta = theta * t(decay)
+    param.data.copy_(theta - t(lr) * (u / den))

@@ -2,8 +2,8 @@
 
 The library is compiled on first use with the system C compiler (``$CC``, else ``cc``) into
 ``$ZOLAB_CACHE`` (default ``~/.cache/zolab``), keyed by the source, the flags and the CPU, so a fresh
-machine needs only a C compiler (OpenMP used when it has it): no torch headers, no ninja. Without one, ``load()`` returns None and
-zolab uses the torch implementation (same numbers, slower), saying so once.
+machine needs only a C compiler (OpenMP used when it has it): no torch headers, no ninja. Without one,
+``load()`` returns None and zolab uses the torch implementation (same numbers, slower), saying so once.
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ def build(verbose: bool = False) -> Path:
     if cc is None:
         raise RuntimeError("no C compiler found (set $CC or install cc/gcc)")
     src = SOURCE.read_bytes()
-    tag = hashlib.sha1(src + " ".join(FLAGS + NATIVE + OPENMP).encode() + cc.encode() + _cpu_tag().encode()).hexdigest()[:16]
+    recipe = " ".join(FLAGS + NATIVE + OPENMP) + cc + _cpu_tag()
+    tag = hashlib.sha1(src + recipe.encode()).hexdigest()[:16]
     cache = Path(os.environ.get("ZOLAB_CACHE", Path.home() / ".cache" / "zolab"))
     target = cache / f"zo_cpu_{tag}.so"
     if target.exists():
@@ -89,5 +90,8 @@ def load():
     lib.zo_sumsq.restype = c_dbl
     lib.zo_rows_f32.argtypes = [c_p, c_p, c_p, c_i64, c_i64, c_int, c_u64, c_dbl, c_int]
     lib.zo_rows_f32.restype = c_int
+    lib.zo_moments.argtypes = [c_p, c_p, c_p, c_i64, c_u64, c_int, c_int, c_int, c_p, c_p, c_int,
+                               c_dbl, c_dbl, c_dbl, c_dbl, c_dbl, c_int, c_int, c_dbl, c_dbl, c_int]
+    lib.zo_moments.restype = c_int
     _lib = lib
     return lib

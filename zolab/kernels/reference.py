@@ -4,12 +4,14 @@ z is a pure function of (key, element index): nothing is carried from one elemen
 slice of a tensor draws its own part (the slice starting at element ``offset`` of a tensor is the draw
 with that offset), on any launch shape, on any device.
 
-For a 63-bit key (k0 = low, k1 = high 32 bits) and element index i (lo/hi 32 bits):
+For a 63-bit key (k0 = low, k1 = high 32 bits) and a counter j (lo/hi 32 bits):
 
-    w1 = H(H(lo ^ k0) ^ k1 ^ (hi · 0x9E3779B9))      H = lowbias32, a 32-bit bijection
-    w2 = H(w1 + 0x632BE5AB)
-    gaussian:   z = sqrt(-2 ln u1) · cos(2π u2),  u1 = (w1 >> 8 + 1) 2^-24 ∈ (0, 1],  u2 = (w2 >> 8) 2^-24
-    rademacher: z = 1 − 2 (w1 >> 31)
+    w1(j) = H(H(lo ^ k0) ^ k1 ^ (hi · 0x9E3779B9))      H = lowbias32, a 32-bit bijection
+    w2(j) = H(w1 + 0x632BE5AB)
+    gaussian:   elements 2j and 2j + 1 are the Box-Muller pair of counter j,
+                r·cos(2π u2) and r·sin(2π u2), r = sqrt(−2 ln u1), u1 = (w1 >> 8 + 1) 2^-24 ∈ (0, 1],
+                u2 = (w2 >> 8) 2^-24 (one hash, log and sqrt per two numbers)
+    rademacher: element i is 1 − 2 (w1(i) >> 31)
 
 ln and cos use only float32 +, −, × on fixed constants, in a fixed order (Cephes' logf polynomial and
 Taylor polynomials of sin/cos on [0, π/2] after an exact quadrant split), and sqrt is IEEE (correctly
@@ -99,8 +101,9 @@ def log_unit(u: torch.Tensor) -> torch.Tensor:
     return r + fe * LN2_HI
 
 
-def cos_turn(w2: torch.Tensor) -> torch.Tensor:
-    """cos(2π u) for u = (w2 >> 8)·2^-24: the quadrant is w2's top 2 bits, the rest is a = f·π/2."""
+def turn(w2: torch.Tensor, odd: torch.Tensor) -> torch.Tensor:
+    """cos(2π u) (where ``odd`` is False) or sin(2π u) (True), u = (w2 >> 8)·2^-24: the quadrant q is
+    w2's top 2 bits, the rest is a = f·π/2 ∈ [0, π/2)."""
     q = w2 >> 30
     f = ((w2 >> 8) & 0x3FFFFF).to(torch.float32) * TWO_M22  # exact, in [0, 1)
     a = f * HALF_PI
@@ -108,13 +111,24 @@ def cos_turn(w2: torch.Tensor) -> torch.Tensor:
     c = _horner(COS_C, a2)
     s = _horner(SIN_C, a2) * a
     # cos(qπ/2 + a): q = 0: cos a, 1: −sin a, 2: −cos a, 3: sin a
-    val = torch.where((q & 1) == 1, s, c)
-    return torch.where((q == 1) | (q == 2), -val, val)
+    cos = torch.where((q & 1) == 1, s, c)
+    cos = torch.where((q == 1) | (q == 2), -cos, cos)
+    # sin(qπ/2 + a): q = 0: sin a, 1: cos a, 2: −sin a, 3: −cos a
+    sin = torch.where((q & 1) == 1, c, s)
+    sin = torch.where(q >= 2, -sin, sin)
+    return torch.where(odd, sin, cos)
 
 
 def sqrt_rn(t: torch.Tensor) -> torch.Tensor:
-    """IEEE (correctly rounded) float32 sqrt. torch's CPU sqrt may be 1 ulp off; this rounds the float64
-    root, then moves to the float32 neighbour when the midpoint test says so (all products exact)."""
+    """IEEE (correctly rounded) sqrt of a float32 or float64 tensor. torch's vectorised CPU sqrt may be
+    1 ulp off. float32: round the float64 root, then move to the float32 neighbour when the midpoint test
+    says so (all products exact in float64). float64: numpy's sqrt on CPU, CUDA's (IEEE) on a GPU."""
+    if t.dtype == torch.float64:
+        if t.device.type == "cpu":
+            import numpy as np
+
+            return torch.from_numpy(np.sqrt(t.numpy()))
+        return torch.sqrt(t)
     s = torch.sqrt(t.double()).float()
     t64 = t.double()
     up, dn = torch.nextafter(s, torch.full_like(s, float("inf"))), torch.nextafter(s, torch.zeros_like(s))
@@ -133,9 +147,10 @@ def draw(key: int, n: int, offset: int = 0, kind: str = "gaussian", device="cpu"
 
 def draw_at(key: int, index: torch.Tensor, kind: str = "gaussian") -> torch.Tensor:
     """float32 draws for arbitrary int64 element indices (rows of an embedding, say)."""
-    w1, w2 = words(key, index)
     if kind == "rademacher":
+        w1, _ = words(key, index)
         return 1.0 - (w1 >> 31).to(torch.float32) * 2.0
+    w1, w2 = words(key, index >> 1)
     u1 = ((w1 >> 8) + 1).to(torch.float32) * TWO_M24
     r = sqrt_rn(log_unit(u1) * -2.0)
-    return r * cos_turn(w2)
+    return r * turn(w2, (index & 1) == 1)

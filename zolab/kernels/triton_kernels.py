@@ -77,13 +77,29 @@ if triton is not None:
         return r + fe * 0.693359375
 
     @triton.jit
-    def _draw(k0, k1, idx, KIND: tl.constexpr):
-        lo = (idx & 0xFFFFFFFF).to(tl.uint32)
-        hi = (idx >> 32).to(tl.uint32)
-        w1 = _h32(_h32(lo ^ k0) ^ (hi * 0x9E3779B9).to(tl.uint32) ^ k1)
-        if KIND == 1:
-            z = 1.0 - (w1 >> 31).to(tl.float32) * 2.0
+    def _cast_out(x, ptr, BF16: tl.constexpr):
+        """x (float32/64) in ``ptr``'s type; bfloat16 by explicit round-to-nearest-even on the bits, so
+        every build (and the interpreter, which truncates) rounds as torch does."""
+        if BF16:
+            bits = x.to(tl.float32).to(tl.uint32, bitcast=True)
+            bits = (bits + (0x7FFF + ((bits >> 16) & 1))).to(tl.uint32)
+            y = (bits >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True)
         else:
+            y = x.to(ptr.dtype.element_ty)
+        return y
+
+    @triton.jit
+    def _word1(k0, k1, j):
+        lo = (j & 0xFFFFFFFF).to(tl.uint32)
+        hi = (j >> 32).to(tl.uint32)
+        return _h32(_h32(lo ^ k0) ^ (hi * 0x9E3779B9).to(tl.uint32) ^ k1)
+
+    @triton.jit
+    def _draw(k0, k1, idx, KIND: tl.constexpr):
+        if KIND == 1:
+            z = 1.0 - (_word1(k0, k1, idx) >> 31).to(tl.float32) * 2.0
+        else:  # element idx is the cos (even) or sin (odd) half of counter idx >> 1's Box-Muller pair
+            w1 = _word1(k0, k1, idx >> 1)
             w2 = _h32((w1 + 0x632BE5AB).to(tl.uint32))
             u1 = ((w1 >> 8) + 1).to(tl.float32) * 5.9604644775390625e-08
             r = tl.sqrt_rn(_log_unit(u1) * -2.0)
@@ -95,13 +111,17 @@ if triton is not None:
                          -0.0013888889225199819, 0.0416666679084301, -0.5, 1.0)
             s = _horner7(a2, 1.6059044372074283e-10, -2.5052107943679403e-08, 2.7557318844628753e-06,
                          -0.00019841270113829523, 0.008333333767950535, -0.1666666716337204, 1.0) * a
-            v = tl.where((q & 1) == 1, s, c)
-            z = r * tl.where((q == 1) | (q == 2), -v, v)
+            cos = tl.where((q & 1) == 1, s, c)
+            cos = tl.where((q == 1) | (q == 2), -cos, cos)
+            sin = tl.where((q & 1) == 1, c, s)
+            sin = tl.where(q >= 2, -sin, sin)
+            z = r * tl.where((idx & 1) == 1, sin, cos)
         return z
 
     @triton.jit
     def _axpz_kernel(out_ptr, base_ptr, key_ptr, alpha_ptr, n, offset, NK: tl.constexpr, KIND: tl.constexpr,
-                     HAS_BASE: tl.constexpr, F64: tl.constexpr, BLOCK_SIZE: tl.constexpr):
+                     HAS_BASE: tl.constexpr, F64: tl.constexpr, BF16: tl.constexpr,
+                     BLOCK_SIZE: tl.constexpr):
         pid = tl.program_id(0).to(tl.int64)
         i = pid * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE).to(tl.int64)
         mask = i < n
@@ -119,7 +139,56 @@ if triton is not None:
                 acc = term
             else:
                 acc = acc + term
-        tl.store(out_ptr + i, acc.to(out_ptr.dtype.element_ty), mask=mask)
+        tl.store(out_ptr + i, _cast_out(acc, out_ptr, BF16), mask=mask)
+
+    @triton.jit
+    def _moments_kernel(p_ptr, m_ptr, v_ptr, key_ptr, alpha_ptr, s_ptr, n, offset, NK: tl.constexpr,
+                        KIND: tl.constexpr, MODE: tl.constexpr, INSIDE: tl.constexpr, FILL: tl.constexpr,
+                        DECAY: tl.constexpr, F64: tl.constexpr, BF16: tl.constexpr, BLOCK_SIZE: tl.constexpr):
+        pid = tl.program_id(0).to(tl.int64)
+        i = pid * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE).to(tl.int64)
+        mask = i < n
+        CT = tl.float64 if F64 else tl.float32
+        g = tl.zeros([BLOCK_SIZE], dtype=CT)
+        for k in tl.static_range(NK):
+            key = tl.load(key_ptr + k)
+            k0 = (key & 0xFFFFFFFF).to(tl.uint32)
+            k1 = ((key >> 32) & 0xFFFFFFFF).to(tl.uint32)
+            term = tl.load(alpha_ptr + k) * _draw(k0, k1, offset + i, KIND).to(CT)
+            g = term if k == 0 else g + term
+        b1, c1, b2, c2 = tl.load(s_ptr), tl.load(s_ptr + 1), tl.load(s_ptr + 2), tl.load(s_ptr + 3)
+        eps, lr, decay = tl.load(s_ptr + 4), tl.load(s_ptr + 5), tl.load(s_ptr + 6)
+        v = tl.load(v_ptr + i, mask=mask)
+        if MODE == 3:
+            u = g
+            v = b2 * v + c2 * (g * g)
+        else:
+            m = b1 * tl.load(m_ptr + i, mask=mask) + c1 * g
+            tl.store(m_ptr + i, m, mask=mask)
+            u = m
+            x = m if MODE == 1 else g
+            if FILL:
+                v = tl.full([BLOCK_SIZE], 1.0, CT)
+            else:
+                v = b2 * v + c2 * (x * x)
+        tl.store(v_ptr + i, v, mask=mask)
+        # IEEE sqrt and division: the _rn forms for float32; float64's are IEEE already
+        w = v + eps if INSIDE else v
+        if F64:
+            den = tl.sqrt(w)
+        else:
+            den = tl.sqrt_rn(w)
+        if not INSIDE:
+            den = den + eps
+        theta = tl.load(p_ptr + i, mask=mask).to(CT)
+        if DECAY:
+            theta = theta * decay
+        if F64:
+            q = u / den
+        else:
+            q = tl.div_rn(u, den)
+        theta = theta - lr * q
+        tl.store(p_ptr + i, _cast_out(theta, p_ptr, BF16), mask=mask)
 
     @triton.jit
     def _sumsq_kernel(partial_ptr, n, offset, a0, b0, KIND: tl.constexpr, BLOCK_SIZE: tl.constexpr):
@@ -143,12 +212,15 @@ def _alphas(alphas, ct: torch.dtype, device) -> torch.Tensor:
     return torch.stack(vals)  # device-side: no host round trip
 
 
-def _keys(keys, device) -> torch.Tensor:
-    """The keys as an int64 device tensor, copied from pinned memory without waiting for the GPU."""
-    host = torch.tensor([int(k) for k in keys], dtype=torch.int64)
+def _to_device(host: torch.Tensor, device) -> torch.Tensor:
+    """A small host tensor on ``device``, copied from pinned memory without waiting for the GPU."""
     if device.type == "cuda":
         return host.pin_memory().to(device, non_blocking=True)
     return host.to(device)
+
+
+def _keys(keys, device) -> torch.Tensor:
+    return _to_device(torch.tensor([int(k) for k in keys], dtype=torch.int64), device)
 
 
 def axpz(out, keys, alphas, base, offset, kind):
@@ -159,8 +231,23 @@ def axpz(out, keys, alphas, base, offset, kind):
     _axpz_kernel[(triton.cdiv(n, BLOCK),)](
         out, base if base is not None else out, _keys(keys, out.device), _alphas(alphas, ct, out.device), n,
         int(offset), NK=len(keys), KIND=reference.KINDS.index(kind), HAS_BASE=base is not None,
-        F64=ct == torch.float64, BLOCK_SIZE=BLOCK, enable_fp_fusion=False)
+        F64=ct == torch.float64, BF16=out.dtype == torch.bfloat16, BLOCK_SIZE=BLOCK, enable_fp_fusion=False)
     return out
+def moments(param, m, v, keys, alphas, mode, b1, c1, b2, c2, eps, inside, fill, lr, decay, offset, kind):
+    if not param.is_contiguous():
+        raise ValueError("the Triton kernels need contiguous tensors")
+    ct = torch.float64 if param.dtype == torch.float64 else torch.float32
+    n = param.numel()
+    # the scalars in the compute type (as the C kernel casts them), sent like the keys
+    scalars = _to_device(torch.tensor([b1, c1, b2, c2, eps, lr, decay], dtype=ct), param.device)
+    _moments_kernel[(triton.cdiv(n, BLOCK),)](
+        param, m if m is not None else v, v, _keys(keys, param.device), _alphas(alphas, ct, param.device),
+        scalars, n, int(offset), NK=len(keys),
+        KIND=reference.KINDS.index(kind), MODE=mode, INSIDE=bool(inside), FILL=bool(fill),
+        DECAY=float(decay) != 1.0, F64=ct == torch.float64, BF16=param.dtype == torch.bfloat16,
+        BLOCK_SIZE=BLOCK, enable_fp_fusion=False)
+
+
 def sumsq(key, like, offset, kind):
     n = like.numel()
     nblocks = triton.cdiv(n, BLOCK)

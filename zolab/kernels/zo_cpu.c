@@ -49,7 +49,8 @@ static inline float log_unit(float u) {
     return r + fe * 0x1.63p-1f;
 }
 
-static inline float cos_turn(uint32_t w2) {
+/* cos(2πu) and sin(2πu), u = (w2 >> 8)·2^-24 (see reference.turn) */
+static inline void turn(uint32_t w2, float *cos_out, float *sin_out) {
     uint32_t q = w2 >> 30;
     float f = (float)((w2 >> 8) & 0x3FFFFFu) * 0x1p-22f;
     float a = f * 0x1.921fb6p+0f;
@@ -69,8 +70,10 @@ static inline float cos_turn(uint32_t w2) {
     s = s * a2 + -0x1.555556p-3f;
     s = s * a2 + 1.0f;
     s = s * a;
-    float v = (q & 1u) ? s : c;
-    return (q == 1u || q == 2u) ? -v : v;
+    float cv = (q & 1u) ? s : c;
+    float sv = (q & 1u) ? c : s;
+    *cos_out = (q == 1u || q == 2u) ? -cv : cv;
+    *sin_out = q >= 2u ? -sv : sv;
 }
 
 static inline uint32_t word1(uint32_t k0, uint32_t k1, uint64_t i) {
@@ -78,12 +81,22 @@ static inline uint32_t word1(uint32_t k0, uint32_t k1, uint64_t i) {
     return h32(h32(lo ^ k0) ^ (hi * GOLDEN) ^ k1);
 }
 
-static inline float gauss_one(uint32_t k0, uint32_t k1, uint64_t i) {
-    uint32_t w1 = word1(k0, k1, i);
+/* The Box-Muller pair of counter j: elements 2j (cos) and 2j + 1 (sin). */
+static inline void gauss_pair(uint32_t k0, uint32_t k1, uint64_t j, float *even, float *odd) {
+    uint32_t w1 = word1(k0, k1, j);
     uint32_t w2 = h32(w1 + W2_SALT);
     float u1 = (float)((w1 >> 8) + 1u) * 0x1p-24f;
     float r = sqrtf(log_unit(u1) * -2.0f);
-    return r * cos_turn(w2);
+    float c, s;
+    turn(w2, &c, &s);
+    *even = r * c;
+    *odd = r * s;
+}
+
+static inline float gauss_one(uint32_t k0, uint32_t k1, uint64_t i) {
+    float e, o;
+    gauss_pair(k0, k1, i >> 1, &e, &o);
+    return (i & 1) ? o : e;
 }
 
 static inline float rad_one(uint32_t k0, uint32_t k1, uint64_t i) {
@@ -175,6 +188,60 @@ typedef struct { void *out; const void *base; uint64_t offset; const Draws *d; d
         for (int64_t i = a; i < b; i++) out[i] = al * (T)DRAW(k0, k1, off + (uint64_t)i);        \
     }
 
+/* Box-Muller pairs j0 … j0 + np − 1 into e[] (cos halves) and o[] (sin halves): a plain loop that
+ * vectorises; the caller interleaves. */
+#define PAIRS 256
+static void gauss_pairs(uint32_t k0, uint32_t k1, uint64_t j0, int np, float *restrict e, float *restrict o) {
+    for (int p = 0; p < np; p++) {
+        uint32_t w1 = word1(k0, k1, j0 + (uint64_t)p);
+        uint32_t w2 = h32(w1 + W2_SALT);
+        float u1 = (float)((w1 >> 8) + 1u) * 0x1p-24f;
+        float r = sqrtf(log_unit(u1) * -2.0f);
+        float c, s;
+        turn(w2, &c, &s);
+        e[p] = r * c;
+        o[p] = r * s;
+    }
+}
+
+/* Gaussian over [a, b): a lone odd element first, then whole pairs (one hash, log and sqrt per two
+ * numbers), then a lone last one. */
+#define GAUSS_RANGE(NAME, T)                                                                    \
+    static void NAME(T *out, const T *src, int64_t a, int64_t b, uint64_t off, uint32_t k0,     \
+                     uint32_t k1, T al) {                                                       \
+        if (a < b && ((off + (uint64_t)a) & 1)) {                                               \
+            T z = (T)gauss_one(k0, k1, off + (uint64_t)a);                                      \
+            out[a] = src ? src[a] + al * z : al * z;                                            \
+            a++;                                                                                \
+        }                                                                                       \
+        if (a < b && ((off + (uint64_t)b) & 1)) {                                               \
+            b--;                                                                                \
+            T z = (T)gauss_one(k0, k1, off + (uint64_t)b);                                      \
+            out[b] = src ? src[b] + al * z : al * z;                                            \
+        }                                                                                       \
+        float e[PAIRS], o[PAIRS];                                                               \
+        for (int64_t s = a; s < b; s += 2 * PAIRS) {                                            \
+            int np = (int)((b - s) / 2 < PAIRS ? (b - s) / 2 : PAIRS);                          \
+            gauss_pairs(k0, k1, (off + (uint64_t)s) >> 1, np, e, o);                            \
+            T *restrict dst = out + s;                                                          \
+            if (src) {                                                                          \
+                const T *sr = src + s;                                                          \
+                for (int p = 0; p < np; p++) {                                                  \
+                    T x0 = sr[2 * p], x1 = sr[2 * p + 1];                                       \
+                    dst[2 * p] = x0 + al * (T)e[p];                                             \
+                    dst[2 * p + 1] = x1 + al * (T)o[p];                                         \
+                }                                                                               \
+            } else {                                                                            \
+                for (int p = 0; p < np; p++) {                                                  \
+                    dst[2 * p] = al * (T)e[p];                                                  \
+                    dst[2 * p + 1] = al * (T)o[p];                                              \
+                }                                                                               \
+            }                                                                                   \
+        }                                                                                       \
+    }
+GAUSS_RANGE(gauss_range_f32, float)
+GAUSS_RANGE(gauss_range_f64, double)
+
 #define AXPZ_BODY(T)                                                                            \
     Axpz *c = (Axpz *)ctx;                                                                      \
     T *out = (T *)c->out;                                                                       \
@@ -184,11 +251,16 @@ typedef struct { void *out; const void *base; uint64_t offset; const Draws *d; d
         const uint32_t k0 = d->k0[k], k1 = d->k1[k];                                            \
         const T al = (T)d->alpha[k];                                                            \
         const T *src = k == 0 ? (const T *)c->base : out;                                       \
-        if (d->kind == 1) { AXPZ_LOOP(T, rad_one) } else { AXPZ_LOOP(T, gauss_one) }            \
+        if (d->kind == 1) { AXPZ_LOOP(T, rad_one) }                                             \
+        else GAUSS(out, src, a, b, off, k0, k1, al);                                            \
     }
 
+#define GAUSS gauss_range_f32
 static void axpz_f32(void *ctx, int64_t a, int64_t b, int tid) { (void)tid; AXPZ_BODY(float) }
+#undef GAUSS
+#define GAUSS gauss_range_f64
 static void axpz_f64(void *ctx, int64_t a, int64_t b, int tid) { (void)tid; AXPZ_BODY(double) }
+#undef GAUSS
 
 /* The K draws loop inside one chunk, so a chunk stays in cache between them (one pass over memory). */
 #define CHUNK 4096
@@ -212,6 +284,74 @@ int zo_axpz(void *out, const void *base, int64_t n, uint64_t offset, int dtype, 
     Draws d; fill_draws(&d, kind, nk, keys, alpha);
     Axpz c = {out, base, offset, &d, NULL};
     parallel(dtype == 0 ? axpz_f32_c : axpz_f64_c, &c, n, nthreads);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- adaptive updates, fused with the draw
+ * g = Σ_k α_k z_k is rebuilt chunk by chunk in cache (never stored), then per element (mode):
+ *   1 R-AdaZO:  m = β1 m + c1 g;  v = fill ? 1 : β2 v + c2 (m m);  u = m
+ *   2 ZO-AdaMM: m = β1 m + c1 g;  v = β2 v + c2 (g g);            u = m
+ *   3 RMSProp:                    v = β2 v + c2 (g g);            u = g
+ *   d = inside ? sqrt(v + ε) : sqrt(v) + ε;   θ = (θ·decay if decay != 1) − lr·(u / d)
+ * One pass over θ, m and v; the order of operations is zolab/kernels/__init__.py's moments(). */
+typedef struct {
+    void *p, *m, *v; uint64_t offset; const Draws *d;
+    int mode, inside, fill; double b1, c1, b2, c2, eps, lr, decay;
+} Moments;
+
+#define MOMENTS_BODY(T, GAUSS_FN)                                                               \
+    Moments *c = (Moments *)ctx;                                                                \
+    const Draws *d = c->d;                                                                      \
+    T *p = (T *)c->p, *m = (T *)c->m, *v = (T *)c->v;                                           \
+    const T b1 = (T)c->b1, c1 = (T)c->c1, b2 = (T)c->b2, c2 = (T)c->c2, eps = (T)c->eps;        \
+    const T lr = (T)c->lr, decay = (T)c->decay;                                                 \
+    T g[CHUNK];                                                                                 \
+    for (int64_t s = a; s < b; s += CHUNK) {                                                    \
+        const int64_t len = b - s < CHUNK ? b - s : CHUNK;                                      \
+        const uint64_t off = c->offset + (uint64_t)s;                                           \
+        for (int k = 0; k < d->nk; k++) {                                                       \
+            const uint32_t k0 = d->k0[k], k1 = d->k1[k];                                        \
+            const T al = (T)d->alpha[k];                                                        \
+            T *out = g;                                                                         \
+            const T *src = k == 0 ? NULL : g;                                                   \
+            const int64_t a = 0, b = len;                                                       \
+            if (d->kind == 1) { AXPZ_LOOP(T, rad_one) }                                         \
+            else GAUSS_FN(g, src, 0, len, off, k0, k1, al);                                     \
+        }                                                                                       \
+        T *ps = p + s, *ms = m ? m + s : NULL, *vs = v + s;                                     \
+        for (int64_t i = 0; i < len; i++) {                                                     \
+            T gi = g[i], u, vi;                                                                 \
+            if (c->mode == 3) {                                                                 \
+                u = gi;                                                                         \
+                vi = b2 * vs[i] + c2 * (gi * gi);                                               \
+            } else {                                                                            \
+                T mi = b1 * ms[i] + c1 * gi;                                                    \
+                ms[i] = mi;                                                                     \
+                u = mi;                                                                         \
+                T x = c->mode == 1 ? mi : gi;                                                   \
+                vi = c->fill ? (T)1 : b2 * vs[i] + c2 * (x * x);                                \
+            }                                                                                   \
+            vs[i] = vi;                                                                         \
+            T den = c->inside ? SQRT(vi + eps) : SQRT(vi) + eps;                                \
+            T th = decay != (T)1 ? ps[i] * decay : ps[i];                                       \
+            ps[i] = th - lr * (u / den);                                                        \
+        }                                                                                       \
+    }
+
+#define SQRT sqrtf
+static void moments_f32(void *ctx, int64_t a, int64_t b, int tid) { (void)tid; MOMENTS_BODY(float, gauss_range_f32) }
+#undef SQRT
+#define SQRT sqrt
+static void moments_f64(void *ctx, int64_t a, int64_t b, int tid) { (void)tid; MOMENTS_BODY(double, gauss_range_f64) }
+#undef SQRT
+
+int zo_moments(void *p, void *m, void *v, int64_t n, uint64_t offset, int dtype, int kind, int nk,
+               const uint64_t *keys, const double *alpha, int mode, double b1, double c1, double b2, double c2,
+               double eps, int inside, int fill, double lr, double decay, int nthreads) {
+    if (nk < 1 || nk > MAXK || mode < 1 || mode > 3) return -1;
+    Draws d; fill_draws(&d, kind, nk, keys, alpha);
+    Moments c = {p, m, v, offset, &d, mode, inside, fill, b1, c1, b2, c2, eps, lr, decay};
+    parallel(dtype == 0 ? moments_f32 : moments_f64, &c, n, nthreads);
     return 0;
 }
 

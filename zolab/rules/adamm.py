@@ -30,13 +30,25 @@ class ZOAdaMM(ZOOptimizer):
         super().__init__(params, defaults, estimator=estimator, directions=directions, **options)
         self.amsgrad, self.bias_correction, self.eps_inside_sqrt = amsgrad, bias_correction, eps_inside_sqrt
 
+    def _moment_state(self, ref, state):
+        if not state:
+            like = ref.param.detach().to(torch.float64 if ref.param.dtype == torch.float64 else torch.float32)
+            state["m"], state["v"], state["updates"] = torch.zeros_like(like), torch.zeros_like(like), 0
+            if self.amsgrad:
+                state["v_max"] = torch.zeros_like(like)
+        state["updates"] += 1
+
+    def _fused_moments(self, ref, state):
+        if self.amsgrad or self.bias_correction:
+            return None
+        self._moment_state(ref, state)
+        beta1, beta2 = ref.group["betas"]
+        return dict(m=state["m"], v=state["v"], mode="adamm", beta1=beta1, beta2=beta2, eps=ref.group["eps"],
+                    eps_inside_sqrt=self.eps_inside_sqrt, v_fill=False)
+
     def _update(self, ref, g, state):
         beta1, beta2 = ref.group["betas"]
-        if not state:
-            state["m"], state["v"], state["updates"] = torch.zeros_like(g), torch.zeros_like(g), 0
-            if self.amsgrad:
-                state["v_max"] = torch.zeros_like(g)
-        state["updates"] += 1
+        self._moment_state(ref, state)
         m, v = state["m"], state["v"]
         m.mul_(beta1).add_(g, alpha=1 - beta1)
         v.mul_(beta2).addcmul_(g, g, value=1 - beta2)

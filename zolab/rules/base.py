@@ -321,6 +321,11 @@ class ZOOptimizer(torch.optim.Optimizer):
     def _update(self, ref: ParamRef, g: torch.Tensor, state: dict) -> torch.Tensor:
         raise NotImplementedError
 
+    def _fused_moments(self, ref: ParamRef, state: dict) -> dict | None:
+        """For adaptive rules whose update ``zolab.kernels.moments`` computes: its arguments (and the state
+        initialised, counters advanced), or None for the generic path (the default)."""
+        return None
+
     def _update_scale(self, ref: ParamRef, state: dict):
         """For ``elementwise_linear`` rules: U = g·scale."""
         return 1.0
@@ -349,6 +354,13 @@ class ZOOptimizer(torch.optim.Optimizer):
             for k, q in enumerate(est.queries):
                 c = cs[k]
                 p.addcmul_(self.sampler.sample(mix(q.seed, ref.index), p, out=self._buffer(ref)), c)
+            return
+        spec = self._fused_moments(ref, state) if self.sampler.fused and not coupled else None
+        if spec is not None:  # ĝ redrawn, moments and θ updated in one pass, ĝ never stored
+            keys = [mix(q.seed, ref.index) for q in est.queries]
+            alphas = [c if q.inv_norm is None else c * q.inv_norm for c, q in zip(coefs, est.queries)]
+            kernels.moments(p.data, keys=keys, alphas=alphas, lr=lr, decay=1 - lr * wd if wd else 1.0,
+                            kind=self.sampler.kind, **spec)
             return
         g = _wide(self._grad(ref, est, coefs, out=self._buffer(ref)))  # float32 moments for half tensors
         if coupled:

@@ -40,11 +40,21 @@ class RAdaZO(ZOOptimizer):
         super().__init__(params, defaults, estimator=estimator, directions=directions, **options)
         self.v_warmup_steps, self.eps_inside_sqrt = v_warmup_steps, eps_inside_sqrt
 
+    def _moment_state(self, ref, state):
+        if not state:
+            like = ref.param.detach().to(torch.float64 if ref.param.dtype == torch.float64 else torch.float32)
+            state["m"], state["v"], state["updates"] = torch.zeros_like(like), torch.zeros_like(like), 0
+        state["updates"] += 1
+
+    def _fused_moments(self, ref, state):
+        self._moment_state(ref, state)
+        beta1, beta2 = ref.group["betas"]
+        return dict(m=state["m"], v=state["v"], mode="radazo", beta1=beta1, beta2=beta2, eps=ref.group["eps"],
+                    eps_inside_sqrt=self.eps_inside_sqrt, v_fill=state["updates"] <= self.v_warmup_steps)
+
     def _update(self, ref, g, state):
         beta1, beta2 = ref.group["betas"]
-        if not state:
-            state["m"], state["v"], state["updates"] = torch.zeros_like(g), torch.zeros_like(g), 0
-        state["updates"] += 1
+        self._moment_state(ref, state)
         m, v = state["m"], state["v"]
         m.mul_(beta1).add_(g, alpha=1 - beta1)
         if state["updates"] <= self.v_warmup_steps:

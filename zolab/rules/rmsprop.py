@@ -24,6 +24,13 @@ class ZORMSProp(ZOOptimizer):
         super()._check_group(g)
         _check_range("beta", g["beta"], 0.0, 1.0)
 
+    def _fused_moments(self, ref, state):
+        if not state:
+            like = ref.param.detach().to(torch.float64 if ref.param.dtype == torch.float64 else torch.float32)
+            state["v"] = torch.zeros_like(like)
+        return dict(m=None, v=state["v"], mode="rmsprop", beta1=0.0, beta2=ref.group["beta"],
+                    eps=ref.group["eps"], eps_inside_sqrt=self.eps_inside_sqrt, v_fill=False)
+
     def _update(self, ref, g, state):
         beta = ref.group["beta"]
         if not state:
