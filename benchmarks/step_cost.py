@@ -8,19 +8,18 @@ Times, in one run: two forward passes alone; a MeZO-pattern step written here (r
 zolab's steps (``perturb="module"``, the counter rng's fused kernels). Prints one table: median seconds
 per step, the ratio to the two forwards, and the peak memory of a step against the peak of the forwards
 (inference): ``torch.cuda.max_memory_allocated`` on CUDA; on CPU the process's peak resident memory
-(VmHWM, reset before each method through /proc/self/clear_refs), so it includes the interpreter and
-libraries (~0.4 GB) and the ratio understates the difference; the "extra MB" column gives it directly.
-On CPU the script re-executes itself with ``MALLOC_MMAP_THRESHOLD_=65536`` so that freed tensors go back
-to the system and each method's peak is its own. No weights are downloaded: models are built from configs.
+(VmHWM, reset before each method through /proc/self/clear_refs after ``malloc_trim`` has returned the
+freed heap to the system), so it includes the interpreter and libraries (~0.4 GB) and the ratio
+understates the difference; the "extra MB" column gives it directly. Each method's optimizer is freed
+before the next one runs. No weights are downloaded: models are built from configs.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
-import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -96,6 +95,10 @@ def reset_peak(cuda: bool) -> None:
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     else:
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)  # freed heap back to the system: RSS = live memory
+        except OSError:
+            pass
         Path("/proc/self/clear_refs").write_text("5")  # VmHWM := current resident size
 
 
@@ -120,9 +123,6 @@ def main(argv=None):
     ap.add_argument("--rules", default=",".join(ZOLAB_RULES),
                     help=f"comma-separated, from: {', '.join(ZOLAB_RULES)}")
     args = ap.parse_args(argv)
-    if args.device == "cpu" and os.environ.get("MALLOC_MMAP_THRESHOLD_") is None and argv is None:
-        os.environ["MALLOC_MMAP_THRESHOLD_"] = "65536"  # freed tensors return to the system (see above)
-        os.execv(sys.executable, [sys.executable, *sys.argv])
     rules = [r.strip() for r in args.rules.split(",") if r.strip()]
     unknown = [r for r in rules if r not in ZOLAB_RULES]
     if unknown:

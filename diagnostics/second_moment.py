@@ -96,7 +96,8 @@ class SecondMomentError(Probe):
                             v = store[r.name] = torch.zeros_like(g)
                         elif v.device != g.device:
                             v = store[r.name] = v.to(g.device)
-                        v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+                        # β2·v + (1−β2)·(g·g), rounded as zolab.kernels.moments rounds it
+                        v.mul_(beta2).add_((g * g).mul_(1 - beta2))
         if not self.is_probe_step(t) or not self.v_star:
             return None
         refs = [r for r in trainable(opt) if r.name in self.v_star]

@@ -181,7 +181,8 @@ class InterruptingQuadratic(Quadratic):
 def test_ctrl_c_leaves_a_checkpoint_at_a_step_boundary_that_resumes_exactly(tmp_path):
     k = 3  # forward estimator: K + 1 = 4 losses per step; call 22 is inside step 6
     rule = ["--model.optimizer.init_args.num_queries=3"]
-    full = cli_main(fit_args(tmp_path, *rule, steps=12, name="full"))
+    # the same task (one loss call per point) without the interruption (at_call=0 never fires)
+    full = cli_main(fit_args(tmp_path, *rule, task=f"{__name__}.InterruptingQuadratic", steps=12, name="full"))
     handler = signal.getsignal(signal.SIGINT)
     try:
         with pytest.raises(SystemExit) as exit_:  # Lightning: KeyboardInterrupt -> checkpoint -> sys.exit(1)
@@ -194,7 +195,8 @@ def test_ctrl_c_leaves_a_checkpoint_at_a_step_boundary_that_resumes_exactly(tmp_
     state = _checkpoint_is_plain(ckpt)
     assert state["global_step"] == 6  # the interrupted step finished; nothing half-applied
     assert state["optimizer_states"][0]["zo"]["step"] == 6
-    resumed = cli_main(fit_args(tmp_path, *rule, f"--ckpt_path={ckpt}", steps=12, name="cut"))
+    resumed = cli_main(fit_args(tmp_path, *rule, f"--ckpt_path={ckpt}", task=f"{__name__}.InterruptingQuadratic",
+                                steps=12, name="cut"))
     assert torch.equal(full.model.task.x, resumed.model.task.x)
     _, loss_full = read_scalars(tmp_path / "full" / "version_0", "train/loss")
     steps_cut, loss_cut = read_scalars(tmp_path / "cut" / "version_0", "train/loss")

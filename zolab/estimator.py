@@ -53,6 +53,7 @@ class BlockEstimate:
     losses: torch.Tensor  # every loss the closure returned, in call order
     loss: torch.Tensor  # f(θ) for forward, mean of the ± losses for central
     scale: float  # c
+    directions: torch.Tensor | None = None  # (K, n) unit directions when the step drew them once (batched)
 
     @property
     def seeds(self) -> list[int]:

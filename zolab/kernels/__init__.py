@@ -16,6 +16,7 @@ Arithmetic: the compute type is float64 for float64 tensors and float32 otherwis
 
 from __future__ import annotations
 
+import ctypes
 import os
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -81,6 +82,14 @@ def backend(t: torch.Tensor) -> str:
     return "torch"
 
 
+def _u64(keys):
+    return (ctypes.c_uint64 * len(keys))(*[int(k) for k in keys])
+
+
+def _f64(values):
+    return (ctypes.c_double * len(values))(*[float(a) for a in values])
+
+
 def _check(kind: str, keys: Sequence[int], alphas: Sequence) -> None:
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}; allowed: {list(KINDS)}")
@@ -116,11 +125,9 @@ def axpz(out: torch.Tensor, keys: Sequence[int], alphas: Sequence, base: torch.T
 
         lib = cpu.load()
         n = out.numel()
-        key_arr = (torch.tensor([int(k) for k in keys], dtype=torch.int64)).numpy().astype("uint64")
-        alpha_arr = torch.tensor([float(a) for a in alphas], dtype=torch.float64).numpy()
         rc = lib.zo_axpz(out.data_ptr(), base.data_ptr() if base is not None else None, n, int(offset),
-                         _C_DTYPES[out.dtype], KINDS.index(kind), len(keys), key_arr.ctypes.data,
-                         alpha_arr.ctypes.data, torch.get_num_threads())
+                         _C_DTYPES[out.dtype], KINDS.index(kind), len(keys), _u64(keys), _f64(alphas),
+                         torch.get_num_threads())
         if rc != 0:
             raise RuntimeError(f"zo_axpz failed ({rc})")
         return out
@@ -140,6 +147,24 @@ def axpz(out: torch.Tensor, keys: Sequence[int], alphas: Sequence, base: torch.T
 def fill(out: torch.Tensor, key: int, offset: int = 0, kind: str = "gaussian") -> torch.Tensor:
     """z itself (α = 1 is exact) into ``out``."""
     return axpz(out, [key], [1.0], None, offset, kind)
+
+
+def fill_rows(out: torch.Tensor, keys: Sequence[int], offset: int = 0, kind: str = "gaussian") -> torch.Tensor:
+    """Row k of the (K, n) tensor ``out`` = z(keys[k]) for elements offset … offset + n − 1, in one call."""
+    _check(kind, keys, [1.0] * len(keys))
+    if out.dim() != 2 or out.shape[0] != len(keys):
+        raise ValueError(f"out must be (K, n) with K = {len(keys)} keys, got {tuple(out.shape)}")
+    if backend(out) == "c":
+        from zolab.kernels import cpu
+
+        rc = cpu.load().zo_fill_rows(out.data_ptr(), out.shape[1], int(offset), _C_DTYPES[out.dtype],
+                                     KINDS.index(kind), len(keys), _u64(keys), torch.get_num_threads())
+        if rc != 0:
+            raise RuntimeError(f"zo_fill_rows failed ({rc})")
+        return out
+    for k, key in enumerate(keys):
+        fill(out[k], key, offset, kind)
+    return out
 
 
 def sumsq(key: int, like: torch.Tensor, offset: int = 0, kind: str = "gaussian") -> torch.Tensor:
@@ -209,11 +234,9 @@ def moments(param: torch.Tensor, m: torch.Tensor | None, v: torch.Tensor, keys: 
     if which == "c" and all(s.is_contiguous() for s in states):
         from zolab.kernels import cpu
 
-        key_arr = torch.tensor([int(k) for k in keys], dtype=torch.int64).numpy().astype("uint64")
-        alpha_arr = torch.tensor([float(a) for a in alphas], dtype=torch.float64).numpy()
         rc = cpu.load().zo_moments(
             param.data_ptr(), m.data_ptr() if m is not None else None, v.data_ptr(), param.numel(), int(offset),
-            _C_DTYPES[param.dtype], KINDS.index(kind), len(keys), key_arr.ctypes.data, alpha_arr.ctypes.data,
+            _C_DTYPES[param.dtype], KINDS.index(kind), len(keys), _u64(keys), _f64(alphas),
             MOMENT_MODES[mode], beta1, c1, beta2, c2, eps, int(eps_inside_sqrt), int(v_fill), float(lr),
             float(decay), torch.get_num_threads())
         if rc != 0:

@@ -93,5 +93,7 @@ def load():
     lib.zo_moments.argtypes = [c_p, c_p, c_p, c_i64, c_u64, c_int, c_int, c_int, c_p, c_p, c_int,
                                c_dbl, c_dbl, c_dbl, c_dbl, c_dbl, c_int, c_int, c_dbl, c_dbl, c_int]
     lib.zo_moments.restype = c_int
+    lib.zo_fill_rows.argtypes = [c_p, c_i64, c_u64, c_int, c_int, c_int, c_p, c_int]
+    lib.zo_fill_rows.restype = c_int
     _lib = lib
     return lib

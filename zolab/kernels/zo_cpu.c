@@ -7,6 +7,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define GOLDEN 0x9E3779B9u
@@ -123,7 +124,7 @@ typedef struct {
 typedef void (*range_fn)(void *ctx, int64_t a, int64_t b, int tid);
 
 #define MAXT 64
-#define MIN_PER_THREAD (1 << 16)
+#define MIN_PER_THREAD (1 << 15)
 
 static int team_size(int64_t n, int nthreads) {
     if (nthreads > MAXT) nthreads = MAXT;
@@ -355,31 +356,67 @@ int zo_moments(void *p, void *m, void *v, int64_t n, uint64_t offset, int dtype,
     return 0;
 }
 
-/* ---------------------------------------------------------------- Σ z² in float64 (sphere's norm) */
-static void sumsq_body(void *ctx, int64_t a, int64_t b, int tid) {
-    Axpz *c = (Axpz *)ctx;
-    const Draws *d = c->d;
-    double acc = 0.0;
-    const uint32_t k0 = d->k0[0], k1 = d->k1[0];
-    if (d->kind == 1) {
-        acc = (double)(b - a);
-    } else {
-        for (int64_t i = a; i < b; i++) {
-            double z = (double)gauss_one(k0, k1, c->offset + (uint64_t)i);
-            acc += z * z;
-        }
+/* K draws, one per row of a (K, n) tensor: row k = z(keys[k]); the threads split the K·n elements. */
+typedef struct { void *out; int64_t n; uint64_t offset; int dtype, kind; const uint64_t *keys; } FillRows;
+
+static void fill_rows_body(void *ctx, int64_t a, int64_t b, int tid) {
+    (void)tid;
+    FillRows *c = (FillRows *)ctx;
+    size_t width = c->dtype == 0 ? sizeof(float) : sizeof(double);
+    for (int64_t e = a; e < b;) {
+        int64_t k = e / c->n, col = e % c->n, len = c->n - col < b - e ? c->n - col : b - e;
+        double one = 1.0;
+        Draws d; fill_draws(&d, c->kind, 1, &c->keys[k], &one);
+        Axpz x = {(char *)c->out + (size_t)k * (size_t)c->n * width, NULL, c->offset, &d, NULL};
+        if (c->dtype == 0) axpz_f32_c(&x, col, col + len, 0);
+        else axpz_f64_c(&x, col, col + len, 0);
+        e += len;
     }
-    c->partial[tid] = acc;
+}
+
+int zo_fill_rows(void *out, int64_t n, uint64_t offset, int dtype, int kind, int nk, const uint64_t *keys,
+                 int nthreads) {
+    if (n < 1 || nk < 1) return 0;
+    FillRows c = {out, n, offset, dtype, kind, keys};
+    parallel(fill_rows_body, &c, n * (int64_t)nk, nthreads);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- Σ z² in float64 (sphere's norm)
+ * Per block of CHUNK elements: z drawn in pairs (vectorised), squares summed in 8 float64 lanes in a
+ * fixed order; block sums added in block order. The result depends on n only, not on the threads. */
+typedef struct { uint64_t offset; int64_t n; const Draws *d; double *block; } SumSq;
+
+static void sumsq_body(void *ctx, int64_t a, int64_t b, int tid) {
+    (void)tid;
+    SumSq *c = (SumSq *)ctx;
+    const uint32_t k0 = c->d->k0[0], k1 = c->d->k1[0];
+    float z[CHUNK];
+    for (int64_t blk = (a + CHUNK - 1) / CHUNK; blk * CHUNK < b; blk++) {
+        int64_t s = blk * CHUNK, len = c->n - s < CHUNK ? c->n - s : CHUNK;
+        gauss_range_f32(z, NULL, 0, len, c->offset + (uint64_t)s, k0, k1, 1.0f);
+        double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        int64_t i = 0;
+        for (; i + 8 <= len; i += 8)
+            for (int l = 0; l < 8; l++) lane[l] += (double)z[i + l] * (double)z[i + l];
+        for (; i < len; i++) lane[i & 7] += (double)z[i] * (double)z[i];
+        c->block[blk] = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+    }
 }
 
 double zo_sumsq(int64_t n, uint64_t offset, int kind, uint64_t key, int nthreads) {
-    double one = 1.0, partial[MAXT] = {0};
+    if (kind == 1) return (double)n; /* rademacher: z² = 1 */
+    double one = 1.0;
     Draws d; fill_draws(&d, kind, 1, &key, &one);
-    Axpz c = {NULL, NULL, offset, &d, partial};
+    int64_t nblocks = (n + CHUNK - 1) / CHUNK;
+    double *block = (double *)malloc((size_t)(nblocks > 0 ? nblocks : 1) * sizeof(double));
+    if (!block) return NAN;
+    SumSq c = {offset, n, &d, block};
     parallel(sumsq_body, &c, n, nthreads);
-    double s = 0.0;
-    for (int t = 0; t < MAXT; t++) s += partial[t];
-    return s;
+    double total = 0.0;
+    for (int64_t k = 0; k < nblocks; k++) total += block[k];
+    free(block);
+    return total;
 }
 
 /* ---------------------------------------------------------------- rows of a perturbed table

@@ -278,8 +278,10 @@ class ZOOptimizer(torch.optim.Optimizer):
             return estimate(refs, block, queries, self.estimator, scale, self._direction, closure,
                             evaluate=mp.evaluate)
 
-    def _queries(self, refs: list[ParamRef], t: int, position: int) -> list[Query]:
+    def _queries(self, refs: list[ParamRef], t: int, position: int, norms: bool = True) -> list[Query]:
         queries = [Query(mix(self.seed, t, position, k)) for k in range(self.num_queries)]
+        if not norms:
+            return queries
         if self.sampler.normalize and self.sampler.fused:  # sphere: ||z|| over the set, nothing written
             for q in queries:
                 q.inv_norm = sum(kernels.sumsq(mix(q.seed, r.index), r.param, 0, self.sampler.kind)
@@ -290,6 +292,43 @@ class ZOOptimizer(torch.optim.Optimizer):
                          for r in refs)
                 q.inv_norm = sq.rsqrt()
         return queries
+
+    def _draws_once(self, refs, batched) -> bool:
+        """A batched one-tensor block with plain counter directions: draw the K directions once, into a
+        (K, n) tensor that makes the points and then ĝ (small problems, where per-call costs dominate)."""
+        return (batched is not None and len(refs) == 1 and self.sampler.fused
+                and type(self)._direction is ZOOptimizer._direction)
+
+    def _estimate_drawn(self, ref: ParamRef, block: str, queries: list[Query], scale: float, batched):
+        p, mu = ref.param, ref.group["mu"]
+        ct = torch.float64 if p.dtype == torch.float64 else torch.float32
+        u = torch.empty(len(queries), p.numel(), dtype=ct, device=p.device)
+        kernels.fill_rows(u, [mix(q.seed, ref.index) for q in queries], 0, self.sampler.kind)
+        if self.sampler.normalize:
+            inv = torch.linalg.vector_norm(u, dim=1, dtype=torch.float64).reciprocal()
+            for q, r in zip(queries, inv):
+                q.inv_norm = r
+            u.mul_(inv[:, None].to(ct))
+        theta = p.detach().reshape(-1).to(ct)
+        if self.estimator == "forward":
+            points = torch.empty(len(queries) + 1, p.numel(), dtype=ct, device=p.device)
+            points[0] = theta
+            torch.add(theta, u, alpha=mu, out=points[1:])
+        else:
+            points = torch.empty(len(queries), 2, p.numel(), dtype=ct, device=p.device)
+            torch.add(theta, u, alpha=mu, out=points[:, 0])
+            torch.add(theta, u, alpha=-mu, out=points[:, 1])
+            points = points.view(-1, p.numel())
+        values = batched(points.to(p.dtype).view(-1, *p.shape))
+        if not isinstance(values, torch.Tensor) or values.shape != (len(points),):
+            got = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
+            raise TypeError(f"the batched objective must return one loss per point, shape ({len(points)},); got {got}")
+        losses = values.detach()
+        if self.estimator == "forward":
+            diffs, loss = losses[1:] - losses[0], losses[0]
+        else:
+            diffs, loss = (losses[0::2] - losses[1::2]) / 2, losses.mean()
+        return BlockEstimate(block, [ref], queries, diffs, losses, loss, scale, directions=u)
 
     def _grad(self, ref: ParamRef, est: BlockEstimate, coefs: torch.Tensor, out=None) -> torch.Tensor:
         """Σ_k coef_k u_k on one tensor (into ``out`` when given)."""
@@ -340,6 +379,10 @@ class ZOOptimizer(torch.optim.Optimizer):
         lr, wd = group["lr"], self._decays(ref)
         coefs = self._coefs(ref, est)
         coupled = wd and self.weight_decay_mode == "coupled"
+        if est.directions is not None:  # drawn once for the batched points: ĝ = coefs·U, one product
+            g = (coefs.to(est.directions.dtype) @ est.directions).view(p.shape)
+            self._apply_grad(ref, g, state, lr, wd, coupled)
+            return
         if self.elementwise_linear and not coupled:
             # θ ← θ(1 − ηλ) − η s Σ_k coef_k u_k, one fused pass per query, g never materialized
             s = self._update_scale(ref, state)
@@ -363,6 +406,10 @@ class ZOOptimizer(torch.optim.Optimizer):
                             kind=self.sampler.kind, **spec)
             return
         g = _wide(self._grad(ref, est, coefs, out=self._buffer(ref)))  # float32 moments for half tensors
+        self._apply_grad(ref, g, state, lr, wd, coupled)
+
+    def _apply_grad(self, ref: ParamRef, g: torch.Tensor, state: dict, lr, wd, coupled) -> None:
+        p = ref.param
         if coupled:
             g.add_(p, alpha=wd)
         update = self._update(ref, g, state)
@@ -408,8 +455,12 @@ class ZOOptimizer(torch.optim.Optimizer):
         estimates, skipped = [], False
         for position, (block, refs) in enumerate(self.blocks_of_step(t)):
             scale = float(sum(r.param.numel() for r in refs)) if self.scale == "dimension" else 1.0
-            queries = self._queries(refs, t, position)
-            est = self._estimate(refs, block, queries, scale, closure, batched)
+            drawn = self._draws_once(refs, batched)
+            queries = self._queries(refs, t, position, norms=not drawn)
+            if drawn:
+                est = self._estimate_drawn(refs[0], block, queries, scale, batched)
+            else:
+                est = self._estimate(refs, block, queries, scale, closure, batched)
             self.zo["forwards"] += len(est.losses)
             estimates.append(est)
             if not bool(torch.isfinite(est.losses).all()):  # the one host sync of a step
