@@ -5,21 +5,22 @@
 
 Times, in one run: two forward passes alone; a MeZO-pattern step written here (re-seed, then
 ``torch.normal`` and an in-place add per tensor: +μz, −2μz, +μz, update; Malladi et al. 2023); and
-zolab's steps (``perturb="module"``, the counter rng's fused kernels). Prints one table: median seconds
-per step, the ratio to the two forwards, and the peak memory of a step against the peak of the forwards
-(inference): ``torch.cuda.max_memory_allocated`` on CUDA; on CPU the process's peak resident memory
-(VmHWM, reset before each method through /proc/self/clear_refs after ``malloc_trim`` has returned the
-freed heap to the system), so it includes the interpreter and libraries (~0.4 GB) and the ratio
-understates the difference; the "extra MB" column gives it directly. Each method's optimizer is freed
-before the next one runs. No weights are downloaded: models are built from configs.
+zolab's steps (``perturb="module"``, the counter rng's fused kernels). Every method is warmed up once,
+then the methods take turns, one step each, ``--steps`` rounds, so that drift of the machine falls on all
+of them alike; the table gives the median. Memory: each method runs in a fresh process of its own
+(``--memory-of``), two steps, and reports its peak against the same for the two forwards (inference):
+``torch.cuda.max_memory_allocated`` on CUDA; on CPU the process's peak resident memory (VmHWM), which
+includes the interpreter and libraries (~0.4 GB), so the ratio understates the difference; the "extra MB"
+column gives it directly. No weights are downloaded: models are built from configs.
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
+import json
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -90,18 +91,6 @@ ZOLAB_RULES = {
 }
 
 
-def reset_peak(cuda: bool) -> None:
-    gc.collect()
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-    else:
-        try:
-            ctypes.CDLL("libc.so.6").malloc_trim(0)  # freed heap back to the system: RSS = live memory
-        except OSError:
-            pass
-        Path("/proc/self/clear_refs").write_text("5")  # VmHWM := current resident size
-
-
 def peak_bytes(cuda: bool) -> float:
     if cuda:
         return float(torch.cuda.max_memory_allocated())
@@ -111,27 +100,12 @@ def peak_bytes(cuda: bool) -> float:
     return float("nan")
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="cpu", help="cpu or cuda")
-    ap.add_argument("--model", default="smollm2-135m", choices=sorted(MODELS))
-    ap.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--seq", type=int, default=128)
-    ap.add_argument("--steps", type=int, default=3, help="timed steps per method (after one warm-up)")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rules", default=",".join(ZOLAB_RULES),
-                    help=f"comma-separated, from: {', '.join(ZOLAB_RULES)}")
-    args = ap.parse_args(argv)
-    rules = [r.strip() for r in args.rules.split(",") if r.strip()]
-    unknown = [r for r in rules if r not in ZOLAB_RULES]
-    if unknown:
-        ap.error(f"unknown rules {unknown}; allowed: {list(ZOLAB_RULES)}")
+def build_methods(args, rules):
+    """name -> a function that builds the method (its optimizer) and returns its one-step function."""
     torch.set_num_threads(args.threads)
-    dtype, device = getattr(torch, args.dtype), args.device
-    model = build_model(args.model, dtype, device)
+    model = build_model(args.model, getattr(torch, args.dtype), args.device)
     gen = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, model.config.vocab_size, (args.batch, args.seq), generator=gen).to(device)
+    ids = torch.randint(0, model.config.vocab_size, (args.batch, args.seq), generator=gen).to(args.device)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     params = [p for _, p in named]
 
@@ -143,45 +117,83 @@ def main(argv=None):
         closure()
         return closure()
 
-    # each method is built, timed and freed in turn, so one's state never counts in another's memory
-    methods = {"two forwards": lambda: two_forwards, "MeZO pattern": lambda: lambda: mezo_step(params, closure)}
-
     def rule_step(rule):
         opt = ZOLAB_RULES[rule](named).bind(model)
         return lambda: opt.step(closure)
 
+    methods = {"two forwards": lambda: two_forwards, "MeZO pattern": lambda: lambda: mezo_step(params, closure)}
     for rule in rules:
         methods[rule] = lambda rule=rule: rule_step(rule)
+    return methods, sum(p.numel() for p in params)
 
-    cuda = device.startswith("cuda")
-    results = {}
+
+def memory_of(args, name: str) -> None:
+    """In a fresh process: build one method, run it twice, print its peak memory (JSON)."""
+    methods, _ = build_methods(args, [name] if name in ZOLAB_RULES else [])
+    fn = methods[name]()
+    for _ in range(2):
+        fn()
+    sync(args.device)
+    print(json.dumps({"peak": peak_bytes(args.device.startswith("cuda"))}))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--model", default="smollm2-135m", choices=sorted(MODELS))
+    ap.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=5, help="timed rounds (one step per method each)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rules", default=",".join(ZOLAB_RULES),
+                    help=f"comma-separated, from: {', '.join(ZOLAB_RULES)}")
+    ap.add_argument("--memory-of", default=None, help=argparse.SUPPRESS)  # internal: one method's memory
+    args = ap.parse_args(argv)
+    rules = [r.strip() for r in args.rules.split(",") if r.strip()]
+    unknown = [r for r in rules if r not in ZOLAB_RULES]
+    if unknown:
+        ap.error(f"unknown rules {unknown}; allowed: {list(ZOLAB_RULES)}")
+    if args.memory_of is not None:
+        return memory_of(args, args.memory_of)
+
+    methods, n_params = build_methods(args, rules)
+    steps = {}
     for name, make in methods.items():
-        fn = make()
-        fn()  # warm-up (allocates moments and scratch, caches kernels)
-        times = []
-        reset_peak(cuda)
-        for _ in range(args.steps):
-            sync(device)
+        steps[name] = make()
+        steps[name]()  # warm-up: allocates moments and scratch, caches kernels
+    times = {name: [] for name in steps}
+    for r in range(args.steps):
+        for name, fn in steps.items():
+            sync(args.device)
             start = time.perf_counter()
             fn()
-            sync(device)
-            times.append(time.perf_counter() - start)
-        results[name] = (statistics.median(times), peak_bytes(cuda))
-        print(f"  {name}: {results[name][0]:.3f} s, peak {results[name][1] / 2**20:.0f} MB", flush=True)
-        del fn
-        gc.collect()
+            sync(args.device)
+            times[name].append(time.perf_counter() - start)
+        print(f"  round {r + 1}/{args.steps}: " + ", ".join(f"{n} {t[-1]:.2f}s" for n, t in times.items()),
+              flush=True)
+    del steps
 
-    base, base_peak = results["two forwards"]
+    cuda = args.device.startswith("cuda")
+    peaks = {}
+    base_cmd = [sys.executable, __file__, "--device", args.device, "--model", args.model, "--dtype", args.dtype,
+                "--batch", str(args.batch), "--seq", str(args.seq), "--threads", str(args.threads)]
+    for name in times:
+        out = subprocess.run([*base_cmd, "--memory-of", name], capture_output=True, text=True, check=True)
+        peaks[name] = json.loads(out.stdout.strip().splitlines()[-1])["peak"]
+        print(f"  memory {name}: {peaks[name] / 2**20:.0f} MB", flush=True)
+
+    base = statistics.median(times["two forwards"])
+    base_peak = peaks["two forwards"]
     where = torch.cuda.get_device_name() if cuda else f"CPU, {args.threads} threads"
-    n_params = sum(p.numel() for p in params) / 1e6
-    mem_kind = "max_memory_allocated" if cuda else "process peak RSS (VmHWM)"
-    print(f"\n{args.model} ({n_params:.1f}M params), {args.dtype}, batch {args.batch} x {args.seq}, {where}")
-    print(f"median of {args.steps} steps; memory: {mem_kind}\n")
+    mem_kind = "max_memory_allocated" if cuda else "process peak RSS (VmHWM), a fresh process per method"
+    print(f"\n{args.model} ({n_params / 1e6:.1f}M params), {args.dtype}, batch {args.batch} x {args.seq}, {where}")
+    print(f"median of {args.steps} rounds; memory: {mem_kind}\n")
     print("| step | seconds | / two forwards | peak memory / inference | extra MB |")
     print("|---|---|---|---|---|")
-    for name, (sec, peak) in results.items():
-        extra = (peak - base_peak) / 2**20
-        print(f"| {name} | {sec:.3f} | {sec / base:.2f}x | {peak / base_peak:.2f} | {extra:+.0f} |")
+    for name, ts in times.items():
+        sec, extra = statistics.median(ts), (peaks[name] - base_peak) / 2**20
+        print(f"| {name} | {sec:.3f} | {sec / base:.2f}x | {peaks[name] / base_peak:.2f} | {extra:+.0f} |")
 
 
 if __name__ == "__main__":

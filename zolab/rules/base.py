@@ -93,7 +93,7 @@ class ZOOptimizer(torch.optim.Optimizer):
         granularity: str = "model",
         rng: str = "counter",
         perturb: str = "copy",
-        chunk_numel: int = 1 << 22,
+        chunk_numel: int = 1 << 21,
     ):
         if isinstance(num_queries, bool) or not isinstance(num_queries, int) or num_queries < 1:
             raise ValueError(f"invalid num_queries: {num_queries!r}; allowed: an integer >= 1")
