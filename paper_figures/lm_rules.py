@@ -2,6 +2,9 @@
 
     zolab sweep experiments/llm/sst2_minilm_rules.yaml
     python paper_figures/lm_rules.py runs/sst2_minilm_rules --out docs/figures/sst2_minilm_rules
+    python paper_figures/lm_rules.py runs/sst2_smollm2_{mezo,radazo,meazo} --out docs/figures/sst2_smollm2
+
+RUNS_DIR may be given several times; a run in ``.../NAME/version_N`` is called NAME.
 
 For every run under RUNS_DIR (one per rule): the last ``val/acc`` and ``val/loss``, the training loss
 smoothed over a window of ``--window`` logged points, the first step at which that smoothed loss reaches
@@ -34,9 +37,14 @@ def smooth(values: np.ndarray, window: int) -> np.ndarray:
     return (c[idx] - c[lo]) / (idx - lo)
 
 
-def collect(runs_dir, window: int) -> dict[str, dict]:
+def run_name(run: Path) -> str:
+    return run.parent.name if run.name.startswith("version_") else run.name
+
+
+def collect(runs_dirs, window: int) -> dict[str, dict]:
     out = {}
-    for run in find_runs(runs_dir):
+    runs_dirs = [runs_dirs] if isinstance(runs_dirs, (str, Path)) else runs_dirs
+    for run in [r for d in runs_dirs for r in find_runs(d)]:
         tags = scalar_tags(run)
         steps, loss = read_scalars(run, "train/loss")
         row = {"run": run, "rule": read_hparams(run).get("rule", run.name), "steps": steps,
@@ -53,21 +61,24 @@ def collect(runs_dir, window: int) -> dict[str, dict]:
             row["cost_source"] = "run seconds / steps"
         if "diagnostics/step_cost/peak_rss_mib" in tags:
             row["peak_mib"] = read_scalars(run, "diagnostics/step_cost/peak_rss_mib")[1].max()
-        out[run.name] = row
+        out[run_name(run)] = row
     if not out:
-        raise SystemExit(f"no run under {runs_dir}")
+        raise SystemExit(f"no run under {runs_dirs}")
     return out
 
 
 def table(rows: dict[str, dict]) -> str:
     target = max(r["smoothed"].min() for r in rows.values())
+    mem = any("peak_mib" in r for r in rows.values())
     lines = [f"Common training-loss target: {target:.4f} (smoothed).", "",
-             "| run | rule | val acc | val loss | final train loss | steps to target | ms / step |",
-             "|---|---|---|---|---|---|---|"]
+             "| run | rule | steps | val acc | val loss | final train loss | steps to target | ms / step |"
+             + (" peak MiB |" if mem else ""),
+             "|---|---|---|---|---|---|---|---|" + ("---|" if mem else "")]
     for name, r in rows.items():
         reach = int(r["steps"][np.argmax(r["smoothed"] <= target)])
-        lines.append(f"| {name} | {r['rule']} | {r['val/acc']:.3f} | {r['val/loss']:.4f} | "
-                     f"{r['smoothed'][-1]:.4f} | {reach} | {r['ms_per_step']:.1f} |")
+        lines.append(f"| {name} | {r['rule']} | {int(r['steps'][-1]) + 1} | {r['val/acc']:.3f} | "
+                     f"{r['val/loss']:.4f} | {r['smoothed'][-1]:.4f} | {reach} | {r['ms_per_step']:.1f} |"
+                     + (f" {r.get('peak_mib', float('nan')):.0f} |" if mem else ""))
     sources = sorted({r["cost_source"] for r in rows.values()})
     lines += ["", f"ms / step: {', '.join(sources)} (wall-clock on the machine that ran it)."]
     return "\n".join(lines)
@@ -92,7 +103,7 @@ def figure(rows: dict[str, dict], path: Path) -> None:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("runs_dir")
+    p.add_argument("runs_dir", nargs="+")
     p.add_argument("--out", required=True, help="writes OUT.md and OUT.png")
     p.add_argument("--window", type=int, default=10, help="smoothing window, in logged points")
     a = p.parse_args(argv)
