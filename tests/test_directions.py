@@ -37,3 +37,9 @@ def test_mix_is_a_pure_63_bit_hash():
 def test_unknown_directions_name():
     with pytest.raises(ValueError, match="unknown directions 'cauchy'.*allowed"):
         make_sampler("cauchy")
+
+
+def test_mix_each_equals_mix_with_the_common_prefix():
+    from zolab.directions import mix, mix_each
+
+    assert mix_each((3, 7, 0), range(5)) == [mix(3, 7, 0, k) for k in range(5)]

@@ -43,6 +43,14 @@ def mix(*keys: int) -> int:
 RNGS = ("counter", "torch")
 
 
+def mix_each(prefix: tuple[int, ...], lasts) -> list[int]:
+    """``[mix(*prefix, k) for k in lasts]``, hashing the common prefix once."""
+    h = 0x243F6A8885A308D3
+    for k in prefix:
+        h = _splitmix64(h ^ (int(k) & _MASK64))
+    return [_splitmix64(h ^ (int(k) & _MASK64)) >> 1 for k in lasts]
+
+
 class CounterStream:
     """The counter generator's state: a key and the next element index (successive draws continue)."""
 

@@ -157,3 +157,22 @@ def test_cuda_draw_equals_cpu_draw():
     z = torch.empty(1_000_000, device="cuda")
     kernels.fill(z, KEY, 123)
     assert torch.equal(z.cpu(), draw("c", 1_000_000, 123))
+
+
+@pytest.mark.parametrize("mode", ["radazo", "adamm", "rmsprop"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_moments_equal_torch_bitwise_with_draws_and_with_a_given_g(mode, dtype):
+    for given in (False, True):
+        results = []
+        for b in BACKENDS:
+            gen = torch.Generator().manual_seed(0)
+            p, m = torch.randn(70_001, generator=gen, dtype=dtype), torch.randn(70_001, generator=gen, dtype=dtype)
+            v, g = torch.rand(70_001, generator=gen, dtype=dtype), torch.randn(70_001, generator=gen, dtype=dtype)
+            with kernels.use_backend(b):
+                for step in range(3):
+                    keys, alphas = ([], []) if given else ([11 + step, 12], [0.3, torch.tensor(-0.7)])
+                    kernels.moments(p, None if mode == "rmsprop" else m, v, keys, alphas, mode, 0.9, 0.99, 1e-8,
+                                    step == 2, step == 0 and mode == "radazo", 1e-3, 0.999 if step == 1 else 1.0,
+                                    offset=5, g=g if given else None)
+            results.append((p, m, v))
+        assert all(torch.equal(a, b) for a, b in zip(*results))

@@ -211,7 +211,7 @@ MOMENT_MODES = {"radazo": 1, "adamm": 2, "rmsprop": 3}
 
 def moments(param: torch.Tensor, m: torch.Tensor | None, v: torch.Tensor, keys: Sequence[int], alphas: Sequence,
             mode: str, beta1: float, beta2: float, eps: float, eps_inside_sqrt: bool, v_fill: bool, lr: float,
-            decay: float = 1.0, offset: int = 0, kind: str = "gaussian") -> None:
+            decay: float = 1.0, offset: int = 0, kind: str = "gaussian", g: torch.Tensor | None = None) -> None:
     """An adaptive rule's whole update in one pass over θ, m and v, with g = Σ_k α_k z_k rebuilt on the fly:
 
     - ``radazo``:  m = β1 m + (1−β1) g;  v = β2 v + (1−β2)(m·m) (v = 1 when ``v_fill``);  u = m
@@ -219,8 +219,10 @@ def moments(param: torch.Tensor, m: torch.Tensor | None, v: torch.Tensor, keys: 
     - ``rmsprop``: v = β2 v + (1−β2)(g·g);  u = g   (``m`` unused)
 
     then d = sqrt(v + ε) or sqrt(v) + ε, θ = θ·decay (when decay ≠ 1), θ = θ − lr·(u/d). m and v are in
-    the compute type (float32 for half-precision θ, which is rounded once at the end)."""
-    _check(kind, keys, alphas)
+    the compute type (float32 for half-precision θ, which is rounded once at the end). ``g`` (a contiguous
+    compute-type tensor shaped like θ) replaces the draws when the directions were drawn once already."""
+    if g is None:
+        _check(kind, keys, alphas)
     if mode not in MOMENT_MODES:
         raise ValueError(f"unknown mode {mode!r}; allowed: {list(MOMENT_MODES)}")
     if len(keys) > MAXK:
@@ -231,7 +233,17 @@ def moments(param: torch.Tensor, m: torch.Tensor | None, v: torch.Tensor, keys: 
         raise ValueError(f"m and v must be {ct} tensors shaped like the parameter {tuple(param.shape)}")
     c1, c2 = 1.0 - beta1, 1.0 - beta2
     which = backend(param)
-    if which == "c" and all(s.is_contiguous() for s in states):
+    if g is not None and which == "c" and all(s.is_contiguous() for s in states) and g.is_contiguous():
+        from zolab.kernels import cpu
+
+        rc = cpu.load().zo_moments_g(
+            param.data_ptr(), m.data_ptr() if m is not None else None, v.data_ptr(), g.data_ptr(), param.numel(),
+            _C_DTYPES[param.dtype], MOMENT_MODES[mode], beta1, c1, beta2, c2, eps, int(eps_inside_sqrt),
+            int(v_fill), float(lr), float(decay), torch.get_num_threads())
+        if rc != 0:
+            raise RuntimeError(f"zo_moments_g failed ({rc})")
+        return
+    if g is None and which == "c" and all(s.is_contiguous() for s in states):
         from zolab.kernels import cpu
 
         rc = cpu.load().zo_moments(
@@ -242,7 +254,7 @@ def moments(param: torch.Tensor, m: torch.Tensor | None, v: torch.Tensor, keys: 
         if rc != 0:
             raise RuntimeError(f"zo_moments failed ({rc})")
         return
-    if which == "triton" and all(s.is_contiguous() for s in states):
+    if g is None and which == "triton" and all(s.is_contiguous() for s in states):
         from zolab.kernels import triton_kernels
 
         return triton_kernels.moments(param, m, v, keys, alphas, MOMENT_MODES[mode], beta1, c1, beta2, c2, eps,
@@ -252,8 +264,9 @@ def moments(param: torch.Tensor, m: torch.Tensor | None, v: torch.Tensor, keys: 
     def t(x):
         return _alpha(x, ct, dev)
 
-    g = None
-    for key, a in zip(keys, alphas):
+    if g is not None:
+        g = g.view(param.shape).to(ct)
+    for key, a in zip(keys if g is None else [], alphas):
         term = t(a) * reference.draw(key, param.numel(), offset, kind, dev).view(param.shape).to(ct)
         g = term if g is None else g + term
     if mode == "rmsprop":

@@ -93,6 +93,9 @@ def load():
     lib.zo_moments.argtypes = [c_p, c_p, c_p, c_i64, c_u64, c_int, c_int, c_int, c_p, c_p, c_int,
                                c_dbl, c_dbl, c_dbl, c_dbl, c_dbl, c_int, c_int, c_dbl, c_dbl, c_int]
     lib.zo_moments.restype = c_int
+    lib.zo_moments_g.argtypes = [c_p, c_p, c_p, c_p, c_i64, c_int, c_int, c_dbl, c_dbl, c_dbl, c_dbl, c_dbl,
+                                 c_int, c_int, c_dbl, c_dbl, c_int]
+    lib.zo_moments_g.restype = c_int
     lib.zo_fill_rows.argtypes = [c_p, c_i64, c_u64, c_int, c_int, c_int, c_p, c_int]
     lib.zo_fill_rows.restype = c_int
     _lib = lib

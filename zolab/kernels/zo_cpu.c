@@ -298,6 +298,7 @@ int zo_axpz(void *out, const void *base, int64_t n, uint64_t offset, int dtype, 
 typedef struct {
     void *p, *m, *v; uint64_t offset; const Draws *d;
     int mode, inside, fill; double b1, c1, b2, c2, eps, lr, decay;
+    const void *g; /* a given ĝ instead of the draws (a batch of directions drawn once) */
 } Moments;
 
 #define MOMENTS_BODY(T, GAUSS_FN)                                                               \
@@ -310,7 +311,8 @@ typedef struct {
     for (int64_t s = a; s < b; s += CHUNK) {                                                    \
         const int64_t len = b - s < CHUNK ? b - s : CHUNK;                                      \
         const uint64_t off = c->offset + (uint64_t)s;                                           \
-        for (int k = 0; k < d->nk; k++) {                                                       \
+        if (c->g) memcpy(g, (const T *)c->g + s, (size_t)len * sizeof(T));                      \
+        for (int k = 0; !c->g && k < d->nk; k++) {                                              \
             const uint32_t k0 = d->k0[k], k1 = d->k1[k];                                        \
             const T al = (T)d->alpha[k];                                                        \
             T *out = g;                                                                         \
@@ -351,7 +353,16 @@ int zo_moments(void *p, void *m, void *v, int64_t n, uint64_t offset, int dtype,
                double eps, int inside, int fill, double lr, double decay, int nthreads) {
     if (nk < 1 || nk > MAXK || mode < 1 || mode > 3) return -1;
     Draws d; fill_draws(&d, kind, nk, keys, alpha);
-    Moments c = {p, m, v, offset, &d, mode, inside, fill, b1, c1, b2, c2, eps, lr, decay};
+    Moments c = {p, m, v, offset, &d, mode, inside, fill, b1, c1, b2, c2, eps, lr, decay, NULL};
+    parallel(dtype == 0 ? moments_f32 : moments_f64, &c, n, nthreads);
+    return 0;
+}
+
+int zo_moments_g(void *p, void *m, void *v, const void *g, int64_t n, int dtype, int mode, double b1, double c1,
+                 double b2, double c2, double eps, int inside, int fill, double lr, double decay, int nthreads) {
+    if (mode < 1 || mode > 3) return -1;
+    Draws d; d.nk = 0; d.kind = 0;
+    Moments c = {p, m, v, 0, &d, mode, inside, fill, b1, c1, b2, c2, eps, lr, decay, g};
     parallel(dtype == 0 ? moments_f32 : moments_f64, &c, n, nthreads);
     return 0;
 }

@@ -19,7 +19,7 @@ import torch
 
 from zolab import blocks as _blocks
 from zolab import kernels
-from zolab.directions import DirectionSampler, make_sampler, mix
+from zolab.directions import DirectionSampler, make_sampler, mix, mix_each
 from zolab.estimator import ESTIMATORS, SCALES, BlockEstimate, ParamRef, Query, StepRecord, estimate
 from zolab.perturb import PERTURB_MODES, ModulePerturbation, new_pool
 from zolab.schedules import Schedule, value_at
@@ -279,7 +279,7 @@ class ZOOptimizer(torch.optim.Optimizer):
                             evaluate=mp.evaluate)
 
     def _queries(self, refs: list[ParamRef], t: int, position: int, norms: bool = True) -> list[Query]:
-        queries = [Query(mix(self.seed, t, position, k)) for k in range(self.num_queries)]
+        queries = [Query(s) for s in mix_each((self.seed, t, position), range(self.num_queries))]
         if not norms:
             return queries
         if self.sampler.normalize and self.sampler.fused:  # sphere: ||z|| over the set, nothing written
@@ -381,6 +381,10 @@ class ZOOptimizer(torch.optim.Optimizer):
         coupled = wd and self.weight_decay_mode == "coupled"
         if est.directions is not None:  # drawn once for the batched points: ĝ = coefs·U, one product
             g = (coefs.to(est.directions.dtype) @ est.directions).view(p.shape)
+            spec = None if coupled else self._fused_moments(ref, state)
+            if spec is not None:  # moments and θ in one pass from the given ĝ
+                kernels.moments(p.data, keys=[], alphas=[], lr=lr, decay=1 - lr * wd if wd else 1.0, g=g, **spec)
+                return
             self._apply_grad(ref, g, state, lr, wd, coupled)
             return
         if self.elementwise_linear and not coupled:
