@@ -137,6 +137,20 @@ for kind in ("gaussian", "rademacher"):
                 kernels.axpz(out, [3, 2**62 + 5, 7, 8, 9], alphas, out, 2**32 - 2000, kind)
             outs[b] = out
         assert all(torch.equal(o, outs["torch"]) for o in outs.values()), (kind, dtype)
+for mode in ("radazo", "adamm", "rmsprop"):
+    for dtype in (torch.float32, torch.float64, torch.bfloat16):
+        ct = torch.float64 if dtype == torch.float64 else torch.float32
+        outs = []
+        for b in ("triton", "torch"):
+            gen = torch.Generator().manual_seed(0)
+            p = torch.randn(3001, generator=gen).to(dtype)
+            m, v = torch.randn(3001, generator=gen, dtype=ct), torch.rand(3001, generator=gen, dtype=ct)
+            with kernels.use_backend(b):
+                for step in range(3):
+                    kernels.moments(p, None if mode == "rmsprop" else m, v, [11 + step, 12], [0.3, torch.tensor(-0.7)],
+                                    mode, 0.9, 0.99, 1e-8, step == 2, step == 0, 1e-3, 0.999 if step == 1 else 1.0, 5)
+            outs.append((p, m, v))
+        assert all(torch.equal(a, b) for a, b in zip(*outs)), (mode, dtype)
 with kernels.use_backend("triton"):
     s = kernels.sumsq(4, torch.empty(3000), 10)
 assert abs(s.item() / (reference.draw(4, 3000, 10).double() ** 2).sum().item() - 1) < 1e-12
