@@ -51,6 +51,9 @@ def collect(runs_dirs, window: int) -> dict[str, dict]:
                "smoothed": smooth(loss, window)}
         for tag in ("val/acc", "val/loss", "test/acc"):
             row[tag] = read_scalars(run, tag)[1][-1] if tag in tags else float("nan")
+        if "val/acc" in tags and "val/loss" in tags:
+            vs, va = read_scalars(run, "val/acc")
+            row["val_history"] = list(zip(vs.tolist(), va.tolist(), read_scalars(run, "val/loss")[1].tolist()))
         if "diagnostics/step_cost/wall_ms" in tags:
             row["ms_per_step"] = float(np.median(read_scalars(run, "diagnostics/step_cost/wall_ms")[1]))
             row["cost_source"] = "StepCost median"
@@ -81,6 +84,11 @@ def table(rows: dict[str, dict]) -> str:
                      + (f" {r.get('peak_mib', float('nan')):.0f} |" if mem else ""))
     sources = sorted({r["cost_source"] for r in rows.values()})
     lines += ["", f"ms / step: {', '.join(sources)} (wall-clock on the machine that ran it)."]
+    history = {name: r["val_history"] for name, r in rows.items() if r.get("val_history")}
+    if history:
+        lines += ["", "Validation, step: accuracy / loss:", ""]
+        for name, points in history.items():
+            lines.append(f"- {name}: " + ", ".join(f"{int(s) + 1}: {a:.3f} / {v:.4f}" for s, a, v in points))
     return "\n".join(lines)
 
 
