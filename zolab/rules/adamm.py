@@ -32,10 +32,9 @@ class ZOAdaMM(ZOOptimizer):
 
     def _moment_state(self, ref, state):
         if not state:
-            like = ref.param.detach().to(torch.float64 if ref.param.dtype == torch.float64 else torch.float32)
-            state["m"], state["v"], state["updates"] = torch.zeros_like(like), torch.zeros_like(like), 0
+            state["m"], state["v"], state["updates"] = self._moment_zeros(ref), self._moment_zeros(ref), 0
             if self.amsgrad:
-                state["v_max"] = torch.zeros_like(like)
+                state["v_max"] = self._moment_zeros(ref)
         state["updates"] += 1
 
     def _fused_moments(self, ref, state):

@@ -360,6 +360,13 @@ class ZOOptimizer(torch.optim.Optimizer):
     def _update(self, ref: ParamRef, g: torch.Tensor, state: dict) -> torch.Tensor:
         raise NotImplementedError
 
+    @staticmethod
+    def _moment_zeros(ref: ParamRef) -> torch.Tensor:
+        """A zero moment for ``ref``: float64 for float64 tensors, float32 otherwise (half included)."""
+        p = ref.param
+        return torch.zeros(p.shape, dtype=torch.float64 if p.dtype == torch.float64 else torch.float32,
+                           device=p.device)
+
     def _fused_moments(self, ref: ParamRef, state: dict) -> dict | None:
         """For adaptive rules whose update ``zolab.kernels.moments`` computes: its arguments (and the state
         initialised, counters advanced), or None for the generic path (the default)."""

@@ -21,7 +21,6 @@ Example::
         opt.step(lambda: 0.5 * x.square().sum())
 """
 
-import torch
 
 from zolab.rules.adamm import denominator
 from zolab.rules.base import ZOOptimizer
@@ -42,8 +41,7 @@ class RAdaZO(ZOOptimizer):
 
     def _moment_state(self, ref, state):
         if not state:
-            like = ref.param.detach().to(torch.float64 if ref.param.dtype == torch.float64 else torch.float32)
-            state["m"], state["v"], state["updates"] = torch.zeros_like(like), torch.zeros_like(like), 0
+            state["m"], state["v"], state["updates"] = self._moment_zeros(ref), self._moment_zeros(ref), 0
         state["updates"] += 1
 
     def _fused_moments(self, ref, state):

@@ -26,8 +26,7 @@ class ZORMSProp(ZOOptimizer):
 
     def _fused_moments(self, ref, state):
         if not state:
-            like = ref.param.detach().to(torch.float64 if ref.param.dtype == torch.float64 else torch.float32)
-            state["v"] = torch.zeros_like(like)
+            state["v"] = self._moment_zeros(ref)
         return dict(m=None, v=state["v"], mode="rmsprop", beta1=0.0, beta2=ref.group["beta"],
                     eps=ref.group["eps"], eps_inside_sqrt=self.eps_inside_sqrt, v_fill=False)
 
