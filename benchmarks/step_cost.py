@@ -10,7 +10,7 @@ then the methods take turns, one step each, ``--steps`` rounds, so that drift of
 of them alike; the table gives the median. Memory: each method runs in a fresh process of its own
 (``--memory-of``), two steps, and reports its peak against the same for the two forwards (inference):
 ``torch.cuda.max_memory_allocated`` on CUDA; on CPU the process's peak resident memory (VmHWM), which
-includes the interpreter and libraries (~0.4 GB), so the ratio understates the difference; the "extra MB"
+includes the interpreter and libraries, so the ratio understates the difference; the "extra MB"
 column gives it directly. No weights are downloaded: models are built from configs.
 """
 

@@ -212,7 +212,7 @@ class ModulePerturbation:
 
 def chunk_rows(out_f: int, in_f: int, chunk_numel: int) -> int:
     """Rows per chunk: equal chunks of at most ``chunk_numel`` elements, rounded to a multiple of 64 rows
-    when that fits (matrix products on ragged widths such as 7,281 ran 30% slower here)."""
+    when that fits (matrix products on ragged widths such as 7,281 rows ran slower here)."""
     n_chunks = -(-out_f * in_f // chunk_numel)
     rows = -(-out_f // n_chunks)
     rounded = -(-rows // 64) * 64

@@ -191,19 +191,15 @@ if triton is not None:
         tl.store(p_ptr + i, _cast_out(theta, p_ptr, BF16), mask=mask)
 
     @triton.jit
-    def _sumsq_kernel(partial_ptr, n, offset, a0, b0, KIND: tl.constexpr, BLOCK_SIZE: tl.constexpr):
+    def _sumsq_kernel(partial_ptr, key_ptr, n, offset, KIND: tl.constexpr, BLOCK_SIZE: tl.constexpr):
         pid = tl.program_id(0).to(tl.int64)
         i = pid * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE).to(tl.int64)
-        k0 = a0.to(tl.uint32, bitcast=True)
-        k1 = b0.to(tl.uint32, bitcast=True)
+        key = tl.load(key_ptr)
+        k0 = (key & 0xFFFFFFFF).to(tl.uint32)
+        k1 = ((key >> 32) & 0xFFFFFFFF).to(tl.uint32)
         z = _draw(k0, k1, offset + i, KIND).to(tl.float64)
         z = tl.where(i < n, z, 0.0)
         tl.store(partial_ptr + pid, tl.sum(z * z, axis=0))
-
-
-def _key_args(key: int) -> list[int]:
-    """A key as two int32 kernel arguments (its low and high words, reinterpreted as signed)."""
-    return [w - (1 << 32) if w >= 1 << 31 else w for w in reference.split_key(key)]
 
 
 def _alphas(alphas, ct: torch.dtype, device) -> torch.Tensor:
@@ -252,6 +248,6 @@ def sumsq(key, like, offset, kind):
     n = like.numel()
     nblocks = triton.cdiv(n, BLOCK)
     partial = torch.empty(nblocks, dtype=torch.float64, device=like.device)
-    _sumsq_kernel[(nblocks,)](partial, n, int(offset), *_key_args(key), KIND=reference.KINDS.index(kind),
+    _sumsq_kernel[(nblocks,)](partial, _keys([key], like.device), n, int(offset), KIND=reference.KINDS.index(kind),
                               BLOCK_SIZE=BLOCK, enable_fp_fusion=False)
     return partial.sum()

@@ -104,11 +104,6 @@ static inline float rad_one(uint32_t k0, uint32_t k1, uint64_t i) {
     return 1.0f - (float)(word1(k0, k1, i) >> 31) * 2.0f;
 }
 
-/* kind 0: gaussian, 1: rademacher (branch outside the loops, so they vectorise) */
-static inline float draw_one(uint32_t k0, uint32_t k1, uint64_t i, int kind) {
-    return kind == 1 ? rad_one(k0, k1, i) : gauss_one(k0, k1, i);
-}
-
 #define MAXK 64
 
 typedef struct {
