@@ -30,10 +30,11 @@ BACKENDS = ("auto", "c", "triton", "torch")
 MAXK = 64
 _C_DTYPES = {torch.float32: 0, torch.float64: 1}
 _forced: str | None = None
+_ENV = os.environ.get("ZOLAB_KERNELS", "auto")  # read once: backend() runs several times a step
 
 
 def _setting() -> str:
-    value = _forced or os.environ.get("ZOLAB_KERNELS", "auto")
+    value = _forced or _ENV
     if value not in BACKENDS:
         raise ValueError(f"invalid ZOLAB_KERNELS={value!r}; allowed: {list(BACKENDS)}")
     return value

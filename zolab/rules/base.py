@@ -305,7 +305,7 @@ class ZOOptimizer(torch.optim.Optimizer):
         u = torch.empty(len(queries), p.numel(), dtype=ct, device=p.device)
         kernels.fill_rows(u, [mix(q.seed, ref.index) for q in queries], 0, self.sampler.kind)
         if self.sampler.normalize:
-            inv = torch.linalg.vector_norm(u, dim=1, dtype=torch.float64).reciprocal()
+            inv = torch.linalg.vector_norm(u, dim=1).reciprocal()  # in the compute type: 3x cheaper than float64
             for q, r in zip(queries, inv):
                 q.inv_norm = r
             u.mul_(inv[:, None].to(ct))
@@ -488,7 +488,8 @@ class ZOOptimizer(torch.optim.Optimizer):
         if skipped:
             self.zo["skipped"] += 1
         self.zo["step"] = t
-        loss = torch.stack([e.loss.to(estimates[0].loss.dtype) for e in estimates]).mean()
+        loss = estimates[0].loss if len(estimates) == 1 else torch.stack(
+            [e.loss.to(estimates[0].loss.dtype) for e in estimates]).mean()
         self.record = StepRecord(
             step=t,
             estimator=self.estimator,
