@@ -150,6 +150,9 @@ class Probe(Callback):
                 raise TypeError(
                     f"{type(self).__name__} probes a zolab.module.ZOModule; {type(pl_module).__name__} has no {attr!r}"
                 )
+        if getattr(pl_module, "steps_per_batch", 1) != 1:
+            raise ValueError(f"{type(self).__name__} reads every ZO step's record: it needs steps_per_batch=1, "
+                             f"got {pl_module.steps_per_batch}")
         context(pl_module).step, context(pl_module).gradient = -1, None  # nothing from an earlier fit
         self.check(trainer, pl_module)
 

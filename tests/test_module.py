@@ -19,8 +19,9 @@ from zolab.tasks.synthetic import Quadratic, SyntheticDataModule
 
 def _trainer(tmp_path, steps, **kwargs):
     kwargs.setdefault("logger", TensorBoardLogger(tmp_path, name="m", version="v", default_hp_metric=False))
+    kwargs.setdefault("enable_checkpointing", False)
     return L.Trainer(max_steps=steps, log_every_n_steps=1, enable_progress_bar=False, enable_model_summary=False,
-                     enable_checkpointing=False, num_sanity_val_steps=0, accelerator="cpu", **kwargs)
+                     num_sanity_val_steps=0, accelerator="cpu", **kwargs)
 
 
 def test_lightning_path_equals_the_plain_loop(tmp_path):
@@ -162,3 +163,64 @@ def test_other_precisions_are_refused():
     with pytest.raises(ValueError, match=r"'transformer-engine'.*allowed"):
         check_precision("transformer-engine")
 
+
+
+# ---------------------------------------------------------------- several ZO steps per batch
+def test_steps_per_batch_gives_the_same_run_on_the_zo_step_axis(tmp_path):
+    """N steps a batch: the parameters of N× as many one-step batches, max_steps exact (7 is not a multiple
+    of 3), and train/loss logged on the ZO-step axis with the values of the one-step run at those steps."""
+    factory = functools.partial(zolab.RAdaZO, lr=0.05, mu=0.05, num_queries=3)
+    one = ZOModule(Quadratic(dim=30, init_seed=1), optimizer=factory)
+    _trainer(tmp_path, 7, logger=TensorBoardLogger(tmp_path, name="one", version="v")).fit(one, SyntheticDataModule())
+    three = ZOModule(Quadratic(dim=30, init_seed=1), optimizer=factory, steps_per_batch=3)
+    trainer = _trainer(tmp_path, 7, logger=TensorBoardLogger(tmp_path, name="three", version="v"))
+    trainer.fit(three, SyntheticDataModule())
+    assert trainer.global_step == 7 and three.zo_optimizer.zo["step"] == 7
+    assert torch.equal(one.task.x, three.task.x)
+    steps, values = read_scalars(tmp_path / "three" / "v", "train/loss")
+    assert steps.tolist() == [2, 5, 6]  # the last step of each batch (3, 3, then 1), as one-step runs log it
+    one_steps, one_values = read_scalars(tmp_path / "one" / "v", "train/loss")
+    assert values.tolist() == one_values[steps].tolist()
+
+
+def test_steps_per_batch_resumes_exactly(tmp_path):
+    factory = functools.partial(zolab.ZOAdaMU, lr=0.05, mu=0.05, t1=4, total_steps=12)
+    full = ZOModule(Quadratic(dim=20), optimizer=factory, steps_per_batch=4)
+    _trainer(tmp_path, 12).fit(full, SyntheticDataModule())
+    first = ZOModule(Quadratic(dim=20), optimizer=factory, steps_per_batch=4)
+    trainer = _trainer(tmp_path, 8, default_root_dir=tmp_path, enable_checkpointing=True, logger=False)
+    trainer.fit(first, SyntheticDataModule())
+    ckpt = trainer.checkpoint_callback.best_model_path or trainer.checkpoint_callback.last_model_path
+    assert ckpt, "no checkpoint written"
+    assert torch.load(ckpt, weights_only=True)["global_step"] == 8
+
+    class Batches(L.Callback):
+        n = 0
+
+        def on_train_batch_end(self, *args):
+            Batches.n += 1
+
+    second = ZOModule(Quadratic(dim=20), optimizer=factory, steps_per_batch=4)
+    _trainer(tmp_path, 12, logger=False, callbacks=[Batches()]).fit(second, SyntheticDataModule(), ckpt_path=ckpt,
+                                                                    weights_only=True)
+    assert Batches.n == 1  # resumed at step 8: one batch of 4 steps to 12
+    assert torch.equal(full.task.x, second.task.x)
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, True])
+def test_steps_per_batch_must_be_a_positive_integer(bad):
+    with pytest.raises(ValueError, match="steps_per_batch"):
+        ZOModule(Quadratic(dim=3), steps_per_batch=bad)
+
+
+def test_steps_per_batch_refuses_a_data_task():
+    with pytest.raises(ValueError, match="batch carries nothing"):
+        ZOModule(_DropoutTask(), steps_per_batch=2)
+
+
+def test_probes_refuse_steps_per_batch(tmp_path):
+    import diagnostics
+
+    module = ZOModule(Quadratic(dim=5), steps_per_batch=2)
+    with pytest.raises(ValueError, match="steps_per_batch=1"):
+        _trainer(tmp_path, 4, callbacks=[diagnostics.StepCost(1)]).fit(module, SyntheticDataModule())

@@ -90,6 +90,14 @@ class ZOModule(L.LightningModule):
     lr_scheduler: optional ``torch.optim.lr_scheduler`` factory, stepped once per ZO step.
     zo_dropout: keep dropout on during ZO forwards (default off, as MeZO).
     log_every_n_steps: log ``train/*`` every n steps (None: the trainer's ``log_every_n_steps``).
+    steps_per_batch: ZO steps per training batch (default 1), for tasks whose batch carries nothing
+        (``task.batch_free``: the synthetic functions). Lightning costs ~0.3 ms a batch, as much as a
+        step on a 10,000-dimensional function; N steps a batch divide that by N. ``global_step`` still
+        counts ZO steps and ``max_steps`` is exact, the parameters are those of N × as many batches of one
+        step, and TensorBoard's x-axis stays the ZO step (zolab logs Lightning's ``step`` key); but
+        Lightning's batch-counted settings (``trainer.log_every_n_steps``, ``val_check_interval``, the
+        progress bar, ``steps_per_epoch``) count batches of N steps, ``train/*`` is the batch's last step,
+        and diagnostics (which read each step) refuse N > 1.
     """
 
     def __init__(
@@ -99,10 +107,20 @@ class ZOModule(L.LightningModule):
         lr_scheduler: SchedulerFactory | None = None,
         zo_dropout: bool = False,
         log_every_n_steps: int | None = None,
+        steps_per_batch: int = 1,
     ):
         super().__init__()
         if not isinstance(task, Task):
             raise TypeError(f"task must be a zolab.tasks.Task, got {type(task).__name__}")
+        if isinstance(steps_per_batch, bool) or not isinstance(steps_per_batch, int) or steps_per_batch < 1:
+            raise ValueError(f"steps_per_batch={steps_per_batch!r}; allowed: an integer >= 1")
+        if steps_per_batch > 1 and not task.batch_free:
+            raise ValueError(
+                f"steps_per_batch={steps_per_batch} needs a task whose batch carries nothing (batch_free, e.g. "
+                f"the synthetic functions); {type(task).__name__} would reuse one data batch for several "
+                "steps: allowed here: 1"
+            )
+        self.steps_per_batch = steps_per_batch
         self.automatic_optimization = False
         self.task = task
         self.optimizer_factory = optimizer or ZOSGD
@@ -190,11 +208,37 @@ class ZOModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         optimizer = self.optimizers()
-        zo = optimizer.optimizer
         closure = lambda: self.task.loss(batch)  # noqa: E731
         # A one-tensor task with a batched objective (synthetic functions) evaluates all K (+1) points of
         # the step in one call (Task.batched_loss); the closure is then not called.
         batched = functools.partial(self.task.batched_loss, batch=batch) if self.task.supports_batched else None
+        every = self.log_every_n_steps or self.trainer.log_every_n_steps
+        if self.steps_per_batch == 1:
+            loss = self._zo_step(optimizer, closure, batched)
+            step = self.trainer.global_step
+            # self.log costs ~0.4 ms: log only at the steps the logger writes (and the first).
+            if step % every == 0 or step == 1:
+                self._log_train(loss)
+            return loss
+        n = self.steps_per_batch
+        if self.trainer.max_steps is not None and self.trainer.max_steps >= 0:  # max_steps stays exact
+            n = max(1, min(n, self.trainer.max_steps - self.trainer.global_step))
+        for i in range(n):
+            if i and self.task.done():
+                self.trainer.should_stop = True
+                break
+            loss = self._zo_step(optimizer, closure, batched)
+        if (batch_idx + 1) % every == 0 or batch_idx == 0 or self.trainer.should_stop:
+            self._log_train(loss)
+            self.log("step", self._x_axis(), batch_size=1)  # TensorBoard's x-axis: ZO steps
+        return loss
+
+    def _x_axis(self) -> float:
+        """The step a steps_per_batch > 1 run logs at: global_step − 1, where one step a batch logs."""
+        return float(max(self.trainer.global_step - 1, 0))
+
+    def _zo_step(self, optimizer, closure, batched) -> torch.Tensor:
+        zo = optimizer.optimizer
         # Step the zolab optimizer itself, inside Lightning's step bookkeeping (global_step, profiler):
         # Lightning's precision plugin would otherwise run the on_before_optimizer_step hooks after each
         # of the 2K closure calls of a ZO step. Probes read the step record in on_train_batch_end.
@@ -208,22 +252,23 @@ class ZOModule(L.LightningModule):
         scheduler = self.lr_schedulers()
         if scheduler is not None:
             scheduler.step()
-        # self.log costs ~0.4 ms: log only at the steps the logger writes (and the first).
-        every = self.log_every_n_steps or self.trainer.log_every_n_steps
-        step = self.trainer.global_step
-        if step % every == 0 or step == 1:
-            self.log("train/loss", loss, prog_bar=True, batch_size=1)
-            self.log("train/lr", float(zo.param_groups[0]["lr"]), batch_size=1)
-            self.log("train/forwards", float(zo.zo["forwards"]), batch_size=1)
-            for name, value in zo.schedule_values().items():
-                self.log(f"train/{name}", float(value), batch_size=1)
         return loss
+
+    def _log_train(self, loss) -> None:
+        zo = self.zo_optimizer
+        self.log("train/loss", loss, prog_bar=True, batch_size=1)
+        self.log("train/lr", float(zo.param_groups[0]["lr"]), batch_size=1)
+        self.log("train/forwards", float(zo.zo["forwards"]), batch_size=1)
+        for name, value in zo.schedule_values().items():
+            self.log(f"train/{name}", float(value), batch_size=1)
 
     # ------------------------------------------------------------------ validation
     def validation_step(self, batch, batch_idx):
         metrics = self.task.metrics(batch)
         n = self.task.batch_size(batch)
         self.log_dict({f"val/{k}": v for k, v in metrics.items()}, prog_bar=True, batch_size=n)
+        if self.steps_per_batch > 1 and self.trainer.state.fn == "fit":  # validation on the ZO-step axis too
+            self.log("step", self._x_axis(), batch_size=1)
 
     def test_step(self, batch, batch_idx):
         metrics = self.task.metrics(batch)

@@ -23,6 +23,7 @@ class Task(nn.Module):
         return {"loss": self.loss(batch)}
 
     supports_batched = False  # True when batched_loss is implemented
+    batch_free = False  # True when a batch carries nothing (an exact objective): ZOModule.steps_per_batch > 1
 
     def batched_loss(self, points: torch.Tensor, batch) -> torch.Tensor:
         """Losses of stacked values of the task's single trainable tensor, shape (n, *param.shape) -> (n,).

@@ -33,6 +33,7 @@ class SyntheticFunction(Task):
 
     min_dim = 1
     supports_batched = True
+    batch_free = True
 
     def loss(self, batch=None) -> torch.Tensor:
         return self.objective(self.x)
