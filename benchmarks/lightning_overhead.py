@@ -10,9 +10,9 @@ In one process, alternating, ``--repeats`` times each:
 - zolab fit: the Trainer and ZOModule that ``zolab fit`` builds (``zolab.cli.cli_main(..., run=False)``:
   TensorBoard logging every 50 steps, the TQDM progress bar, checkpointing), then ``trainer.fit``;
 - zolab fit, logging every step (``--trainer.log_every_n_steps=1``): what ``self.log`` costs per step;
-- zolab fit, ``--steps-per-batch`` (10) ZO steps a Lightning batch (``--model.steps_per_batch``, for tasks
+- zolab fit, ``--steps-per-batch`` (25) ZO steps a Lightning batch (``--model.steps_per_batch``, for tasks
   whose batch carries nothing), logging every 50 ZO steps as in the second row: Lightning's per-batch
-  cost (~0.3 ms, the loop alone) shared by 10 steps.
+  cost (~0.3 ms, the loop alone) shared by 25 steps.
 
 Steps per second are timed after ``--warmup`` steps (no setup, no first-step allocation); the whole ``fit``
 call, setup included, is printed too. Both paths must end with bitwise equal parameters (checked). Prints
@@ -90,7 +90,7 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--steps-per-batch", type=int, default=10, help="ZO steps a batch in the last row")
+    parser.add_argument("--steps-per-batch", type=int, default=25, help="ZO steps a batch in the last row")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: stable on a shared machine)")
     parser.add_argument("--show-progress", action="store_true", help="let the progress bar print (default: "
                         "it runs and renders, into a buffer, so this output stays readable)")

@@ -223,11 +223,21 @@ class ZOModule(L.LightningModule):
         n = self.steps_per_batch
         if self.trainer.max_steps is not None and self.trainer.max_steps >= 0:  # max_steps stays exact
             n = max(1, min(n, self.trainer.max_steps - self.trainer.global_step))
+        # _zo_step's work, its lookups hoisted out of the N steps
+        zo, scheduler, task = optimizer.optimizer, self.lr_schedulers(), self.task
+        before, after = getattr(optimizer, "_on_before_step", None), getattr(optimizer, "_on_after_step", None)
         for i in range(n):
-            if i and self.task.done():
+            if i and task.done():
                 self.trainer.should_stop = True
                 break
-            loss = self._zo_step(optimizer, closure, batched)
+            if before is None or after is None:
+                loss = self._zo_step(optimizer, closure, batched)
+                continue
+            before()
+            loss = zo.step(closure, batched=batched)
+            after()
+            if scheduler is not None:
+                scheduler.step()
         if (batch_idx + 1) % every == 0 or batch_idx == 0 or self.trainer.should_stop:
             self._log_train(loss)
             self.log("step", self._x_axis(), batch_size=1)  # TensorBoard's x-axis: ZO steps
