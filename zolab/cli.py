@@ -97,7 +97,7 @@ class InterruptCheckpoint(Callback):
             self._previous = None
 
     def _save(self, trainer):
-        trainer.save_checkpoint(self.ckpt_path)
+        trainer.save_checkpoint(self.ckpt_path, weights_only=False)  # full state (optimizer, loops): resumable
         print(f"zolab: checkpoint at step {trainer.global_step}: {self.ckpt_path}", file=sys.stderr)
 
     @override
