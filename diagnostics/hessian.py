@@ -7,12 +7,12 @@ At θ_{t−1} on batch ξ_t, before step t, for the whole model or the tensors w
   ``frobenius_sq``, ``effective_rank`` tr(H)/‖H‖_op, ``effective_rank_positive``
   Σ max(λ_i, 0)/max(λ_max, 0), ``stable_rank`` ‖H‖_F²/‖H‖₂², ``entropy_rank``, ``top/1`` … ``top/k``;
 - stochastic path: ``top/i`` and ``lambda_max`` by Lanczos (scipy ``eigsh``, largest algebraic), ``op_norm``
-  by Lanczos (largest magnitude), ``trace`` and ``frobenius_sq`` by Hutchinson with ``num_samples``
-  Rademacher vectors from the probe's own generator, and the two ranks they give (``effective_rank``,
+  by Lanczos (largest magnitude), ``trace`` and ``frobenius_sq`` by Hutchinson from the same ``num_samples``
+  Rademacher vectors (the probe's own generator), and the two ranks they give (``effective_rank``,
   ``stable_rank``); the positive-part and entropy ranks need the whole spectrum and are not logged.
 
 Every product is a double backward (``diagnostics.linalg.HessianOperator``) under ``probe.untouched``,
-so the run is unchanged. Cost: d products (exact) or about 2·``num_samples`` + Lanczos's products.
+so the run is unchanged. Cost: d products (exact) or ``num_samples`` + Lanczos's products.
 """
 
 from __future__ import annotations
@@ -25,8 +25,7 @@ from diagnostics.linalg import (
     HessianOperator,
     effective_rank,
     exact_hessian,
-    hutchinson_frobenius,
-    hutchinson_trace,
+    hutchinson_trace_frobenius,
     lanczos_top_k,
     spectrum_summary,
     stable_rank,
@@ -59,8 +58,7 @@ def hessian_metrics(H: HessianOperator, method: str, exact_max_dim: int, top_k: 
         gen = torch.Generator(device=H.device).manual_seed(seed)
         top = lanczos_top_k(H, min(top_k, d - 1), "LA", tol=tol, seed=seed)
         op = float(lanczos_top_k(H, 1, "LM", tol=tol, seed=seed)[0].abs())
-        trace = float(hutchinson_trace(H, num_samples, gen))
-        fro = float(hutchinson_frobenius(H, num_samples, gen))
+        trace, fro = (float(x) for x in hutchinson_trace_frobenius(H, num_samples, gen))  # shared products
         metrics = {"lambda_max": float(top[0]), "op_norm": op, "trace": trace, "frobenius_sq": fro,
                    "effective_rank": effective_rank(trace, op), "stable_rank": stable_rank(fro, op)}
     metrics.update({f"top/{i + 1}": float(v) for i, v in enumerate(top)})

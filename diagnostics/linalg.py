@@ -190,6 +190,17 @@ def hutchinson_frobenius(A, num_samples: int, generator: torch.Generator,
     return total / num_samples
 
 
+def hutchinson_trace_frobenius(A, num_samples: int, generator: torch.Generator,
+                               batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tr(A), ‖A‖_F²) from the same Rademacher products A z_i: each estimate as above, half the products of
+    calling the two functions."""
+    trace = frobenius = 0.0
+    for Z, AZ in _probes(_as_operator(A), num_samples, generator, batch_size):
+        trace = trace + (Z * AZ).double().sum()
+        frobenius = frobenius + AZ.double().square().sum()
+    return trace / num_samples, frobenius / num_samples
+
+
 def hutchinson_diagonal(A, num_samples: int, generator: torch.Generator, batch_size: int | None = None) -> torch.Tensor:
     """diag(A) ≈ (1/n) Σ z_i ⊙ A z_i, z_i Rademacher (Bekas, Kokiopoulou & Saad, Appl. Numer. Math. 2007).
     Sums of it over index sets estimate the traces of diagonal blocks, tr(P_B A P_B)."""

@@ -13,6 +13,7 @@ from diagnostics.linalg import (
     hutchinson_diagonal,
     hutchinson_frobenius,
     hutchinson_trace,
+    hutchinson_trace_frobenius,
     lanczos_top_k,
     power_iteration,
     spectrum_summary,
@@ -136,3 +137,10 @@ def test_bad_input_is_named(call, match):
 def test_estimators_need_a_generator():
     with pytest.raises(TypeError, match="torch.Generator"):
         hutchinson_trace(operator(QuadraticForm([1.0, 2.0])), 10, 0)
+
+
+def test_trace_and_frobenius_from_shared_products_equal_the_separate_estimates():
+    H = operator(QuadraticForm([3.0, -1.0, 0.5, 2.0, 0.0]))
+    trace, fro = hutchinson_trace_frobenius(H, 40, torch.Generator().manual_seed(3), batch_size=7)
+    assert torch.equal(trace, hutchinson_trace(H, 40, torch.Generator().manual_seed(3), batch_size=7))
+    assert torch.equal(fro, hutchinson_frobenius(H, 40, torch.Generator().manual_seed(3), batch_size=7))
