@@ -2,7 +2,7 @@
 
     zolab sweep experiments/llm/sst2_minilm_rules.yaml
     python paper_figures/lm_rules.py runs/sst2_minilm_rules --out docs/figures/sst2_minilm_rules
-    python paper_figures/lm_rules.py runs/sst2_smollm2_{mezo,radazo,meazo} --out docs/figures/sst2_smollm2
+    python paper_figures/lm_rules.py runs/sst2_smollm2_{mezo,radazo,meazo,zo_adamu,mezo_bcd} --out docs/figures/sst2_smollm2
 
 RUNS_DIR may be given several times; a run in ``.../NAME/version_N`` is called NAME.
 
@@ -11,7 +11,7 @@ smoothed over a window of ``--window`` logged points, the first step at which th
 the common target (the largest of the runs' smallest smoothed losses, so every run reaches it), and the
 run's wall-clock per step (``sweep_run.yaml`` seconds / steps, load and validation included, or
 ``diagnostics/step_cost/wall_ms`` when the StepCost probe ran). Writes OUT.md (the table) and OUT.png (the
-smoothed training-loss curves).
+smoothed training-loss curves and, when the runs validated, the validation loss against the step).
 """
 
 from __future__ import annotations
@@ -98,12 +98,21 @@ def figure(rows: dict[str, dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    with_val = any(r.get("val_history") for r in rows.values())  # validation loss: a second panel
+    fig, axes = plt.subplots(1, 2 if with_val else 1, figsize=(11.0 if with_val else 6.4, 4.0), squeeze=False)
+    ax = axes[0, 0]
     for name, r in rows.items():
         ax.plot(r["steps"], r["smoothed"], label=name, lw=1.2)
     ax.set_xlabel("step")
     ax.set_ylabel("training loss (smoothed)")
     ax.legend(fontsize=7, ncol=2)
+    if with_val:
+        ax = axes[0, 1]
+        for name, r in rows.items():
+            points = r.get("val_history") or []
+            ax.plot([s + 1 for s, _, _ in points], [v for _, _, v in points], marker="o", ms=3, lw=1.2, label=name)
+        ax.set_xlabel("step")
+        ax.set_ylabel("validation loss")
     fig.tight_layout()
     fig.savefig(path, dpi=150)
     plt.close(fig)
