@@ -2,7 +2,8 @@
 
     zolab sweep experiments/llm/sst2_minilm_rules.yaml
     python paper_figures/lm_rules.py runs/sst2_minilm_rules --out docs/figures/sst2_minilm_rules
-    python paper_figures/lm_rules.py runs/sst2_smollm2_{mezo,radazo,meazo,zo_adamu,mezo_bcd} --out docs/figures/sst2_smollm2
+    python paper_figures/lm_rules.py runs/sst2_smollm2_{mezo,radazo,meazo,zo_adamu,mezo_bcd} \
+        --out docs/figures/sst2_smollm2
 
 RUNS_DIR may be given several times; a run in ``.../NAME/version_N`` is called NAME.
 
