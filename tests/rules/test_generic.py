@@ -130,6 +130,32 @@ def test_nonfinite_raise_names_step_and_losses(rule):
     assert_bitwise(before, snapshot(net))
 
 
+@pytest.mark.parametrize("rule", ["zo_sgd", "radazo"])
+def test_nonfinite_ignore_does_not_check(rule):
+    """'ignore' is MeZO's behaviour: no check, no error, nothing counted; the NaN reaches the parameters."""
+    net = Net()
+    opt = make(rule, list(net.named_parameters()), lr=1e-2, mu=1e-2, nonfinite="ignore")
+    opt.step(net.loss)
+    opt.step(lambda: net.loss() * float("nan"))
+    assert not opt.record.skipped and opt.zo["skipped"] == 0
+    assert any(torch.isnan(p).any() for p in net.parameters())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")
+@pytest.mark.parametrize("rule", ["zo_sgd", "radazo", "meazo", "mezo_bcd"])
+def test_nonfinite_ignore_steps_without_host_sync_on_cuda(rule):
+    net = Net().cuda()
+    opt = make(rule, list(net.named_parameters()), lr=1e-2, mu=1e-2, nonfinite="ignore")
+    opt.step(net.loss)  # first step: state allocation, kernel compilation
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            opt.step(net.loss)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
 @pytest.mark.parametrize("rule", ALL)
 def test_nonfinite_skip_does_not_update_and_counts(rule):
     net = Net()
@@ -195,7 +221,7 @@ BAD = [
     (dict(estimator="backward"), "estimator 'backward'.*allowed"),
     (dict(directions="uniform"), "directions 'uniform'.*allowed"),
     (dict(block_selection="random"), "block_selection 'random'.*allowed"),
-    (dict(nonfinite="ignore"), "nonfinite 'ignore'.*allowed"),
+    (dict(nonfinite="drop"), "nonfinite 'drop'.*allowed"),
     (dict(weight_decay=-0.1), "weight_decay"),
     (dict(scale="half"), "scale 'half'"),
     (dict(blocks_per_step=2), "blocks_per_step"),

@@ -24,7 +24,7 @@ from zolab.estimator import ESTIMATORS, SCALES, BlockEstimate, ParamRef, Query, 
 from zolab.perturb import PERTURB_MODES, ModulePerturbation, new_pool
 from zolab.schedules import Schedule, value_at
 
-NONFINITE = ("raise", "skip")
+NONFINITE = ("raise", "skip", "ignore")
 WEIGHT_DECAY_MODES = ("decoupled", "coupled")
 GRANULARITIES = ("model", "tensor")
 
@@ -63,7 +63,10 @@ class ZOOptimizer(torch.optim.Optimizer):
         ``nn.Linear`` weight built whole in ``module`` mode (larger ones are computed in row chunks).
     rng: ``"counter"`` (default: z a pure function of (key, element), fused one-pass kernels, the same
         numbers on CPU and GPU) or ``"torch"`` (a ``torch.Generator`` per tensor); see ``zolab.directions``.
-    nonfinite: ``"raise"`` (error naming the step and losses) or ``"skip"`` (no update, counted).
+    nonfinite: ``"raise"`` (error naming the step and losses), ``"skip"`` (no update, counted) or
+        ``"ignore"`` (no check, as MeZO's code: a non-finite loss reaches the parameters). The check reads
+        the losses on the host, so on CUDA "raise" and "skip" cost one synchronisation a step; with
+        "ignore" a step never waits for the device.
     blocks: None (all at once), ``"module"``, ``"tensor"``, an int, or name regexes (see ``zolab.blocks``).
     block_selection: ``"cyclic"``, ``"permutation"`` or ``"uniform"``.
     blocks_per_step: 1 (block-coordinate) or ``"all"`` (every block in model order, each estimated then
@@ -474,7 +477,7 @@ class ZOOptimizer(torch.optim.Optimizer):
                 est = self._estimate(refs, block, queries, scale, closure, batched)
             self.zo["forwards"] += len(est.losses)
             estimates.append(est)
-            if not bool(torch.isfinite(est.losses).all()):  # the one host sync of a step
+            if self.nonfinite != "ignore" and not bool(torch.isfinite(est.losses).all()):  # the one host sync
                 if self.nonfinite == "raise":
                     raise FloatingPointError(
                         f"non-finite loss at step {t} (block {block!r}): losses {est.losses.tolist()}; "
