@@ -350,7 +350,14 @@ class ZOOptimizer(torch.optim.Optimizer):
         """ĝ of the last step, per perturbed tensor name, regenerated from the record (for probes)."""
         if self.record is None:
             raise RuntimeError("no step taken yet")
-        return {r.name: self._grad(r, b, b.coefficients(r)) for b in self.record.blocks for r in b.refs}
+        out = {}
+        for b in self.record.blocks:
+            for r in b.refs:
+                if b.directions is not None:  # drawn once (batched): the step's own product, no redraw
+                    out[r.name] = (b.coefficients(r).to(b.directions.dtype) @ b.directions).view(r.param.shape)
+                else:
+                    out[r.name] = self._grad(r, b, b.coefficients(r))
+        return out
 
     # ---------------------------------------------------------------- the step
     def _coefs(self, ref: ParamRef, est: BlockEstimate) -> torch.Tensor:
