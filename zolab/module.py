@@ -213,56 +213,50 @@ class ZOModule(L.LightningModule):
         # the step in one call (Task.batched_loss); the closure is then not called.
         batched = functools.partial(self.task.batched_loss, batch=batch) if self.task.supports_batched else None
         every = self.log_every_n_steps or self.trainer.log_every_n_steps
-        if self.steps_per_batch == 1:
-            loss = self._zo_step(optimizer, closure, batched)
-            step = self.trainer.global_step
-            # self.log costs ~0.4 ms: log only at the steps the logger writes (and the first).
-            if step % every == 0 or step == 1:
-                self._log_train(loss)
-            return loss
         n = self.steps_per_batch
-        if self.trainer.max_steps is not None and self.trainer.max_steps >= 0:  # max_steps stays exact
+        if n > 1 and self.trainer.max_steps is not None and self.trainer.max_steps >= 0:  # max_steps stays exact
             n = max(1, min(n, self.trainer.max_steps - self.trainer.global_step))
-        # _zo_step's work, its lookups hoisted out of the N steps
-        zo, scheduler, task = optimizer.optimizer, self.lr_schedulers(), self.task
-        before, after = getattr(optimizer, "_on_before_step", None), getattr(optimizer, "_on_after_step", None)
+        zo_step, task = self._stepper(optimizer), self.task
         for i in range(n):
             if i and task.done():
                 self.trainer.should_stop = True
                 break
-            if before is None or after is None:
-                loss = self._zo_step(optimizer, closure, batched)
-                continue
-            before()
-            loss = zo.step(closure, batched=batched)
-            after()
-            if scheduler is not None:
-                scheduler.step()
-        if (batch_idx + 1) % every == 0 or batch_idx == 0 or self.trainer.should_stop:
-            self._log_train(loss)
-            self.log("step", self._x_axis(), batch_size=1)  # TensorBoard's x-axis: ZO steps
+            loss = zo_step(closure, batched)
+        if self.steps_per_batch == 1:
+            # self.log costs ~0.4 ms: log only at the steps the logger writes (and the first).
+            step = self.trainer.global_step
+            if step % every == 0 or step == 1:
+                self._log_train(loss)
+        elif (batch_idx + 1) % every == 0 or batch_idx == 0 or self.trainer.should_stop:
+            self._log_train(loss)  # the batch's last step, on the ZO-step axis
+            self.log("step", self._x_axis(), batch_size=1)
         return loss
 
     def _x_axis(self) -> float:
         """The step a steps_per_batch > 1 run logs at: global_step − 1, where one step a batch logs."""
         return float(max(self.trainer.global_step - 1, 0))
 
-    def _zo_step(self, optimizer, closure, batched) -> torch.Tensor:
-        zo = optimizer.optimizer
-        # Step the zolab optimizer itself, inside Lightning's step bookkeeping (global_step, profiler):
-        # Lightning's precision plugin would otherwise run the on_before_optimizer_step hooks after each
-        # of the 2K closure calls of a ZO step. Probes read the step record in on_train_batch_end.
+    def _stepper(self, optimizer):
+        """``step(closure, batched) -> loss``: one ZO step inside Lightning's step bookkeeping (global_step,
+        profiler), then the lr scheduler; its lookups made once a batch (they cost as much as a small step)."""
+        zo, scheduler = optimizer.optimizer, self.lr_schedulers()
+        # Step the zolab optimizer itself: Lightning's precision plugin would otherwise run the
+        # on_before_optimizer_step hooks after each of the 2K closure calls of a ZO step. Probes read the
+        # step record in on_train_batch_end.
         before, after = getattr(optimizer, "_on_before_step", None), getattr(optimizer, "_on_after_step", None)
-        if before is not None and after is not None:
-            before()
-            loss = zo.step(closure, batched=batched)
-            after()
-        else:  # another Lightning version: the wrapped (slower) path
-            loss = optimizer.step(closure=closure, batched=batched)
-        scheduler = self.lr_schedulers()
-        if scheduler is not None:
-            scheduler.step()
-        return loss
+
+        def step(closure, batched):
+            if before is not None and after is not None:
+                before()
+                loss = zo.step(closure, batched=batched)
+                after()
+            else:  # another Lightning version: the wrapped (slower) path
+                loss = optimizer.step(closure=closure, batched=batched)
+            if scheduler is not None:
+                scheduler.step()
+            return loss
+
+        return step
 
     def _log_train(self, loss) -> None:
         zo = self.zo_optimizer
