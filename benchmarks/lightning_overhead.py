@@ -12,7 +12,7 @@ In one process, alternating, ``--repeats`` times each:
 - zolab fit, logging every step (``--trainer.log_every_n_steps=1``): what ``self.log`` costs per step;
 - zolab fit, ``--steps-per-batch`` (50) ZO steps a Lightning batch (``--model.steps_per_batch``, for tasks
   whose batch carries nothing), logging every 50 ZO steps as in the second row: Lightning's per-batch
-  cost (~0.3 ms, the loop alone) shared by 50 steps.
+  cost (the first row's extra ~0.4 ms a step) shared by 50 steps.
 
 Steps per second are timed after ``--warmup`` steps (no setup, no first-step allocation); the whole ``fit``
 call, setup included, is printed too. Every path must end with bitwise equal parameters (checked). Each
