@@ -335,6 +335,9 @@ class ZOOptimizer(torch.optim.Optimizer):
 
     def _grad(self, ref: ParamRef, est: BlockEstimate, coefs: torch.Tensor, out=None) -> torch.Tensor:
         """Σ_k coef_k u_k on one tensor (into ``out`` when given)."""
+        if est.directions is not None:  # drawn once for the batched points: one (K,)·(K, n) product, no redraw
+            g = (coefs.to(est.directions.dtype) @ est.directions).view(ref.param.shape)
+            return g if out is None else out.copy_(g)
         if self.sampler.fused:  # all K draws in one pass
             if out is None:
                 out = torch.empty_like(ref.param, memory_format=torch.contiguous_format)
@@ -347,17 +350,10 @@ class ZOOptimizer(torch.optim.Optimizer):
         return g
 
     def grad_estimate(self) -> dict[str, torch.Tensor]:
-        """ĝ of the last step, per perturbed tensor name, regenerated from the record (for probes)."""
+        """ĝ of the last step, per perturbed tensor name, rebuilt from the record (for probes)."""
         if self.record is None:
             raise RuntimeError("no step taken yet")
-        out = {}
-        for b in self.record.blocks:
-            for r in b.refs:
-                if b.directions is not None:  # drawn once (batched): the step's own product, no redraw
-                    out[r.name] = (b.coefficients(r).to(b.directions.dtype) @ b.directions).view(r.param.shape)
-                else:
-                    out[r.name] = self._grad(r, b, b.coefficients(r))
-        return out
+        return {r.name: self._grad(r, b, b.coefficients(r)) for b in self.record.blocks for r in b.refs}
 
     # ---------------------------------------------------------------- the step
     def _coefs(self, ref: ParamRef, est: BlockEstimate) -> torch.Tensor:
@@ -397,7 +393,7 @@ class ZOOptimizer(torch.optim.Optimizer):
         coefs = self._coefs(ref, est)
         coupled = wd and self.weight_decay_mode == "coupled"
         if est.directions is not None:  # drawn once for the batched points: ĝ = coefs·U, one product
-            g = (coefs.to(est.directions.dtype) @ est.directions).view(p.shape)
+            g = self._grad(ref, est, coefs)
             spec = None if coupled else self._fused_moments(ref, state)
             if spec is not None:  # moments and θ in one pass from the given ĝ
                 kernels.moments(p.data, keys=[], alphas=[], lr=lr, decay=1 - lr * wd if wd else 1.0, g=g, **spec)
