@@ -7,8 +7,9 @@ Times, in one run: two forward passes alone; a MeZO-pattern step written here (r
 ``torch.normal`` and an in-place add per tensor: +μz, −2μz, +μz, update; Malladi et al. 2023); and
 zolab's steps (``perturb="module"``, the counter rng's fused kernels). Every method is warmed up once,
 then the methods take turns, one step each, ``--steps`` rounds, so that drift of the machine falls on all
-of them alike; the table gives the median. Memory: each method runs in a fresh process of its own
-(``--memory-of``), two steps, and reports its peak against the same for the two forwards (inference):
+of them alike; the table gives the median. Memory: each method runs in fresh processes of its own
+(``--memory-of``, ``--memory-repeats`` of them, median), two steps each, and reports its peak against the
+same for the two forwards (inference):
 ``torch.cuda.max_memory_allocated`` on CUDA; on CPU the process's peak resident memory (VmHWM), which
 includes the interpreter and libraries, so the ratio understates the difference; the "extra MB"
 column gives it directly. No weights are downloaded: models are built from configs.
@@ -148,6 +149,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rules", default=",".join(ZOLAB_RULES),
                     help=f"comma-separated, from: {', '.join(ZOLAB_RULES)}")
+    ap.add_argument("--memory-repeats", type=int, default=3, help="fresh processes per method's memory (median)")
     ap.add_argument("--memory-of", default=None, help=argparse.SUPPRESS)  # internal: one method's memory
     args = ap.parse_args(argv)
     rules = [r.strip() for r in args.rules.split(",") if r.strip()]
@@ -178,15 +180,20 @@ def main(argv=None):
     peaks = {}
     base_cmd = [sys.executable, __file__, "--device", args.device, "--model", args.model, "--dtype", args.dtype,
                 "--batch", str(args.batch), "--seq", str(args.seq), "--threads", str(args.threads)]
-    for name in times:
-        out = subprocess.run([*base_cmd, "--memory-of", name], capture_output=True, text=True, check=True)
-        peaks[name] = json.loads(out.stdout.strip().splitlines()[-1])["peak"]
-        print(f"  memory {name}: {peaks[name] / 2**20:.0f} MB", flush=True)
+    for name in times:  # the median of a few fresh processes: one process's peak RSS moves by ±30 MB
+        runs = []
+        for _ in range(args.memory_repeats):
+            out = subprocess.run([*base_cmd, "--memory-of", name], capture_output=True, text=True, check=True)
+            runs.append(json.loads(out.stdout.strip().splitlines()[-1])["peak"])
+        peaks[name] = statistics.median(runs)
+        each = " ".join(f"{r / 2**20:.0f}" for r in runs)
+        print(f"  memory {name}: {peaks[name] / 2**20:.0f} MB (median of {each})", flush=True)
 
     base = statistics.median(times["two forwards"])
     base_peak = peaks["two forwards"]
     where = torch.cuda.get_device_name() if cuda else f"CPU, {args.threads} threads"
-    mem_kind = "max_memory_allocated" if cuda else "process peak RSS (VmHWM), a fresh process per method"
+    mem_kind = ("max_memory_allocated" if cuda else "process peak RSS (VmHWM)") + \
+        f", median of {args.memory_repeats} fresh processes per method"
     print(f"\n{args.model} ({n_params / 1e6:.1f}M params), {args.dtype}, batch {args.batch} x {args.seq}, {where}")
     print(f"median of {args.steps} rounds; memory: {mem_kind}\n")
     print("| step | seconds | / two forwards | peak memory / inference | extra MB |")
