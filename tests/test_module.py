@@ -176,6 +176,7 @@ def test_steps_per_batch_gives_the_same_run_on_the_zo_step_axis(tmp_path):
     trainer = _trainer(tmp_path, 7, logger=TensorBoardLogger(tmp_path, name="three", version="v"))
     trainer.fit(three, SyntheticDataModule())
     assert trainer.global_step == 7 and three.zo_optimizer.zo["step"] == 7
+    assert trainer.num_training_batches == 334  # the epoch stays 1,000 ZO steps: ⌈1000 / 3⌉ batches
     assert torch.equal(one.task.x, three.task.x)
     steps, values = read_scalars(tmp_path / "three" / "v", "train/loss")
     assert steps.tolist() == [2, 5, 6]  # the last step of each batch (3, 3, then 1), as one-step runs log it

@@ -96,8 +96,8 @@ class ZOModule(L.LightningModule):
         counts ZO steps and ``max_steps`` is exact, the parameters are those of N × as many batches of one
         step, and TensorBoard's x-axis stays the ZO step (zolab logs Lightning's ``step`` key); but
         Lightning's batch-counted settings (``trainer.log_every_n_steps``, ``val_check_interval``, the
-        progress bar, ``steps_per_epoch``) count batches of N steps, ``train/*`` is the batch's last step,
-        and diagnostics (which read each step) refuse N > 1.
+        progress bar) count batches of N steps (``SyntheticDataModule``'s epoch stays ``steps_per_epoch``
+        ZO steps), ``train/*`` is the batch's last step, and diagnostics (which read each step) refuse N > 1.
     """
 
     def __init__(

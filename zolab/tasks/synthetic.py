@@ -113,8 +113,9 @@ class _StepLoader(DataLoader):
 
 
 class SyntheticDataModule(L.LightningDataModule):
-    """Batches for an exact objective: step indices only. One epoch = ``steps_per_epoch`` ZO steps; the
-    trainer's ``max_steps`` sets the run length; validation evaluates the exact objective once."""
+    """Batches for an exact objective: step indices only. One epoch = ``steps_per_epoch`` ZO steps (in
+    batches of the module's ``steps_per_batch``, rounded up); the trainer's ``max_steps`` sets the run
+    length; validation evaluates the exact objective once."""
 
     def __init__(self, steps_per_epoch: int = 1000):
         super().__init__()
@@ -123,7 +124,10 @@ class SyntheticDataModule(L.LightningDataModule):
         self.steps_per_epoch = steps_per_epoch
 
     def train_dataloader(self):
-        return _StepLoader(_Steps(self.steps_per_epoch), batch_size=1, collate_fn=_identity)
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        per_batch = getattr(module, "steps_per_batch", 1)  # ZOModule(steps_per_batch=N): N steps a batch
+        batches = math.ceil(self.steps_per_epoch / per_batch)
+        return _StepLoader(_Steps(batches), batch_size=1, collate_fn=_identity)
 
     def val_dataloader(self):
         return DataLoader(_Steps(1), batch_size=1, collate_fn=_identity)
