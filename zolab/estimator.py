@@ -53,7 +53,8 @@ class BlockEstimate:
     losses: torch.Tensor  # every loss the closure returned, in call order
     loss: torch.Tensor  # f(θ) for forward, mean of the ± losses for central
     scale: float  # c
-    directions: torch.Tensor | None = None  # (K, n) unit directions when the step drew them once (batched)
+    # (K, n) unit directions when the step drew them once (batched); a scratch tensor the next step reuses
+    directions: torch.Tensor | None = None
 
     @property
     def seeds(self) -> list[int]:

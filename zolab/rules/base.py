@@ -137,7 +137,7 @@ class ZOOptimizer(torch.optim.Optimizer):
         self.zo = {"step": 0, "forwards": 0, "skipped": 0}
         self.record: StepRecord | None = None
         self._partition = None
-        self._buffers: dict[int, torch.Tensor] = {}
+        self._buffers: dict = {}  # scratch tensors: per tensor index, and (index, "U"|"points") for drawn steps
         super().__init__(params, defaults)
 
     # ---------------------------------------------------------------- groups and validation
@@ -250,10 +250,14 @@ class ZOOptimizer(torch.optim.Optimizer):
     def _buffer(self, ref: ParamRef) -> torch.Tensor:
         """A scratch tensor shaped like ``ref``'s parameter, kept across steps: drawing into it avoids a
         fresh allocation (and its page faults) per perturbation. ``release_buffers()`` frees them."""
-        buf = self._buffers.get(ref.index)
         p = ref.param
-        if buf is None or buf.shape != p.shape or buf.dtype != p.dtype or buf.device != p.device:
-            buf = self._buffers[ref.index] = torch.empty_like(p, memory_format=torch.contiguous_format)
+        return self._scratch(ref.index, p.shape, p.dtype, p.device)
+
+    def _scratch(self, key, shape, dtype, device) -> torch.Tensor:
+        """A contiguous scratch tensor kept under ``key`` across steps (reallocated when its shape changes)."""
+        buf = self._buffers.get(key)
+        if buf is None or buf.shape != shape or buf.dtype != dtype or buf.device != device:
+            buf = self._buffers[key] = torch.empty(shape, dtype=dtype, device=device)
         return buf
 
     def release_buffers(self) -> None:
@@ -305,7 +309,10 @@ class ZOOptimizer(torch.optim.Optimizer):
     def _estimate_drawn(self, ref: ParamRef, block: str, queries: list[Query], scale: float, batched):
         p, mu = ref.param, ref.group["mu"]
         ct = torch.float64 if p.dtype == torch.float64 else torch.float32
-        u = torch.empty(len(queries), p.numel(), dtype=ct, device=p.device)
+        # U and the points reuse scratch tensors: a fresh allocation of this size a step can cost as much
+        # as the draw (the allocator may hand it out as new pages); U stays valid until the next step
+        K, n = len(queries), p.numel()
+        u = self._scratch((ref.index, "U"), (K, n), ct, p.device)
         kernels.fill_rows(u, [mix(q.seed, ref.index) for q in queries], 0, self.sampler.kind)
         if self.sampler.normalize:
             inv = torch.linalg.vector_norm(u, dim=1).reciprocal()  # in the compute type: 3x cheaper than float64
@@ -314,11 +321,11 @@ class ZOOptimizer(torch.optim.Optimizer):
             u.mul_(inv[:, None].to(ct))
         theta = p.detach().reshape(-1).to(ct)
         if self.estimator == "forward":
-            points = torch.empty(len(queries) + 1, p.numel(), dtype=ct, device=p.device)
+            points = self._scratch((ref.index, "points"), (K + 1, n), ct, p.device)
             points[0] = theta
             torch.add(theta, u, alpha=mu, out=points[1:])
         else:
-            points = torch.empty(len(queries), 2, p.numel(), dtype=ct, device=p.device)
+            points = self._scratch((ref.index, "points"), (K, 2, n), ct, p.device)
             torch.add(theta, u, alpha=mu, out=points[:, 0])
             torch.add(theta, u, alpha=-mu, out=points[:, 1])
             points = points.view(-1, p.numel())
