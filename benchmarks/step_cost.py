@@ -180,7 +180,7 @@ def main(argv=None):
     peaks = {}
     base_cmd = [sys.executable, __file__, "--device", args.device, "--model", args.model, "--dtype", args.dtype,
                 "--batch", str(args.batch), "--seq", str(args.seq), "--threads", str(args.threads)]
-    for name in times:  # the median of a few fresh processes: one process's peak RSS moves by ±30 MB
+    for name in times:  # the median of a few fresh processes: one process's peak RSS moves by tens of MB
         runs = []
         for _ in range(args.memory_repeats):
             out = subprocess.run([*base_cmd, "--memory-of", name], capture_output=True, text=True, check=True)

@@ -315,7 +315,7 @@ class ZOOptimizer(torch.optim.Optimizer):
         u = self._scratch((ref.index, "U"), (K, n), ct, p.device)
         kernels.fill_rows(u, [mix(q.seed, ref.index) for q in queries], 0, self.sampler.kind)
         if self.sampler.normalize:
-            inv = torch.linalg.vector_norm(u, dim=1).reciprocal()  # in the compute type: 3x cheaper than float64
+            inv = torch.linalg.vector_norm(u, dim=1).reciprocal()  # in the compute type (float64 costs more)
             for q, r in zip(queries, inv):
                 q.inv_norm = r
             u.mul_(inv[:, None].to(ct))
