@@ -18,6 +18,17 @@ Columns: the ratio of median times to ``none`` (noisy on a shared machine); 1 + 
 (seconds inside probe hooks, ``diagnostics.probe.context(module).probe_seconds``) over the probe-free rest
 of the same run, which machine load moves less; and, for a periodic probe, the ``every_n_steps`` at which
 that share would be 5%.
+
+A second table gives the floors the definitions set, from the products each probe must compute, timed
+alone (best of 20) and divided by the time of the steps they go with (the ``none`` arm's time per step):
+
+- SecondMomentError needs ∇F at every step: the cheapest way zolab has, one batched call for 100 points
+  (``diagnostics.probe.gradients_at``), per point;
+- HessianSpectrum needs, per call, ARPACK's first Lanczos pass for the top 5 (2·5 + 1 = 11 sequential
+  products) and for ‖H‖_op (6), and the 20 Hutchinson products (one batched call): its time over 100 steps.
+
+No implementation of these definitions can cost less than the floor (the probes do this work and more:
+ARPACK restarts, logging, the shared ĝ regeneration).
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ import statistics
 import sys
 import tempfile
 import time
+import types
 import warnings
 from pathlib import Path
 
@@ -39,7 +51,8 @@ import torch  # noqa: E402
 from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
 
 import diagnostics as D  # noqa: E402
-from diagnostics.probe import context  # noqa: E402
+from diagnostics.linalg import HessianOperator  # noqa: E402
+from diagnostics.probe import context, gradients_at  # noqa: E402
 from diagnostics.toy import DigitsMLP  # noqa: E402
 from zolab import ZOSGD, RAdaZO  # noqa: E402
 from zolab.module import ZOModule  # noqa: E402
@@ -89,6 +102,34 @@ def run(task_name: str, arm: str, steps: int, root: str) -> tuple[float, float]:
     return seconds, context(module).probe_seconds
 
 
+def best_ms(fn, repeats: int = 20) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1e3 * min(times)
+
+
+def floors(task_name: str, step_ms: float) -> dict[str, float]:
+    """Times of the products the SecondMomentError and HessianSpectrum definitions need (see module doc)."""
+    _, make_task, rule = TASKS[task_name]
+    task = make_task()
+    opt = ZOModule(task, optimizer=rule).build_optimizer(None)
+    module = types.SimpleNamespace(task=task, zo_optimizer=opt, zo_dropout=False)  # what gradients_at reads
+    params = list(task.parameters())
+    refs = [r for _, refs in opt.partition() for r in refs]
+    points = {r.name: r.param.detach().expand(100, *r.param.shape).clone() for r in refs}
+    grad_ms = best_ms(lambda: gradients_at(module, points, [None] * 100)) / 100
+    H = HessianOperator(task.loss, params)
+    vec, block = torch.randn(H.shape[0]), torch.randn(H.shape[0], 20)
+    hvp_ms, block_ms = best_ms(lambda: H @ vec), best_ms(lambda: H @ block)
+    hessian_ms = (11 + 6) * hvp_ms + block_ms
+    return {"step": step_ms, "grad": grad_ms, "hvp": hvp_ms, "hvp20": block_ms,
+            "second_moment": grad_ms / step_ms, "hessian": hessian_ms / (100 * step_ms)}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=2000)
@@ -98,6 +139,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)  # one core each, steadier on a shared 2-core machine
     print(f"torch {torch.__version__}, {args.steps} steps, {args.repeats} repeats, probes every 100 steps")
     print(f"{'task':34s} {'arm':18s} {'median s':>9s} {'ratio':>6s} {'1 + probe/rest':>15s} {'n for 5%':>9s}")
+    steps_ms = {}
     with tempfile.TemporaryDirectory() as root:
         for task_name in args.tasks.split(","):
             if task_name not in TASKS:
@@ -107,12 +149,20 @@ def main(argv=None) -> int:
                 for arm in times:
                     times[arm].append(run(task_name, arm, args.steps, root))
             base = statistics.median(s for s, _ in times["none"])
+            steps_ms[task_name] = 1e3 * base / args.steps
             for arm, rows in times.items():
                 median = statistics.median(s for s, _ in rows)
                 share = statistics.median(p / (s - p) for s, p in rows)
                 every = f"{max(1, round(100 * share / 0.05)):9d}" if arm in PERIODIC or arm == "periodic" else ""
                 label = TASKS[task_name][0]
                 print(f"{label:34s} {arm:18s} {median:9.2f} {median / base:6.3f} {1 + share:15.3f} {every}")
+    print("\nfloors set by the definitions (ms; shares of the training time, every 100 steps):")
+    print(f"{'task':34s} {'step':>6s} {'∇F/pt':>6s} {'HVP':>6s} {'HVP×20':>7s} {'SecondMomentError':>18s} "
+          f"{'HessianSpectrum':>16s}")
+    for task_name, step_ms in steps_ms.items():
+        f = floors(task_name, step_ms)
+        print(f"{TASKS[task_name][0]:34s} {f['step']:6.3f} {f['grad']:6.3f} {f['hvp']:6.3f} {f['hvp20']:7.3f} "
+              f"{'+' + format(f['second_moment'], '.1%'):>18s} {'+' + format(f['hessian'], '.1%'):>16s}")
     return 0
 
 

@@ -5,7 +5,8 @@ at θ_{t−1} on batch ξ_t:
 
 - ``grad_overlap`` = ‖P_B ∇F‖²/‖∇F‖²;
 - ``curvature_overlap`` = tr(P_B H P_B)/tr(H) = Σ_{i∈B} H_ii / Σ_i H_ii (exact diagonal for
-  d ≤ ``exact_max_dim``, else Hutchinson's diagonal estimator with ``num_samples`` Rademacher vectors);
+  d ≤ ``exact_max_dim``, else Hutchinson's diagonal estimator with ``num_samples`` Rademacher vectors;
+  an optimizer with a single block logs 1 without any Hessian product);
 - ``perturbation_stable_rank`` = tr(Σ)/‖Σ‖_op of the perturbation's covariance Σ; every law zolab has is
   isotropic on its support (ZO-AdaMU's noise too), so it is |B| for a block and d without blocks — not the
   Hessian's stable rank;
@@ -59,6 +60,10 @@ class BlockOverlap(Probe):
         opt = pl_module.zo_optimizer
         grad = true_gradient(pl_module, batch, t)
         refs = trainable(opt)
+        if len(opt.partition()) == 1:  # P_B = I: no Hessian products for overlaps that are 1 by definition
+            g_sq = sum(float(g.double().square().sum()) for g in grad.values())
+            self._sums = {opt.partition()[0][0]: (g_sq, 1.0, sum(r.param.numel() for r in refs))}
+            return
         with untouched(pl_module), torch.enable_grad():
             H = HessianOperator(lambda: pl_module.compute_loss(batch), [r.param for r in refs])
             if H.shape[0] <= self.exact_max_dim:

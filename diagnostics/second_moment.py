@@ -13,11 +13,19 @@ ZO-AdaMM/ZO-RMSProp, R-AdaZO eq. 5, fed with the same ĝ_t stream the rule saw),
 
 R3 says the refined v has the lower error and that its error falls as β2 grows.
 
-Cost and schedule: v* and v^conv are exponential averages over every step, so this probe needs ∇F_t (one
-backward) and ĝ_t (regenerated from the record) at **every** step; ``every_n_steps`` only sets how often it
-logs. Both start at 0 like the rule's v, use the rule's β2 of each step (``betas[1]``, or ``beta`` for
-ZO-RMSProp; a fixed ``beta2`` for rules without one) and, for block-wise rules, are updated on the active
-block only, as the rule's own state. Its state is saved in checkpoints (``state_dict``).
+Cost and schedule: v* and v^conv are exponential averages over every step, so this probe needs ∇F_t and ĝ_t
+at **every** step; ``every_n_steps`` only sets how often it logs. ĝ_t (regenerated from the record) feeds
+v^conv at once. ∇F_t is computed in windows: each step stores θ_{t−1} (and keeps its batch), and at a
+logging step, when ``window`` points are stored, at a checkpoint and at the end of training, the stored
+points' gradients come from one batched call (``probe.gradients_at``: the task's ``batched_loss`` for the
+synthetic functions, ``torch.func.vmap`` otherwise) and v* takes them in order, as a backward at each step
+would give it. A loss vmap cannot batch (``.item()``, data-dependent control flow, batches of unequal
+shapes) falls back, with a warning, to one backward a step. The window assumes the loss at a stored θ and
+batch does not change before the window ends (the task's buffers are read at that time; running
+statistics are read only in eval mode, where forwards do not update them). Both averages start at 0 like
+the rule's v, use the rule's β2 of each step (``betas[1]``, or ``beta`` for ZO-RMSProp; a fixed ``beta2``
+for rules without one) and, for block-wise rules, are updated on the active block only, as the rule's own
+state. Its state is saved in checkpoints (``state_dict``, after taking the stored points in).
 """
 
 from __future__ import annotations
@@ -25,7 +33,15 @@ from __future__ import annotations
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
-from diagnostics.probe import Probe, sq_norm, step_gradient, trainable, true_gradient
+from diagnostics.probe import (
+    Probe,
+    gradient_at,
+    gradients_at,
+    sq_norm,
+    step_gradient,
+    trainable,
+    true_gradient,
+)
 
 
 def _rule_beta2(group: dict) -> float | None:
@@ -48,6 +64,10 @@ class SecondMomentError(Probe):
         every_n_steps: log at step 1 and every n-th step (it tracks every step regardless).
         beta2: the β2 of v* and v^conv; None: the rule's β2 of each step (an error for rules without one).
         v_key: the state key of the rule's second moment (``v``).
+        window: the most points whose ∇F one batched call computes (None: ``every_n_steps``, capped so
+            that the stored copies of θ take at most 64 MB, and 1 for a task of more than a million
+            parameters (but the synthetic functions), where vmap would hold a window's activations at once; 1: one backward at each step,
+            shared with the other probes of that step).
 
     Example (YAML, under ``trainer:``)::
 
@@ -58,14 +78,24 @@ class SecondMomentError(Probe):
 
     name = "second_moment"
     every_step = True
+    window_bytes = 64 * 2**20  # stored θ copies, at most (window=None)
+    window_max_params = 10**6  # larger tasks: one backward a step by default (window=None)
 
-    def __init__(self, every_n_steps: int = 100, beta2: float | None = None, v_key: str = "v"):
+    def __init__(self, every_n_steps: int = 100, beta2: float | None = None, v_key: str = "v",
+                 window: int | None = None):
         super().__init__(every_n_steps)
         if beta2 is not None and (isinstance(beta2, bool) or not isinstance(beta2, (int, float)) or not 0 <= beta2 < 1):
             raise ValueError(f"invalid beta2: {beta2!r}; allowed: a number in [0, 1) or None (the rule's)")
-        self.beta2, self.v_key = beta2, v_key
+        if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
+            raise ValueError(f"invalid window: {window!r}; allowed: an integer >= 1 or None")
+        self.beta2, self.v_key, self.window = beta2, v_key, window
         self.v_star: dict[str, torch.Tensor] = {}
         self.v_conv: dict[str, torch.Tensor] = {}
+        self._size = 1  # the window in use (set at on_train_start)
+        self._points: dict[str, torch.Tensor] = {}  # (window, *shape) copies of θ_{t−1}
+        self._stored: list[tuple[object, list[tuple[str, float]]]] = []  # (batch, [(name, β2)]) per point
+        self._batch = None
+        self._module = None
 
     def check(self, trainer, pl_module):
         group = pl_module.zo_optimizer.param_groups[0]
@@ -77,27 +107,45 @@ class SecondMomentError(Probe):
         if type(pl_module.zo_optimizer).__name__ == "ZOAdaMU":
             rank_zero_warn("SecondMomentError: ZO-AdaMU's v is instantaneous (no state); only the "
                            "conventional v is compared")
+        refs = trainable(pl_module.zo_optimizer)
+        size = self.window or max(1, min(self.every_n_steps, self.window_bytes // max(
+            1, sum(r.param.numel() * r.param.element_size() for r in refs))))
+        task = pl_module.task
+        big = sum(p.numel() for p in task.parameters()) > self.window_max_params
+        if self.window is None and big and not (task.supports_batched and task.batch_free):
+            size = 1
+        self._module, self._stored, self._size = pl_module, [], size
+        self._points = {} if size == 1 else {r.name: r.param.new_empty((size, *r.param.shape)) for r in refs}
 
     def measure(self, trainer, pl_module, batch, t):
-        true_gradient(pl_module, batch, t)
+        if self._size == 1:
+            true_gradient(pl_module, batch, t)
+            return
+        i = len(self._stored)
+        refs = trainable(pl_module.zo_optimizer)
+        torch._foreach_copy_([self._points[r.name][i] for r in refs], [r.param.detach() for r in refs])
+        self._batch = batch
 
     def collect(self, trainer, pl_module, batch, t):
         opt = pl_module.zo_optimizer
         record = opt.record
         if not record.skipped:
-            grad = step_gradient(pl_module, t)
             g_hat = opt.grad_estimate()
+            active = []
             for block in record.blocks:
                 for r in block.refs:
                     beta2 = self.beta2 if self.beta2 is not None else _rule_beta2(r.group)
-                    for store, g in ((self.v_star, grad[r.name]), (self.v_conv, g_hat[r.name])):
-                        v = store.get(r.name)
-                        if v is None:
-                            v = store[r.name] = torch.zeros_like(g)
-                        elif v.device != g.device:
-                            v = store[r.name] = v.to(g.device)
-                        # β2·v + (1−β2)·(g·g), rounded as zolab.kernels.moments rounds it
-                        v.mul_(beta2).add_((g * g).mul_(1 - beta2))
+                    _average(self.v_conv, r.name, g_hat[r.name], beta2)
+                    active.append((r.name, beta2))
+            if self._size == 1:
+                grad = step_gradient(pl_module, t)
+                for name, beta2 in active:
+                    _average(self.v_star, name, grad[name], beta2)
+            else:
+                self._stored.append((self._batch, active))
+        self._batch = None
+        if self._stored and (len(self._stored) == self._size or self.is_probe_step(t)):
+            self._take_in()
         if not self.is_probe_step(t) or not self.v_star:
             return None
         refs = [r for r in trainable(opt) if r.name in self.v_star]
@@ -107,10 +155,45 @@ class SecondMomentError(Probe):
             metrics["rel_error_rule"] = relative_error(rule_v, self.v_star)
         return metrics
 
+    def _take_in(self) -> None:
+        """v* through the stored points' gradients, in step order; the store emptied."""
+        n, module = len(self._stored), self._module
+        points = {name: rows[:n] for name, rows in self._points.items()}
+        batches = [b for b, _ in self._stored]
+        try:
+            grads = gradients_at(module, points, batches)
+            rows = [{name: g[i] for name, g in grads.items()} for i in range(n)]
+        except Exception as err:  # noqa: BLE001 - any loss vmap cannot batch: fall back, say why
+            rank_zero_warn(f"SecondMomentError: cannot batch ∇F over stored points ({type(err).__name__}: "
+                           f"{err}); computing it by one backward at each step from now on")
+            rows = [gradient_at(module, {name: p[i] for name, p in points.items()}, b) for i, b in enumerate(batches)]
+            self._size, self._points = 1, {}
+        for grad, (_, active) in zip(rows, self._stored):
+            for name, beta2 in active:
+                _average(self.v_star, name, grad[name], beta2)
+        self._stored = []
+
+    def on_train_end(self, trainer, pl_module):
+        if self._stored:
+            self._take_in()
+
     def state_dict(self):
+        if self._stored:  # a checkpoint mid-window: the original run and the resumed one both take in here
+            self._take_in()
         return {"v_star": {k: v.cpu() for k, v in self.v_star.items()},
                 "v_conv": {k: v.cpu() for k, v in self.v_conv.items()}}
 
     def load_state_dict(self, state_dict):
         self.v_star = {k: v.clone() for k, v in state_dict["v_star"].items()}
         self.v_conv = {k: v.clone() for k, v in state_dict["v_conv"].items()}
+        self._stored = []
+
+
+def _average(store: dict[str, torch.Tensor], name: str, g: torch.Tensor, beta2: float) -> None:
+    """store[name] ← β2·store[name] + (1−β2)·(g·g), from 0, rounded as zolab.kernels.moments rounds it."""
+    v = store.get(name)
+    if v is None:
+        v = store[name] = torch.zeros_like(g)
+    elif v.device != g.device:
+        v = store[name] = v.to(g.device)
+    v.mul_(beta2).add_((g * g).mul_(1 - beta2))

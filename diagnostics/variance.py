@@ -16,7 +16,8 @@ and logs
   - sphere with c = 1 is biased (mean ∇F/n): no theory, no ratio;
 - ``grad_norm_sq``: ‖∇F‖².
 
-Cost per probe step: ``num_samples`` × K × (1 or 2) forwards and one backward; memory: three copies of the
+Cost per probe step: ``num_samples`` × K × (1 or 2) forwards and one backward (for a task with
+``batched_loss``, the synthetic functions, all of them in one or two calls when they fit in 2**22 numbers); memory: three copies of the
 estimated block (∇F and two running estimates, float32 or the parameters' float64). Only the three isotropic laws
 (``gaussian``, ``sphere``, ``rademacher``) are supported (ZO-AdaMU's directions depend on its momentum).
 """
@@ -115,7 +116,10 @@ class EstimatorVariance(Probe):
         self._generators.clear()
         err = err_jvp = 0.0
         with untouched(pl_module), torch.no_grad():
-            for refs in blocks:
+            batchable = self._batchable(pl_module, blocks, K)
+            if batchable:
+                err, err_jvp = self._batched(pl_module, batch, blocks[0][0], grad, t, law, K, central, opt.scale)
+            for refs in [] if batchable else blocks:
                 g_b = [_wide(grad[r.name]) for r in refs]
                 c = float(sum(r.param.numel() for r in refs)) if opt.scale == "dimension" else 1.0
                 f0 = None if central else pl_module.compute_loss(batch).detach().double()
@@ -145,6 +149,31 @@ class EstimatorVariance(Probe):
             "ratio_jvp": measured_jvp / theory if ok else float("nan"),
             "grad_norm_sq": sum(grad_sq) + rest_sq,
         }
+
+    def _batchable(self, pl_module, blocks, K: int) -> bool:
+        """One tensor of a task with ``batched_loss`` (the synthetic functions), all queries within 2**22
+        numbers: every query in one call."""
+        refs = [r for refs in blocks for r in refs]
+        return (pl_module.task.supports_batched and len(refs) == 1
+                and self.num_samples * K * refs[0].param.numel() <= 2**22)
+
+    def _batched(self, pl_module, batch, ref, grad, t, law, K, central, scale) -> tuple[float, float]:
+        """Σ over samples of ‖ĝ − ∇F‖², finite differences and JVPs, with all S×K directions drawn at once
+        and the points evaluated by one ``batched_loss`` call per sign (float64 estimates)."""
+        S, x, mu = self.num_samples, ref.param.detach(), ref.group["mu"]
+        U = self._draw(law, x.new_empty((S * K, *x.shape)), t).flatten(1)
+        if law == "sphere":
+            U.mul_(U.double().square().sum(1, keepdim=True).rsqrt().to(U.dtype))
+        loss = lambda points: pl_module.task.batched_loss(points.view(-1, *x.shape), batch).double()  # noqa: E731
+        fp = loss(x.reshape(1, -1) + mu * U)
+        delta = (fp - loss(x.reshape(1, -1) - mu * U)) / 2 if central else fp - loss(x.reshape(1, -1))
+        c = float(x.numel()) if scale == "dimension" else 1.0
+        g, U = _wide(grad[ref.name]).reshape(-1).double(), U.double()
+        errors = []
+        for p in (delta / mu, U @ g):  # finite differences, exact directional derivatives
+            est = (p * (c / K)).view(S, 1, K) @ U.view(S, K, -1)
+            errors.append(float((est.squeeze(1) - g).square().sum()))
+        return errors[0], errors[1]
 
     def collect(self, trainer, pl_module, batch, t):
         metrics, self._metrics = self._metrics, None

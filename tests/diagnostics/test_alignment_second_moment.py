@@ -1,14 +1,20 @@
 """Alignment and second-moment probes against hand computations on 3-dimensional quadratics (acceptance 2)."""
 
+import functools
+import warnings
+
+import lightning as L
 import numpy as np
 import pytest
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 import diagnostics as D
-from diagnostics.toy import QuadraticForm
-from tests.diagnostics._helpers import fit
+from diagnostics.toy import DigitsMLP, QuadraticForm
+from tests.diagnostics._helpers import MemoryLogger, TinyNet, fit
 from zolab import RAdaZO, ZOAdaMM, ZOSGDMomentum
+from zolab.module import ZOModule
+from zolab.tasks.synthetic import Quadratic, SyntheticDataModule
 
 H3 = [3.0, 1.0, 0.2]  # f(x) = ½ Σ h_i x_i², ∇f = h ⊙ x
 
@@ -101,3 +107,76 @@ def test_second_moment_state_round_trip():
     other = D.SecondMomentError()
     other.load_state_dict(probe.state_dict())
     assert torch.equal(other.v_star["x"], probe.v_star["x"]) and torch.equal(other.v_conv["x"], probe.v_conv["x"])
+
+
+def _windowed_and_per_step(task_fn, rule, steps=10, every=4, **kwargs):
+    """(windowed probe, per-step probe, their runs): the same training, ∇F batched over windows or not."""
+    runs = []
+    for window in (None, 1):
+        probe = D.SecondMomentError(every_n_steps=every, window=window)
+        module, logger = fit(task_fn(), rule, [probe], steps=steps, **kwargs)
+        runs.append((probe, module, logger))
+    return runs
+
+
+@pytest.mark.parametrize("task_fn", [
+    lambda: QuadraticForm([2.0, 1.0, 0.5, 0.1], seed=9),  # torch.func.vmap path
+    lambda: Quadratic(dim=50, init_seed=3, dtype="float64"),  # the task's batched_loss
+    lambda: DigitsMLP(hidden=6, num_examples=32),  # vmap over a network, four tensors
+], ids=["vmap", "batched_loss", "mlp"])
+def test_windowed_v_star_equals_one_backward_a_step(task_fn):
+    (windowed, mod_w, log_w), (per_step, mod_s, log_s) = _windowed_and_per_step(
+        task_fn, RAdaZO, lr=0.01, mu=1e-3, num_queries=2)
+    assert windowed._size == 4 and per_step._size == 1
+    for (name, p), q in zip(mod_w.task.named_parameters(), mod_s.task.parameters()):
+        assert torch.equal(p, q), name  # the window changes nothing in the run
+    for name, v in per_step.v_star.items():  # steps 9 and 10 were taken in at the end of training
+        torch.testing.assert_close(windowed.v_star[name], v, rtol=1e-6, atol=0)
+    for key in ("rel_error_rule", "rel_error_conventional"):
+        series = log_w.series(f"diagnostics/second_moment/{key}")
+        assert [s for s, _ in series] == [0, 3, 7]
+        assert [v for _, v in series] == pytest.approx([v for _, v in log_s.series(f"diagnostics/second_moment/{key}")],
+                                                       rel=1e-6)
+
+
+def test_a_loss_vmap_cannot_batch_falls_back_to_a_backward_a_step():
+    """TinyNet indexes rows with int(batch): vmap fails, the probe goes on per step (with a warning, which
+    fit() silences), same v*."""
+    (windowed, _, _), (per_step, _, _) = _windowed_and_per_step(
+        lambda: TinyNet(seed=2), RAdaZO, lr=0.01, mu=1e-3, num_queries=2)
+    assert windowed._size == 1 and windowed.window is None
+    for name, v in per_step.v_star.items():
+        assert torch.equal(windowed.v_star[name], v), name
+
+
+def test_a_checkpoint_mid_window_resumes_exactly(tmp_path):
+    """A checkpoint at step 5 (window of 4 from step 4) takes the stored point in; resuming from it gives
+    the uninterrupted run's v* and logs bitwise."""
+
+    def trainer(steps, probe, logger, ckpt=None):
+        callbacks = [probe]
+        if ckpt is None:
+            callbacks.append(ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=5, save_top_k=-1))
+        return L.Trainer(max_steps=steps, logger=logger, callbacks=callbacks, enable_progress_bar=False,
+                         enable_model_summary=False, log_every_n_steps=1, limit_val_batches=0,
+                         num_sanity_val_steps=0, accelerator="cpu", devices=1)
+
+    def module():
+        return ZOModule(QuadraticForm([2.0, 1.0, 0.5], seed=4),
+                        optimizer=functools.partial(RAdaZO, lr=0.01, mu=1e-3, num_queries=2), log_every_n_steps=1)
+
+    whole, whole_log = D.SecondMomentError(every_n_steps=4), MemoryLogger()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer(11, whole, whole_log).fit(module(), SyntheticDataModule(steps_per_epoch=100))
+        resumed, resumed_log = D.SecondMomentError(every_n_steps=4), MemoryLogger()
+        trainer(11, resumed, resumed_log, ckpt=True).fit(module(), SyntheticDataModule(steps_per_epoch=100),
+                                                         ckpt_path=tmp_path / "epoch=0-step=5.ckpt")
+    assert torch.equal(resumed.v_star["x"], whole.v_star["x"])
+    key = "diagnostics/second_moment/rel_error_rule"
+    assert resumed_log.series(key) == [(s, v) for s, v in whole_log.series(key) if s >= 5] != []
+
+
+def test_invalid_window():
+    with pytest.raises(ValueError, match="invalid window: 0; allowed: an integer >= 1 or None"):
+        D.SecondMomentError(window=0)

@@ -124,6 +124,7 @@ def test_digits_mlp_lanczos_and_hutchinson_agree_with_the_exact_spectrum():
         (lambda H: H @ torch.zeros(3), r"shape \(40,\)"),
         (lambda H: lanczos_top_k(H, 40), "k=40 must be < the dimension 40"),
         (lambda H: lanczos_top_k(H, 2, which="XX"), "unknown which 'XX'"),
+        (lambda H: lanczos_top_k(H, 3, ncv=3), "invalid ncv: 3; allowed: an integer with k=3 < ncv <= d=40"),
         (lambda H: hutchinson_trace(H, 0, torch.Generator()), "num_samples: 0"),
         (lambda H: HessianOperator(lambda: torch.zeros(()), [torch.zeros(2)]), "requires_grad=True"),
         (lambda H: HessianOperator(lambda: torch.zeros(()), []), "at least one"),

@@ -16,6 +16,16 @@ from zolab import ZOSGD, MeZOBCD, RAdaZO
 from zolab.tasks.base import Task
 
 
+class BatchedLinear(Linear):
+    """Linear with ``batched_loss``: the probe's one-call path (all S×K queries at once)."""
+
+    supports_batched = True
+
+    def batched_loss(self, points, batch=None):
+        return points @ self.a
+
+
+@pytest.mark.parametrize("task", [Linear, BatchedLinear])
 @pytest.mark.parametrize(
     "rule, options",
     [
@@ -25,10 +35,13 @@ from zolab.tasks.base import Task
         (RAdaZO, dict(num_queries=2)),  # sphere with c = d, forward
     ],
 )
-def test_variance_matches_theory_on_a_linear_function(rule, options):
-    """f = aᵀx: finite differences are exact, so measured/theory → 1 (within 10%)."""
+def test_variance_matches_theory_on_a_linear_function(rule, options, task):
+    """f = aᵀx: finite differences are exact, so measured/theory → 1 (within 10%), query by query and with
+    all queries in one batched call."""
     probe = D.EstimatorVariance(every_n_steps=100, num_samples=600, seed=3)
-    fit(Linear(dim=40, seed=1), rule, [probe], steps=1, lr=1e-3, mu=1e-2, **options)
+    module, _ = fit(task(dim=40, seed=1), rule, [probe], steps=1, lr=1e-3, mu=1e-2, **options)
+    blocks = [refs for _, refs in module.zo_optimizer.partition()]
+    assert probe._batchable(module, blocks, options["num_queries"]) == (task is BatchedLinear)
     m = probe.last_metrics
     assert m["ratio"] == pytest.approx(1.0, abs=0.10)
     assert m["ratio_jvp"] == pytest.approx(m["ratio"], rel=1e-6)  # linear: p_k is the exact JVP
