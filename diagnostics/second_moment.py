@@ -130,17 +130,11 @@ class SecondMomentError(Probe):
         opt = pl_module.zo_optimizer
         record = opt.record
         if not record.skipped:
-            g_hat = opt.grad_estimate()
-            active = []
-            for block in record.blocks:
-                for r in block.refs:
-                    beta2 = self.beta2 if self.beta2 is not None else _rule_beta2(r.group)
-                    _average(self.v_conv, r.name, g_hat[r.name], beta2)
-                    active.append((r.name, beta2))
+            active = [(r.name, self.beta2 if self.beta2 is not None else _rule_beta2(r.group))
+                      for block in record.blocks for r in block.refs]
+            _average(self.v_conv, opt.grad_estimate(), active)
             if self._size == 1:
-                grad = step_gradient(pl_module, t)
-                for name, beta2 in active:
-                    _average(self.v_star, name, grad[name], beta2)
+                _average(self.v_star, step_gradient(pl_module, t), active)
             else:
                 self._stored.append((self._batch, active))
         self._batch = None
@@ -169,8 +163,7 @@ class SecondMomentError(Probe):
             rows = [gradient_at(module, {name: p[i] for name, p in points.items()}, b) for i, b in enumerate(batches)]
             self._size, self._points = 1, {}
         for grad, (_, active) in zip(rows, self._stored):
-            for name, beta2 in active:
-                _average(self.v_star, name, grad[name], beta2)
+            _average(self.v_star, grad, active)
         self._stored = []
 
     def on_train_end(self, trainer, pl_module):
@@ -189,11 +182,20 @@ class SecondMomentError(Probe):
         self._stored = []
 
 
-def _average(store: dict[str, torch.Tensor], name: str, g: torch.Tensor, beta2: float) -> None:
-    """store[name] ← β2·store[name] + (1−β2)·(g·g), from 0, rounded as zolab.kernels.moments rounds it."""
-    v = store.get(name)
-    if v is None:
-        v = store[name] = torch.zeros_like(g)
-    elif v.device != g.device:
-        v = store[name] = v.to(g.device)
-    v.mul_(beta2).add_((g * g).mul_(1 - beta2))
+def _average(store: dict[str, torch.Tensor], grads: dict[str, torch.Tensor], active: list[tuple[str, float]]) -> None:
+    """store[n] ← β2·store[n] + (1−β2)·(g_n·g_n) from 0 for each (n, β2) of ``active``, rounded as
+    zolab.kernels.moments rounds it; one foreach call per operation and β2 (tensors of one step share it)."""
+    by_beta: dict[float, list[str]] = {}
+    for name, beta2 in active:
+        by_beta.setdefault(beta2, []).append(name)
+        g, v = grads[name], store.get(name)
+        if v is None:
+            store[name] = torch.zeros_like(g)
+        elif v.device != g.device:
+            store[name] = v.to(g.device)
+    for beta2, names in by_beta.items():
+        vs, gs = [store[n] for n in names], [grads[n] for n in names]
+        squares = torch._foreach_mul(gs, gs)
+        torch._foreach_mul_(squares, 1 - beta2)
+        torch._foreach_mul_(vs, beta2)
+        torch._foreach_add_(vs, squares)

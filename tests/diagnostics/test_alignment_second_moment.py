@@ -180,3 +180,15 @@ def test_a_checkpoint_mid_window_resumes_exactly(tmp_path):
 def test_invalid_window():
     with pytest.raises(ValueError, match="invalid window: 0; allowed: an integer >= 1 or None"):
         D.SecondMomentError(window=0)
+
+
+def test_default_window_is_one_backward_a_step_on_a_large_model():
+    """window=None: vmap would hold a window's activations of a model above a million parameters at once."""
+    from diagnostics.toy import Linear
+
+    probe = D.SecondMomentError(every_n_steps=10)
+    fit(Linear(dim=10**6 + 1, dtype="float32"), RAdaZO, [probe], steps=2, lr=1e-3, mu=1e-3)
+    assert probe._size == 1
+    small = D.SecondMomentError(every_n_steps=10)
+    fit(Linear(dim=10**3, dtype="float32"), RAdaZO, [small], steps=2, lr=1e-3, mu=1e-3)
+    assert small._size == 10
