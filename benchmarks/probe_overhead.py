@@ -9,8 +9,9 @@ logging every 50 steps to TensorBoard) and a small model (the 2,110-parameter di
 
 - ``none``: no probe;
 - each probe alone, every 100 steps: GradientAlignment, EstimatorVariance (4 samples), HessianSpectrum
-  (stochastic: Lanczos + 20 Hutchinson vectors), BlockOverlap (Hutchinson diagonal, 20 vectors), StepCost,
-  and SecondMomentError, which tracks v* at **every** step (one backward and one ĝ regeneration a step;
+  (stochastic: Lanczos + 20 Hutchinson vectors), BlockOverlap (Hutchinson diagonal, 20 vectors; both rules
+  here have a single block, so it needs no Hessian product), StepCost, and SecondMomentError, which tracks v*
+  at **every** step (∇F of every step, batched over windows of 100, and one ĝ regeneration a step;
   ``every_n_steps`` = 100 only thins its logging);
 - ``periodic``: the five periodic probes together; ``all``: the six.
 

@@ -231,7 +231,8 @@ def power_iteration(A, generator: torch.Generator, max_iters: int = 100, tol: fl
     return lam, v
 
 
-def lanczos_top_k(A, k: int, which: str = "LA", tol: float = 0.0, seed: int = 0, ncv: int | None = None) -> torch.Tensor:
+def lanczos_top_k(A, k: int, which: str = "LA", tol: float = 0.0, seed: int = 0,
+                  ncv: int | None = None) -> torch.Tensor:
     """The k extreme eigenvalues (float64, sorted descending) of a symmetric operator, by scipy ``eigsh``
     (ARPACK implicitly restarted Lanczos) on a ``LinearOperator``. ``which``: ``"LA"`` largest algebraic,
     ``"SA"`` smallest algebraic, ``"LM"`` largest magnitude. The start vector comes from ``seed`` (numpy's

@@ -66,8 +66,8 @@ class SecondMomentError(Probe):
         v_key: the state key of the rule's second moment (``v``).
         window: the most points whose ∇F one batched call computes (None: ``every_n_steps``, capped so
             that the stored copies of θ take at most 64 MB, and 1 for a task of more than a million
-            parameters (but the synthetic functions), where vmap would hold a window's activations at once; 1: one backward at each step,
-            shared with the other probes of that step).
+            parameters but the synthetic functions, where vmap would hold a window's activations at once;
+            1: one backward at each step, shared with the other probes of that step).
 
     Example (YAML, under ``trainer:``)::
 

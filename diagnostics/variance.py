@@ -17,8 +17,9 @@ and logs
 - ``grad_norm_sq``: ‖∇F‖².
 
 Cost per probe step: ``num_samples`` × K × (1 or 2) forwards and one backward (for a task with
-``batched_loss``, the synthetic functions, all of them in one or two calls when they fit in 2**22 numbers); memory: three copies of the
-estimated block (∇F and two running estimates, float32 or the parameters' float64). Only the three isotropic laws
+``batched_loss``, the synthetic functions, all of them in one or two calls when they fit in 2**22
+numbers); memory: three copies of the estimated block (∇F and two running estimates, float32 or the
+parameters' float64), or the S·K directions in float64 on the one-call path. Only the three isotropic laws
 (``gaussian``, ``sphere``, ``rademacher``) are supported (ZO-AdaMU's directions depend on its momentum).
 """
 
