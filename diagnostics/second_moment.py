@@ -169,6 +169,7 @@ class SecondMomentError(Probe):
     def on_train_end(self, trainer, pl_module):
         if self._stored:
             self._take_in()
+        self._points = {}  # the window's θ copies, until the next fit (check() makes them again)
 
     def state_dict(self):
         if self._stored:  # a checkpoint mid-window: the original run and the resumed one both take in here
