@@ -119,24 +119,24 @@ def _windowed_and_per_step(task_fn, rule, steps=10, every=4, **kwargs):
     return runs
 
 
-@pytest.mark.parametrize("task_fn", [
-    lambda: QuadraticForm([2.0, 1.0, 0.5, 0.1], seed=9),  # torch.func.vmap path
-    lambda: Quadratic(dim=50, init_seed=3, dtype="float64"),  # the task's batched_loss
-    lambda: DigitsMLP(hidden=6, num_examples=32),  # vmap over a network, four tensors
+@pytest.mark.parametrize("task_fn, rtol", [
+    (lambda: QuadraticForm([2.0, 1.0, 0.5, 0.1], seed=9), 1e-6),  # torch.func.vmap path
+    (lambda: Quadratic(dim=50, init_seed=3), 0.0),  # the task's batched_loss: ∇F = x exactly, v* bitwise
+    (lambda: DigitsMLP(hidden=6, num_examples=32), 1e-6),  # vmap over a network, four tensors
 ], ids=["vmap", "batched_loss", "mlp"])
-def test_windowed_v_star_equals_one_backward_a_step(task_fn):
+def test_windowed_v_star_equals_one_backward_a_step(task_fn, rtol):
     (windowed, mod_w, log_w), (per_step, mod_s, log_s) = _windowed_and_per_step(
         task_fn, RAdaZO, lr=0.01, mu=1e-3, num_queries=2)
     assert windowed._size == 4 and per_step._size == 1
     for (name, p), q in zip(mod_w.task.named_parameters(), mod_s.task.parameters()):
         assert torch.equal(p, q), name  # the window changes nothing in the run
     for name, v in per_step.v_star.items():  # steps 9 and 10 were taken in at the end of training
-        torch.testing.assert_close(windowed.v_star[name], v, rtol=1e-6, atol=0)
+        torch.testing.assert_close(windowed.v_star[name], v, rtol=rtol, atol=0)
     for key in ("rel_error_rule", "rel_error_conventional"):
         series = log_w.series(f"diagnostics/second_moment/{key}")
         assert [s for s, _ in series] == [0, 3, 7]
         assert [v for _, v in series] == pytest.approx([v for _, v in log_s.series(f"diagnostics/second_moment/{key}")],
-                                                       rel=1e-6)
+                                                       rel=max(rtol, 1e-12))
 
 
 def test_a_loss_vmap_cannot_batch_falls_back_to_a_backward_a_step():
