@@ -171,7 +171,8 @@ def _probes(A, num_samples: int, generator: torch.Generator, batch_size: int | N
     done = 0
     while done < num_samples:
         n = min(batch_size, num_samples - done)
-        Z = rademacher((d, n), generator, dtype, generator.device).to(device)
+        # drawn as rows, used as columns: HessianOperator takes rows, so neither side is copied or strided
+        Z = rademacher((n, d), generator, dtype, generator.device).to(device).T
         yield Z, A @ Z
         done += n
 
