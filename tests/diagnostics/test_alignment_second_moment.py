@@ -158,8 +158,8 @@ def test_a_checkpoint_mid_window_resumes_exactly(tmp_path):
         if ckpt is None:
             callbacks.append(ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=5, save_top_k=-1))
         return L.Trainer(max_steps=steps, logger=logger, callbacks=callbacks, enable_progress_bar=False,
-                         enable_model_summary=False, log_every_n_steps=1, limit_val_batches=0,
-                         num_sanity_val_steps=0, accelerator="cpu", devices=1)
+                         enable_checkpointing=ckpt is None, enable_model_summary=False, log_every_n_steps=1,
+                         limit_val_batches=0, num_sanity_val_steps=0, accelerator="cpu", devices=1)
 
     def module():
         return ZOModule(QuadraticForm([2.0, 1.0, 0.5], seed=4),
