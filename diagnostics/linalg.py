@@ -238,8 +238,8 @@ def lanczos_top_k(A, k: int, which: str = "LA", tol: float = 0.0, seed: int = 0,
     (ARPACK implicitly restarted Lanczos) on a ``LinearOperator``. ``which``: ``"LA"`` largest algebraic,
     ``"SA"`` smallest algebraic, ``"LM"`` largest magnitude. The start vector comes from ``seed`` (numpy's
     global RNG is not used). ``tol`` = 0: machine precision. ``ncv``: Lanczos vectors kept between restarts
-    (None: max(2k + 1, k + 5), at most d; ARPACK's own default of 20 costs 21 products before the first
-    check even for k = 1, against 7 with 6 vectors on the digits MLP)."""
+    (None: max(2k + 1, k + 5), at most d). ARPACK builds ncv vectors, one product each, before its first
+    convergence check; its own default of 20 is more than a few extreme eigenvalues need."""
     if which not in WHICH:
         raise ValueError(f"unknown which {which!r}; allowed: {list(WHICH)}")
     _check_count("k", k)
