@@ -148,19 +148,24 @@ def gradients_at(pl_module, points: dict[str, torch.Tensor], batches: list) -> d
             {r.name: points[r.name] for r in refs}, stacked)
 
 
-def gradient_at(pl_module, point: dict[str, torch.Tensor], batch) -> dict[str, torch.Tensor]:
-    """∇f(θ; ξ) at a stored point θ (per trainable tensor name) by one backward, the parameters pointed at
-    θ's tensors and back (bitwise restore)."""
-    refs = trainable(pl_module.zo_optimizer)
-    saved = [r.param.data for r in refs]
+@contextmanager
+def parameters_at(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> Iterator[None]:
+    """Each parameter's ``data`` pointed at its given tensor, and back: a bitwise restore, also on error."""
+    saved = [(p, p.data) for p, _ in pairs]
     try:
-        for r in refs:
-            r.param.data = point[r.name]
-        with untouched(pl_module), torch.enable_grad():
-            grads = torch.autograd.grad(pl_module.compute_loss(batch), [r.param for r in refs], allow_unused=True)
+        for p, data in pairs:
+            p.data = data
+        yield
     finally:
-        for r, data in zip(refs, saved):
-            r.param.data = data
+        for p, data in saved:
+            p.data = data
+
+
+def gradient_at(pl_module, point: dict[str, torch.Tensor], batch) -> dict[str, torch.Tensor]:
+    """∇f(θ; ξ) at a stored point θ (per trainable tensor name) by one backward."""
+    refs = trainable(pl_module.zo_optimizer)
+    with parameters_at([(r.param, point[r.name]) for r in refs]), untouched(pl_module), torch.enable_grad():
+        grads = torch.autograd.grad(pl_module.compute_loss(batch), [r.param for r in refs], allow_unused=True)
     return {r.name: torch.zeros_like(point[r.name]) if g is None else g.detach() for r, g in zip(refs, grads)}
 
 

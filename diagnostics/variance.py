@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import torch
 
-from diagnostics.probe import Probe, true_gradient, untouched
+from diagnostics.probe import Probe, parameters_at, true_gradient, untouched
 from zolab.directions import mix
 
 LAWS = ("gaussian", "sphere", "rademacher")
@@ -96,16 +96,9 @@ class EstimatorVariance(Probe):
 
     @staticmethod
     def _loss_at(pl_module, batch, refs, us, sign: float) -> torch.Tensor:
-        """f(θ + sign·μ_g·u) with θ bitwise restored (``p.data`` pointed at a new tensor and back)."""
-        originals = []
-        try:
-            for r, u in zip(refs, us):
-                originals.append((r.param, r.param.data))
-                r.param.data = r.param.data + (sign * r.group["mu"]) * u
+        """f(θ + sign·μ_g·u) with θ bitwise restored (``probe.parameters_at``)."""
+        with parameters_at([(r.param, r.param.data + (sign * r.group["mu"]) * u) for r, u in zip(refs, us)]):
             return pl_module.compute_loss(batch).detach().double()
-        finally:
-            for p, data in originals:
-                p.data = data
 
     def measure(self, trainer, pl_module, batch, t):
         opt = pl_module.zo_optimizer
