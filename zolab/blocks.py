@@ -67,7 +67,14 @@ def partition(names: Sequence[str], numels: Sequence[int], spec) -> list[tuple[s
         return out
     if isinstance(spec, str):
         raise ValueError(f"blocks={spec!r} unknown; allowed: None, 'module', 'tensor', an int, a list of regexes")
-    patterns = [re.compile(p) for p in spec]
+    if not spec or not all(isinstance(p, str) for p in spec):
+        raise ValueError(f"blocks={spec!r}: a list of regexes must be non-empty strings")
+    patterns = []
+    for p in spec:
+        try:
+            patterns.append(re.compile(p))
+        except re.error as err:
+            raise ValueError(f"blocks: regex {p!r} is invalid ({err}); allowed: Python regular expressions") from None
     blocks: list[tuple[str, list[int]]] = [(p.pattern, []) for p in patterns]
     for i, name in enumerate(names):
         hits = [j for j, p in enumerate(patterns) if p.search(name)]

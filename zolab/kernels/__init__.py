@@ -232,6 +232,11 @@ def moments(param: torch.Tensor, m: torch.Tensor | None, v: torch.Tensor, keys: 
     states = [v] if m is None else [m, v]
     if any(s.dtype != ct or s.shape != param.shape for s in states):
         raise ValueError(f"m and v must be {ct} tensors shaped like the parameter {tuple(param.shape)}")
+    if g is not None and (g.dtype != ct or g.shape != param.shape or g.device != param.device):
+        raise ValueError(f"g must be a {ct} tensor shaped like the parameter {tuple(param.shape)} on {param.device}, "
+                         f"got {g.dtype} {tuple(g.shape)} on {g.device}")
+    if any(s.device != param.device for s in states):
+        raise ValueError(f"m and v must be on the parameter's device {param.device}")
     c1, c2 = 1.0 - beta1, 1.0 - beta2
     which = backend(param)
     if g is not None and which == "c" and all(s.is_contiguous() for s in states) and g.is_contiguous():

@@ -23,6 +23,8 @@ class ZOAdaMM(ZOOptimizer):
     """Args: lr (1e-3), mu (1e-3), betas ((0.9, 0.99)), eps ζ (1e-8), weight_decay (0), amsgrad (False),
     bias_correction (False), eps_inside_sqrt (False)."""
 
+    static_options = ("amsgrad", "bias_correction", "eps_inside_sqrt")
+
     def __init__(self, params, lr=1e-3, mu=1e-3, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.0,
                  amsgrad=False, bias_correction=False, eps_inside_sqrt=False,
                  estimator="forward", directions="sphere", **options):

@@ -36,6 +36,8 @@ class ZOAdaMU(ZOOptimizer):
     """Args: lr (1e-3), mu (1e-3), alpha, betas (schedules or floats; default three-phase over
     ``total_steps``), eps (1e-8), weight_decay (0), total_steps, t1 (1024), t2 (⌊0.8T⌋), final ("hold")."""
 
+    static_options = ("total_steps",)
+
     def __init__(self, params, lr=1e-3, mu=1e-3, alpha=None, betas=None, eps=1e-8, weight_decay=0.0,
                  total_steps=None, t1=1024, t2=None, final="hold", **options):
         if alpha is None or betas is None:
@@ -56,10 +58,9 @@ class ZOAdaMU(ZOOptimizer):
         self.total_steps = total_steps
 
     def _check_group(self, g):
-        for i, b in enumerate(g["betas"]):
-            _check_range(f"betas[{i}]", b, 0.0, 1.0, hi_open=False)
+        self._check_betas(g, hi_open=False)
         _check_range("alpha", g["alpha"], 0.0, 1.0, hi_open=False)
-        super()._check_group({**g, "betas": ()})
+        super()._check_group({k: v for k, v in g.items() if k != "betas"})
 
     def _parts(self, ref, query):
         """(ż, z̈) for this tensor, from m_{t-1} and the query's seed."""

@@ -100,6 +100,8 @@ class ZOOptimizer(torch.optim.Optimizer):
     ):
         if isinstance(num_queries, bool) or not isinstance(num_queries, int) or num_queries < 1:
             raise ValueError(f"invalid num_queries: {num_queries!r}; allowed: an integer >= 1")
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
+            raise ValueError(f"invalid seed: {seed!r}; allowed: an integer in [0, 2**64)")
         for name, value, allowed in (
             ("estimator", estimator, ESTIMATORS),
             ("weight_decay_mode", weight_decay_mode, WEIGHT_DECAY_MODES),
@@ -138,7 +140,9 @@ class ZOOptimizer(torch.optim.Optimizer):
         self.record: StepRecord | None = None
         self._partition = None
         self._buffers: dict = {}  # scratch tensors: per tensor index, and (index, "U"|"points") for drawn steps
+        self.resume_overrides: tuple[str, ...] = ()  # group hyper-parameters load_state_dict takes from self
         super().__init__(params, defaults)
+        self.partition()  # bad block specs fail here, before any step
 
     # ---------------------------------------------------------------- groups and validation
     @staticmethod
@@ -158,6 +162,11 @@ class ZOOptimizer(torch.optim.Optimizer):
             param_group["param_names"] = [n for n, _ in params]
             params = [p for _, p in params]
         param_group["params"] = params
+        for p in params:
+            if not isinstance(p, torch.Tensor) or not (p.is_floating_point()):
+                what = p.dtype if isinstance(p, torch.Tensor) else type(p).__name__
+                raise ValueError(f"parameter of type {what} is not supported; allowed: real floating-point tensors "
+                                 "(float16, bfloat16, float32, float64)")
         # Decay applies to 1-D tensors only when the group itself asks for decay (ALGORITHMS.md §2).
         param_group.setdefault("decay_1d", "weight_decay" in param_group)
         for k, v in list(param_group.items()):
@@ -173,8 +182,17 @@ class ZOOptimizer(torch.optim.Optimizer):
         _check_range("mu", g["mu"], 0.0, math.inf, lo_open=True)
         _check_range("weight_decay", g.get("weight_decay", 0.0), 0.0, math.inf)
         _check_range("eps", g.get("eps", 0.0), 0.0, math.inf)
-        for i, b in enumerate(g.get("betas", ())):
-            _check_range(f"betas[{i}]", b, 0.0, 1.0)
+        self._check_betas(g, hi_open=True)
+
+    @staticmethod
+    def _check_betas(g: dict, hi_open: bool) -> None:
+        if "betas" not in g:
+            return
+        betas = g["betas"]
+        if not isinstance(betas, tuple | list) or len(betas) != 2:
+            raise ValueError(f"invalid betas: {betas!r}; allowed: two numbers (beta1, beta2)")
+        for i, b in enumerate(betas):
+            _check_range(f"betas[{i}]", b, 0.0, 1.0, hi_open=hi_open)
 
     def _refs(self) -> list[ParamRef]:
         refs, i = [], 0
@@ -201,17 +219,69 @@ class ZOOptimizer(torch.optim.Optimizer):
         return self._partition
 
     # ---------------------------------------------------------------- state
+    static_options: tuple[str, ...] = ()  # a rule's own options that fix its maths (saved and checked)
+
+    def config(self) -> dict:
+        """What fixes this optimizer's random stream and maths besides the group hyper-parameters: the rule,
+        the seed, the estimator and block options, the rule's own options, and the schedules. Saved in
+        ``state_dict()["zo"]["config"]``; ``load_state_dict`` refuses a state made with another."""
+        out = {"rule": type(self).__name__, "seed": self.seed, "estimator": self.estimator,
+               "directions": self.sampler.name, "rng": self.sampler.rng, "num_queries": self.num_queries,
+               "scale": self.scale, "weight_decay_mode": self.weight_decay_mode, "blocks": repr(self.block_spec),
+               "block_selection": self.block_selection, "blocks_per_step": self.blocks_per_step,
+               "granularity": self.granularity}
+        out.update({k: getattr(self, k) for k in self.static_options})
+        out.update({f"schedule.{k}": repr(v) for k, v in self.schedules.items()})
+        return out
+
     def state_dict(self):
         sd = super().state_dict()
         sd["zo"] = copy.deepcopy(self.zo)
+        sd["zo"]["config"] = self.config()
         return sd
 
-    def load_state_dict(self, state_dict):
+    def _check_resume(self, state_dict: dict, config: dict | None, overrides) -> None:
+        """Raise naming every setting that differs between the saved state and this optimizer, except the group
+        hyper-parameters in ``overrides``, which keep this optimizer's values."""
+        unknown = set(overrides) - {k for g in self.param_groups for k in g} - {"params", "param_names"}
+        if unknown:
+            raise ValueError(f"resume overrides {sorted(unknown)} are not hyper-parameters of "
+                             f"{type(self).__name__}; allowed: {sorted(k for k in self.defaults)}")
+        changed = []
+        if config is not None:
+            mine = self.config()
+            changed += [f"{k}: {config.get(k)!r} (saved) -> {v!r} (now)" for k, v in mine.items() if config.get(k) != v]
+            changed += [f"{k}: {v!r} (saved) -> missing (now)" for k, v in config.items() if k not in mine]
+        saved_groups = state_dict.get("param_groups", [])
+        if len(saved_groups) == len(self.param_groups):
+            for i, (saved, now) in enumerate(zip(saved_groups, self.param_groups)):
+                for k, v in now.items():
+                    if k in ("params", "param_names") or k in overrides or k in self.schedules:
+                        continue
+                    if k in saved and saved[k] != v and not (isinstance(v, tuple) and tuple(saved[k]) == v):
+                        changed.append(f"param_groups[{i}].{k}: {saved[k]!r} (saved) -> {v!r} (now)")
+        if changed:
+            raise ValueError(
+                "the saved optimizer state was made with other settings: " + "; ".join(changed) +
+                ". Resume with the saved settings, or name the hyper-parameters you change on purpose in "
+                "resume_overrides (e.g. ['lr']); the rule, seed, estimator and block options cannot change")
+
+    def load_state_dict(self, state_dict, overrides=None):
+        """torch's ``load_state_dict``, plus the ZO counters, and a check that the state was made with this
+        optimizer's settings (see ``config``). ``overrides`` (default ``self.resume_overrides``): group
+        hyper-parameters (e.g. ``("lr",)``) that keep this optimizer's values instead of the saved ones."""
         state_dict = dict(state_dict)
         zo = state_dict.pop("zo", None)
         if zo is None:
             raise ValueError("this state_dict has no 'zo' entry: it was not saved by a zolab optimizer")
+        zo = dict(zo)
+        config = zo.pop("config", None)
+        overrides = tuple(self.resume_overrides if overrides is None else overrides)
+        self._check_resume(state_dict, config, overrides)
+        kept = [{k: g[k] for k in overrides if k in g} for g in self.param_groups]
         super().load_state_dict(state_dict)
+        for g, values in zip(self.param_groups, kept):
+            g.update(values)
         # torch casts every state tensor to its parameter's dtype; zolab keeps the saved dtypes (float32
         # moments of half-precision tensors), so that a resumed run continues bitwise.
         saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
@@ -472,6 +542,27 @@ class ZOOptimizer(torch.optim.Optimizer):
             raise TypeError(f"batched must be a function of the stacked points, got {batched!r}")
         if batched is None and (closure is None or not callable(closure)):
             raise TypeError(f"{type(self).__name__}.step needs a closure that returns the loss, got {closure!r}")
+        # Under autocast (Lightning's bf16-mixed) only the forwards run in low precision: the optimizer's own
+        # arithmetic (ĝ, moments, θ) runs with autocast off, in the parameters' and moments' dtypes.
+        device_type = self.param_groups[0]["params"][0].device.type
+        if torch.is_autocast_enabled(device_type):
+            dtype = torch.get_autocast_dtype(device_type)
+
+            def forward(fn):
+                if fn is None:
+                    return None
+
+                def run(*args, **kwargs):
+                    with torch.autocast(device_type, dtype=dtype):
+                        return fn(*args, **kwargs)
+                return run
+
+            closure, batched = forward(closure), forward(batched)
+            with torch.autocast(device_type, enabled=False):
+                return self._step(closure, batched)
+        return self._step(closure, batched)
+
+    def _step(self, closure, batched):
         t = self.zo["step"] + 1
         for k, v in self.schedules.items():
             for group in self.param_groups:

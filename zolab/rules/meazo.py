@@ -26,6 +26,7 @@ class MEAZO(ZOOptimizer):
     v_stat ("sq_mean"); Gaussian central estimator."""
 
     elementwise_linear = True
+    static_options = ("scope", "v_stat")
 
     def __init__(self, params, lr=1e-3, mu=1e-3, beta=0.99, eps=1e-8, weight_decay=0.0, scope="global",
                  v_stat="sq_mean", **options):

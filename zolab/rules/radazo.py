@@ -30,6 +30,8 @@ class RAdaZO(ZOOptimizer):
     """Args: lr (1e-3), mu (1e-3), betas ((0.9, 0.99)), eps (1e-8), weight_decay (0), v_warmup_steps (0),
     eps_inside_sqrt (False)."""
 
+    static_options = ("v_warmup_steps", "eps_inside_sqrt")
+
     def __init__(self, params, lr=1e-3, mu=1e-3, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.0,
                  v_warmup_steps=0, eps_inside_sqrt=False,
                  estimator="forward", directions="sphere", **options):

@@ -14,6 +14,8 @@ from zolab.rules.base import ZOOptimizer, _check_range
 class ZORMSProp(ZOOptimizer):
     """Args: lr (1e-3), mu (1e-3), beta (0.99), eps (1e-8), weight_decay (0), eps_inside_sqrt (False)."""
 
+    static_options = ("eps_inside_sqrt",)
+
     def __init__(self, params, lr=1e-3, mu=1e-3, beta=0.99, eps=1e-8, weight_decay=0.0,
                  eps_inside_sqrt=False, estimator="forward", directions="sphere", **options):
         defaults = dict(lr=lr, mu=mu, beta=beta, eps=eps, weight_decay=weight_decay)

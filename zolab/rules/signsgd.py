@@ -15,6 +15,8 @@ SIGN_OF = ("vector", "scalar")
 class ZOSignSGD(ZOOptimizer):
     """Args: lr (1e-3), mu (1e-3), weight_decay (0), sign_of ("vector" | "scalar")."""
 
+    static_options = ("sign_of",)
+
     def __init__(self, params, lr=1e-3, mu=1e-3, weight_decay=0.0, sign_of="vector",
                  estimator="forward", directions="sphere", **options):
         if sign_of not in SIGN_OF:

@@ -1,0 +1,103 @@
+"""Trust issue, optimizer side: items 1 (autocast / kernel inputs), 8 (changed settings on resume), 9 (config
+errors before the first step) and 10 (complex parameters, seeds). Each test failed before its fix."""
+
+import pytest
+import torch
+from torch import nn
+
+import zolab
+from zolab import kernels
+
+
+def _named(n=6, dtype=torch.float32):
+    torch.manual_seed(0)
+    return [("a.weight", nn.Parameter(torch.randn(n, n, dtype=dtype))), ("b.bias", nn.Parameter(torch.randn(n, dtype=dtype)))]
+
+
+# ---------------------------------------------------------------- item 1: autocast never reaches the update
+@pytest.mark.parametrize("rule", ["radazo", "zo_rmsprop", "zo_adamm", "zo_sgd"])
+def test_item01_bf16_autocast_changes_nothing_but_the_forwards(rule):
+    """ĝ of a batched step was made in bfloat16 under autocast (the matrix product of the drawn directions)
+    and read by the C kernel as float32: NaN parameters or silently other ones. The objective below computes
+    in float32 under autocast too, so the run must equal the run without autocast bitwise."""
+    runs = []
+    for autocast in (False, True):
+        x = nn.Parameter(torch.linspace(-2, 2, 1000))
+        opt = zolab.RULES[rule]([x], lr=1e-3, mu=0.05, num_queries=4)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            for _ in range(100):
+                opt.step(batched=lambda X: 0.5 * X.square().sum(-1))
+        assert x.dtype == torch.float32 and torch.isfinite(x).all() and opt.zo["skipped"] == 0
+        runs.append(x.detach().clone())
+    assert torch.equal(runs[0], runs[1])
+
+
+def test_item01_fused_update_refuses_a_given_g_of_the_wrong_dtype():
+    p = torch.zeros(2000)
+    m, v = torch.zeros(2000), torch.zeros(2000)
+    with pytest.raises(ValueError, match=r"g must be a torch.float32 tensor.*bfloat16"):
+        kernels.moments(p, m, v, [], [], "radazo", 0.9, 0.99, 1e-8, False, False, 1e-3,
+                        g=torch.zeros(2000, dtype=torch.bfloat16))
+
+
+# ---------------------------------------------------------------- item 8: resume with changed settings
+def test_item08_resume_with_a_changed_seed_or_lr_is_an_error_naming_them():
+    sd = zolab.RAdaZO(_named(), lr=1e-3, seed=1).state_dict()
+    with pytest.raises(ValueError, match=r"seed: 1 \(saved\) -> 7 \(now\).*lr: 0\.001 \(saved\) -> 0\.5 \(now\)"):
+        zolab.RAdaZO(_named(), lr=0.5, seed=7).load_state_dict(sd)
+
+
+def test_item08_resume_with_another_rule_or_estimator_is_an_error():
+    sd = zolab.RAdaZO(_named()).state_dict()
+    with pytest.raises(ValueError, match=r"rule: 'RAdaZO' \(saved\) -> 'ZOAdaMM' \(now\)"):
+        zolab.ZOAdaMM(_named()).load_state_dict(sd)
+    with pytest.raises(ValueError, match=r"estimator: 'forward' \(saved\) -> 'central' \(now\)"):
+        zolab.RAdaZO(_named(), estimator="central").load_state_dict(sd)
+    with pytest.raises(ValueError, match=r"num_queries: 1 \(saved\) -> 4 \(now\)"):
+        zolab.RAdaZO(_named(), num_queries=4).load_state_dict(sd)
+
+
+def test_item08_an_explicit_override_keeps_the_new_lr_and_only_it():
+    params = _named()
+    opt = zolab.RAdaZO(params, lr=1e-3)
+    opt.step(lambda: sum(p.square().sum() for _, p in params))
+    sd = opt.state_dict()
+    resumed = zolab.RAdaZO(params, lr=0.5)
+    resumed.load_state_dict(sd, overrides=("lr",))
+    assert resumed.param_groups[0]["lr"] == 0.5 and resumed.zo["step"] == 1
+    resumed = zolab.RAdaZO(params, lr=0.5)
+    resumed.resume_overrides = ("lr",)  # what Lightning's load goes through
+    resumed.load_state_dict(sd)
+    assert resumed.param_groups[0]["lr"] == 0.5
+    with pytest.raises(ValueError, match=r"resume overrides \['seed'\] are not hyper-parameters"):
+        zolab.RAdaZO(params, lr=0.5).load_state_dict(sd, overrides=("seed",))
+
+
+# ---------------------------------------------------------------- item 9: config errors before the first step
+@pytest.mark.parametrize("blocks, match", [
+    (["nomatch"], "matches none of the regexes"),
+    (["("], r"regex '\(' is invalid"),
+    (5, r"blocks=5.*\[1, 2\]"),
+])
+def test_item09_bad_blocks_fail_at_construction(blocks, match):
+    with pytest.raises(ValueError, match=match):
+        zolab.MeZOBCD(_named(), blocks=blocks)
+
+
+@pytest.mark.parametrize("cls", [zolab.RAdaZO, zolab.ZOAdaMM])
+def test_item09_three_betas_fail_at_construction(cls):
+    with pytest.raises(ValueError, match=r"invalid betas: \(0\.9, 0\.99, 0\.5\); allowed: two numbers"):
+        cls(_named(), betas=(0.9, 0.99, 0.5))
+
+
+# ---------------------------------------------------------------- item 10: complex parameters, seeds
+def test_item10_complex_parameters_are_refused():
+    z = nn.Parameter(torch.randn(4, dtype=torch.complex64))
+    with pytest.raises(ValueError, match=r"torch.complex64 is not supported.*real floating-point"):
+        zolab.ZOSGD([z])
+
+
+@pytest.mark.parametrize("seed", [-1, 2**64, 2**70, True, 1.5])
+def test_item10_seeds_outside_the_range_are_refused(seed):
+    with pytest.raises(ValueError, match=r"invalid seed.*\[0, 2\*\*64\)"):
+        zolab.ZOSGD(_named(), seed=seed)
