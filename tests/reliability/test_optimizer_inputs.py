@@ -11,7 +11,8 @@ from zolab import kernels
 
 def _named(n=6, dtype=torch.float32):
     torch.manual_seed(0)
-    return [("a.weight", nn.Parameter(torch.randn(n, n, dtype=dtype))), ("b.bias", nn.Parameter(torch.randn(n, dtype=dtype)))]
+    return [("a.weight", nn.Parameter(torch.randn(n, n, dtype=dtype))),
+            ("b.bias", nn.Parameter(torch.randn(n, dtype=dtype)))]
 
 
 # ---------------------------------------------------------------- item 1: autocast never reaches the update
