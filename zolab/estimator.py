@@ -1,6 +1,6 @@
-"""Finite-difference estimators: perturb, evaluate, restore exactly (ALGORITHMS.md §1, §2).
+"""The estimator: K queries along the directions, forward or central differences, ĝ = (c/K) Σ_k p_k u_k.
 
-For query k with direction u_k (regenerated from its seed, tensor by tensor):
+For query k with direction u_k (regenerated from its seed, tensor by tensor; docs/algorithms.md §1):
 
 - ``forward``: δ_k = f(θ + μu_k) − f(θ), cost K + 1 forwards;
 - ``central``: δ_k = (f(θ + μu_k) − f(θ − μu_k))/2, cost 2K forwards;
@@ -9,18 +9,21 @@ and ĝ = (c/K) Σ_k (δ_k/μ) u_k, with c = d for ``sphere`` (``scale="dimension
 per-group μ_g the perturbation is μ_g u on group g and ĝ_g uses δ_k/μ_g, which reduces to the formula above
 when all μ are equal.
 
-Exact restore: a perturbed point is never written into the parameters. Each perturbed tensor's ``.data``
-is pointed at a fresh tensor θ + μu for the closure call and pointed back at the untouched original
-afterwards (also when the closure raises), so θ is bitwise unchanged whatever the dtype. This costs one
-copy of the perturbed tensors (cheap for a block) and no restore pass.
+The estimator knows nothing of how a point is evaluated: the optimizer passes ``evaluate(query, sign)``
+(exact restore: a perturbed point is built in a fresh tensor that ``.data`` points at for the call, then
+pointed back, also when the closure raises; or built inside each module's forward, ``zolab.perturb``). A
+problem whose parameter is one tensor may pass a batched objective instead: its K directions are drawn once
+into a (K, n) tensor that makes every point of the step (one call) and then ĝ. ``parallel`` decides which
+points this process evaluates and combines the losses of all processes (one collective a step).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
+
+from zolab.directions import compute_type, mix_each
 
 ESTIMATORS = ("forward", "central")
 SCALES = ("dimension", "none")
@@ -50,11 +53,10 @@ class BlockEstimate:
     refs: list[ParamRef]
     queries: list[Query]
     diffs: torch.Tensor  # (K,) δ_k, a device tensor (no host sync)
-    losses: torch.Tensor  # every loss the closure returned, in call order
+    losses: torch.Tensor  # every point's loss, in the estimator's point order
     loss: torch.Tensor  # f(θ) for forward, mean of the ± losses for central
     scale: float  # c
-    # (K, n) unit directions when the step drew them once (batched); a scratch tensor the next step reuses
-    directions: torch.Tensor | None = None
+    drawn: torch.Tensor | None = None  # (K, n) unit directions of a batched step (a scratch tensor, reused)
 
     @property
     def seeds(self) -> list[int]:
@@ -70,53 +72,9 @@ class BlockEstimate:
         return self.diffs * (self.scale / (len(self.queries) * ref.group["mu"]))
 
 
-@dataclass
-class StepRecord:
-    """The per-step record probes read (ALGORITHMS.md §2)."""
-
-    step: int
-    estimator: str
-    directions: str
-    num_queries: int
-    blocks: list[BlockEstimate]
-    schedule: dict[str, float]
-    loss: torch.Tensor
-    skipped: bool
-    forwards: int  # forward passes used so far
-    moments: dict[str, dict] = field(default_factory=dict)  # name -> that tensor's optimizer state
-
-    @property
-    def seeds(self) -> list[int]:
-        return [s for b in self.blocks for s in b.seeds]
-
-    @property
-    def projected_grads(self) -> torch.Tensor:
-        return torch.cat([b.projected_grads for b in self.blocks])
-
-    @property
-    def names(self) -> list[str]:
-        return [r.name for b in self.blocks for r in b.refs]
-
-    @property
-    def shapes(self) -> list[torch.Size]:
-        return [r.param.shape for b in self.blocks for r in b.refs]
-
-    @property
-    def active_blocks(self) -> list[str]:
-        return [b.block for b in self.blocks]
-
-    @property
-    def mu(self) -> float:
-        return self.blocks[0].refs[0].group["mu"]
-
-    @property
-    def scale(self) -> float:
-        return self.blocks[0].scale
-
-
 def as_loss(value) -> torch.Tensor:
     """The closure's return value as a 0-dim tensor; anything else is a TypeError."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, int | float) and not isinstance(value, bool):
         return torch.tensor(float(value), dtype=torch.float64)
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"the closure must return the loss as a scalar tensor or float, got {type(value).__name__}")
@@ -125,92 +83,95 @@ def as_loss(value) -> torch.Tensor:
     return value.detach().reshape(())
 
 
-DirectionFn = Callable[..., torch.Tensor]  # (ref, query, alpha, out=None, base=None) -> base + alpha·u
+class Local:
+    """One process: every point is evaluated here and its loss is final."""
+
+    def owned(self, num_points: int) -> range:
+        return range(num_points)
+
+    def combine(self, losses: torch.Tensor, owned) -> torch.Tensor:
+        return losses
 
 
-def evaluate_at(refs: list[ParamRef], query: Query, sign: float, direction: DirectionFn, closure,
-                buffer=None) -> torch.Tensor:
-    """f(θ + sign·μ·u) for the query's u, with θ bitwise restored afterwards, also if the closure raises.
+class Estimator:
+    """ĝ from ``num_queries`` queries along ``directions`` with ``difference`` (forward | central) and scale
+    c (``dimension`` | ``none``). Args as in docs/algorithms.md §1; the optimizer owns one."""
 
-    ``buffer(ref)`` (optional) gives a reusable tensor to write the perturbed point into."""
-    originals = []
-    try:
-        for r in refs:
-            p = r.param
-            out = buffer(r) if buffer is not None else None
-            point = direction(r, query, sign * r.group["mu"], out=out, base=p.data)
-            originals.append((p, p.data))
-            p.data = point
-        return as_loss(closure())
-    finally:
-        for p, data in originals:
-            p.data = data
+    def __init__(self, directions, difference: str = "central", num_queries: int = 1, scale: str = "none"):
+        if difference not in ESTIMATORS:
+            raise ValueError(f"unknown estimator {difference!r}; allowed: {list(ESTIMATORS)}")
+        if scale not in SCALES:
+            raise ValueError(f"unknown scale {scale!r}; allowed: {list(SCALES)}")
+        self.directions, self.difference, self.num_queries, self.scale = directions, difference, num_queries, scale
+        self.parallel = Local()
 
+    def queries(self, seed: int, t: int, position: int) -> list[Query]:
+        """Query k of block position ``position`` at step t owns the seed mix(seed, t, position, k)."""
+        return [Query(s) for s in mix_each((seed, t, position), range(self.num_queries))]
 
-def _batched_losses(ref: ParamRef, queries: list[Query], kind: str, direction: DirectionFn, batched):
-    """Every point of the step stacked along a new first axis and evaluated in one call of ``batched``."""
-    theta = ref.param.detach()
-    mu = ref.group["mu"]
-    points = [theta] if kind == "forward" else []
-    for q in queries:
-        points.append(direction(ref, q, mu, base=theta))
-        if kind == "central":
-            points.append(direction(ref, q, -mu, base=theta))
-    values = batched(torch.stack(points))
-    if not isinstance(values, torch.Tensor) or values.shape != (len(points),):
-        got = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
-        raise TypeError(f"the batched objective must return one loss per point, shape ({len(points)},); got {got}")
-    return values.detach()
+    def scale_of(self, refs: list[ParamRef]) -> float:
+        return float(sum(r.param.numel() for r in refs)) if self.scale == "dimension" else 1.0
 
+    def points(self, queries: list[Query]) -> list[tuple[Query | None, float]]:
+        """The step's points in their loss order: (None, 0) is θ itself."""
+        if self.difference == "forward":
+            return [(None, 0.0), *((q, 1.0) for q in queries)]
+        return [(q, s) for q in queries for s in (1.0, -1.0)]
 
-def estimate(
-    refs: list[ParamRef],
-    block: str,
-    queries: list[Query],
-    kind: str,
-    scale: float,
-    direction: DirectionFn,
-    closure,
-    batched=None,
-    buffer=None,
-    evaluate=None,
-) -> BlockEstimate:
-    """Run the K queries of one block (all on the same mini-batch: the closure's).
+    def estimate(self, block: str, refs: list[ParamRef], queries: list[Query], evaluate, batched=None,
+                 scratch=None) -> BlockEstimate:
+        """Evaluate the block's points (``evaluate(query, sign)``, or one call of ``batched``) and difference
+        them. ``scratch(key, shape, dtype, device)`` gives reusable tensors (the batched path's rows)."""
+        if batched is not None:
+            if len(refs) != 1:
+                raise ValueError(f"a batched objective needs a block of one tensor; block {block!r} has {len(refs)}")
+            return self._batched(block, refs[0], queries, batched, scratch)
+        self.directions.prepare(refs, queries, None if scratch is None else lambda r: scratch(
+            (r.index, "u"), r.param.shape, r.param.dtype, r.param.device))
+        points = self.points(queries)
+        owned = self.parallel.owned(len(points))
+        losses = [as_loss(evaluate(*points[i])) for i in owned]
+        losses = torch.stack([x.to(losses[0].dtype) for x in losses])
+        if len(owned) != len(points):
+            full = losses.new_zeros(len(points))
+            full[list(owned)] = losses
+            losses = full
+        return self._finish(block, refs, queries, self.parallel.combine(losses, owned))
 
-    ``batched`` (optional, for a block of one tensor): a function of the stacked points (n, *shape) that
-    returns their n losses in one call; the closure is then not called. ``evaluate(query, sign, closure)``
-    (optional) replaces ``evaluate_at`` (``zolab.perturb`` builds perturbed tensors inside modules).
-    """
-    if evaluate is None:
-        def evaluate(q, sign, fn):
-            return evaluate_at(refs, q, sign, direction, fn, buffer)
-
-    if batched is not None:
-        if len(refs) != 1:
-            raise ValueError(f"a batched objective needs a block of one tensor; block {block!r} has {len(refs)}")
-        losses_t = _batched_losses(refs[0], queries, kind, direction, batched)
-        if kind == "forward":
-            diffs, loss = losses_t[1:] - losses_t[0], losses_t[0]
+    def _finish(self, block, refs, queries, losses, drawn=None) -> BlockEstimate:
+        if self.difference == "forward":
+            diffs, loss = losses[1:] - losses[0], losses[0]
         else:
-            diffs, loss = (losses_t[0::2] - losses_t[1::2]) / 2, losses_t.mean()
-        return BlockEstimate(block, refs, queries, diffs, losses_t, loss, scale)
-    losses, diffs = [], []
-    if kind == "forward":
-        f0 = as_loss(closure())
-        losses.append(f0)
-        for q in queries:
-            fp = evaluate(q, 1.0, closure)
-            losses.append(fp)
-            diffs.append(fp - f0)
-        loss = f0
-    else:
-        for q in queries:
-            fp = evaluate(q, 1.0, closure)
-            fm = evaluate(q, -1.0, closure)
-            losses += [fp, fm]
-            diffs.append((fp - fm) / 2)
-        loss = None
-    losses_t = torch.stack([x.to(losses[0].dtype) for x in losses])
-    if loss is None:
-        loss = losses_t.mean()
-    return BlockEstimate(block, refs, queries, torch.stack(diffs), losses_t, loss, scale)
+            diffs, loss = (losses[0::2] - losses[1::2]) / 2, losses.mean()
+        return BlockEstimate(block, refs, queries, diffs, losses, loss, self.scale_of(refs), drawn)
+
+    def _batched(self, block, ref: ParamRef, queries: list[Query], batched, scratch) -> BlockEstimate:
+        """The K directions drawn once into a (K, n) tensor that makes all points (one call) and later ĝ."""
+        p, mu = ref.param, ref.group["mu"]
+        ct, (K, n) = compute_type(p), (len(queries), p.numel())
+
+        def buffer(key, shape):  # reused across steps: a fresh allocation this size can cost as much as the draw
+            return scratch((ref.index, key), shape, ct, p.device) if scratch else torch.empty(shape, dtype=ct,
+                                                                                             device=p.device)
+
+        u = self.directions.rows(ref, queries, buffer("U", (K, n)))
+        theta = p.detach().reshape(-1).to(ct)
+        if self.difference == "forward":
+            points = buffer("points", (K + 1, n))
+            points[0] = theta
+            torch.add(theta, u, alpha=mu, out=points[1:])
+        else:
+            points = buffer("points", (K, 2, n))
+            torch.add(theta, u, alpha=mu, out=points[:, 0])
+            torch.add(theta, u, alpha=-mu, out=points[:, 1])
+            points = points.view(-1, n)
+        owned = self.parallel.owned(len(points))
+        rows = points if len(owned) == len(points) else points[list(owned)]
+        values = batched(rows.to(p.dtype).view(-1, *p.shape))
+        if not isinstance(values, torch.Tensor) or values.shape != (len(rows),):
+            got = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
+            raise TypeError(f"the batched objective must return one loss per point, shape ({len(rows)},); got {got}")
+        losses = values.detach()
+        if len(owned) != len(points):
+            losses = losses.new_zeros(len(points)).index_copy_(0, torch.tensor(list(owned)), losses)
+        return self._finish(block, [ref], queries, self.parallel.combine(losses, owned), drawn=u)

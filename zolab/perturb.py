@@ -1,8 +1,11 @@
-"""Perturb parameters inside their modules' forward calls: a ZO step at inference memory, restore exact.
+"""Perturbing parameters for one closure call, with an exact restore: whole tensors, or inside their modules.
 
-The default ``perturb="copy"`` writes θ + αz for every perturbed tensor into scratch tensors before the
-closure runs: one extra copy of the perturbed tensors. ``perturb="module"`` (after
-``optimizer.bind(model)``) builds a tensor's perturbed value only while the module that owns it runs:
+``perturb="copy"`` (``evaluate_copy``) writes θ + r·u for every perturbed tensor into scratch tensors before
+the closure runs, points each parameter's ``.data`` at its scratch tensor and back afterwards (also when the
+closure raises): θ is bitwise unchanged, for one extra copy of the perturbed tensors.
+``perturb="module"`` (after ``optimizer.bind(model)``; the default ``"auto"`` picks it for a bound model
+whose perturbed tensors all belong to submodules) builds a tensor's perturbed value only while the module
+that owns it runs:
 
 - a module's own perturbed tensors are written into pooled scratch tensors by a forward pre-hook,
   pointed to by ``.data``, and pointed back at the untouched originals by the forward hook (or, if the
@@ -28,25 +31,54 @@ from torch import nn
 
 from zolab import kernels
 from zolab.directions import mix
-from zolab.estimator import ParamRef, Query, as_loss
+from zolab.estimator import ParamRef, Query
 
-PERTURB_MODES = ("copy", "module")
+PERTURB_MODES = ("auto", "copy", "module")
+
+
+class NotPerturbed(RuntimeError):
+    """A perturbed tensor was never built during the closure: it is used outside its module's forward."""
+
+
+def evaluate_copy(refs: list[ParamRef], query: Query | None, sign: float, directions, closure, buffer=None):
+    """The closure's value at θ + sign·μ·u (θ itself for ``query=None``), θ bitwise restored afterwards.
+
+    ``buffer(ref)`` (optional) gives a reusable tensor to write the perturbed point into."""
+    if query is None:
+        return closure()
+    originals = []
+    try:
+        for r in refs:
+            p = r.param
+            point = directions.point(r, query, sign * r.group["mu"], out=buffer(r) if buffer else None, base=p.data)
+            originals.append((p, p.data))
+            p.data = point
+        return closure()
+    finally:
+        for p, data in originals:
+            p.data = data
+
+
+def owned_by_submodules(model: nn.Module, refs: list[ParamRef]) -> bool:
+    """True when no perturbed tensor is a direct parameter of ``model`` itself (whose ``forward`` the closure
+    may never call, e.g. a task's ``loss`` that reads its own tensor): then module mode can build them all."""
+    own = {id(p) for _, p in model.named_parameters(recurse=False)}
+    return not any(id(r.param) in own for r in refs)
 
 
 class ModulePerturbation:
     """Installs the hooks for one block of tensors; ``evaluate(query, sign, closure)`` per point."""
 
-    def __init__(self, model: nn.Module, refs: list[ParamRef], direction, pool: dict, chunk_numel: int,
-                 kind: str | None):
-        """``direction(ref, query, alpha, out=, base=)`` builds a perturbed tensor (the optimizer's).
-        ``kind``: the counter draw of that direction when it is plain z (then embeddings look up rows
-        and large Linears go in chunks); None for a rule with its own directions (built whole)."""
-        self.direction, self.kind, self.pool, self.chunk_numel = direction, kind, pool, chunk_numel
+    def __init__(self, model: nn.Module, refs: list[ParamRef], directions, pool: dict, chunk_numel: int):
+        """``directions.point(ref, query, radius, out=, base=)`` builds a perturbed tensor; ``directions.law``
+        is the counter draw when u is the plain z (then embeddings look up rows and large Linears go in
+        chunks), None for a rule with its own directions (built whole)."""
+        self.directions, self.law, self.pool, self.chunk_numel = directions, directions.law, pool, chunk_numel
         by_id = {id(r.param): r for r in refs}
         self.refs = refs
         self.owners: dict[nn.Module, list[ParamRef]] = {}
         for module in model.modules():
-            own = [by_id[id(p)] for p in module._parameters.values() if p is not None and id(p) in by_id]
+            own = [by_id[id(p)] for _, p in module.named_parameters(recurse=False) if id(p) in by_id]
             if own:
                 self.owners[module] = own
         missing = {id(r.param) for r in refs} - {id(r.param) for own in self.owners.values() for r in own}
@@ -62,8 +94,8 @@ class ModulePerturbation:
     # ------------------------------------------------------------ install / remove
     def __enter__(self):
         for module, own in self.owners.items():
-            rows_ok = self.kind is not None and isinstance(module, nn.Embedding) and module.max_norm is None
-            chunk = (self.kind is not None and isinstance(module, nn.Linear)
+            rows_ok = self.law is not None and isinstance(module, nn.Embedding) and module.max_norm is None
+            chunk = (self.law is not None and isinstance(module, nn.Linear)
                      and module.weight.numel() > self.chunk_numel and any(r.param is module.weight for r in own))
             if rows_ok and len(own) == 1:
                 self._override(module, self._embedding_forward)
@@ -100,10 +132,10 @@ class ModulePerturbation:
         module.forward = types.MethodType(forward, module)
 
     # ------------------------------------------------------------ the perturbed value of one tensor
-    def _alpha(self, ref: ParamRef):
+    def _coef(self, ref: ParamRef):
         query, sign = self.current
-        alpha = sign * ref.group["mu"]
-        return alpha if query.inv_norm is None else query.inv_norm * alpha
+        coef = sign * ref.group["mu"]
+        return coef if query.inv_norm is None else query.inv_norm * coef
 
     def _key(self, ref: ParamRef) -> int:
         return mix(self.current[0].seed, ref.index)
@@ -129,7 +161,7 @@ class ModulePerturbation:
             buf = self._scratch(p)
             point = buf.view(p.shape)
             query, sign = self.current
-            self.direction(ref, query, sign * ref.group["mu"], out=point, base=p.data)
+            self.directions.point(ref, query, sign * ref.group["mu"], out=point, base=p.data)
             self.swapped.append((p, p.data, buf))
             p.data = point
             self.built.add(id(p))
@@ -158,7 +190,7 @@ class ModulePerturbation:
         rows = F.embedding(input, module.weight, module.padding_idx, None, module.norm_type,
                            module.scale_grad_by_freq, module.sparse)
         self.built.add(id(ref.param))
-        return kernels.rows(rows, input, module.embedding_dim, self._key(ref), self._alpha(ref), self.kind)
+        return kernels.rows(rows, input, module.embedding_dim, self._key(ref), self._coef(ref), self.law)
 
     def _chunked_linear_forward(self, module: nn.Linear, x):
         refs = {id(r.param): r for r in self.owners[module]}
@@ -166,8 +198,8 @@ class ModulePerturbation:
         w_ref = refs[id(weight)]
         if bias is not None and id(bias) in refs:
             b_ref = refs[id(bias)]
-            bias = kernels.axpz(torch.empty_like(bias), [self._key(b_ref)], [self._alpha(b_ref)], bias.data, 0,
-                                self.kind)
+            bias = kernels.axpz(torch.empty_like(bias), [self._key(b_ref)], [self._coef(b_ref)], bias.data, 0,
+                                self.law)
             self.built.add(id(b_ref.param))
         out_f, in_f = weight.shape
         rows = chunk_rows(out_f, in_f, self.chunk_numel)
@@ -176,12 +208,12 @@ class ModulePerturbation:
         buf = self._scratch(weight[:rows])
         # one growing buffer for a chunk's output, kept across calls (fresh ones would page-fault each time)
         tmp = self._grow(("linear_out", out.dtype, out.device), x2.shape[0] * rows)
-        key, alpha = self._key(w_ref), self._alpha(w_ref)
+        key, coef = self._key(w_ref), self._coef(w_ref)
         try:
             for r0 in range(0, out_f, rows):
                 r1 = min(r0 + rows, out_f)
                 w = buf[: (r1 - r0) * in_f].view(r1 - r0, in_f)
-                kernels.axpz(w, [key], [alpha], weight.data[r0:r1], r0 * in_f, self.kind)
+                kernels.axpz(w, [key], [coef], weight.data[r0:r1], r0 * in_f, self.law)
                 part = tmp[: x2.shape[0] * (r1 - r0)].view(x2.shape[0], r1 - r0)
                 if bias is None:
                     torch.mm(x2, w.t(), out=part)
@@ -194,17 +226,19 @@ class ModulePerturbation:
         return out.view(*x.shape[:-1], out_f)
 
     # ------------------------------------------------------------ one point
-    def evaluate(self, query: Query, sign: float, closure) -> torch.Tensor:
-        """f(θ + sign·μ·u), each perturbed tensor built only inside its module's forward."""
+    def evaluate(self, query: Query | None, sign: float, closure):
+        """f(θ + sign·μ·u) (f(θ) for ``query=None``), each perturbed tensor built only inside its module."""
+        if query is None:
+            return closure()
         self.current, self.built = (query, sign), set()
         try:
-            loss = as_loss(closure())
+            loss = closure()
         finally:
             self.current = None
             self._restore_all()
         unbuilt = [r.name for r in self.refs if id(r.param) not in self.built]
         if unbuilt:
-            raise RuntimeError(
+            raise NotPerturbed(
                 f"perturb='module': {unbuilt[:5]} were never perturbed during the closure (used outside their "
                 "module's forward, or their module did not run); use perturb='copy'")
         return loss

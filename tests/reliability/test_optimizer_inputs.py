@@ -33,12 +33,20 @@ def test_item01_bf16_autocast_changes_nothing_but_the_forwards(rule):
     assert torch.equal(runs[0], runs[1])
 
 
-def test_item01_fused_update_refuses_a_given_g_of_the_wrong_dtype():
+def test_item01_fused_programs_refuse_tensors_of_the_wrong_dtype_size_or_device():
+    """The kernels' entry checks every tensor before any pointer reaches C (a bfloat16 ĝ read as float32
+    overran its buffer)."""
+    from zolab.kernels.program import Tracer
+
+    tr = Tracer()
+    tr.store("theta", tr.input("theta") - tr.scalar("lr") * tr.input("g"))
     p = torch.zeros(2000)
-    m, v = torch.zeros(2000), torch.zeros(2000)
-    with pytest.raises(ValueError, match=r"g must be a torch.float32 tensor.*bfloat16"):
-        kernels.moments(p, m, v, [], [], "radazo", 0.9, 0.99, 1e-8, False, False, 1e-3,
-                        g=torch.zeros(2000, dtype=torch.bfloat16))
+    for g, match in [(torch.zeros(2000, dtype=torch.bfloat16), r"input 'g': torch.bfloat16"),
+                     (torch.zeros(1000), r"input 'g': torch.float32, 1000 elements"),
+                     (torch.zeros(2000, dtype=torch.float64), r"input 'g': torch.float64"),
+                     (torch.zeros(2000, device="meta"), r"input 'g'.* on meta")]:
+        with pytest.raises(ValueError, match=match):
+            kernels.run(tr.program, {"theta": p, "g": g}, {"theta": p}, {"lr": 0.1}, {}, torch.float32)
 
 
 # ---------------------------------------------------------------- item 8: resume with changed settings

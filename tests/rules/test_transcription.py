@@ -1,7 +1,9 @@
-"""Every rule and option against a dense float64 transcription of ALGORITHMS.md §1–§3 (agreement 1e-10).
+"""Every rule of the registry, with its options and the common ones, against a dense float64 transcription of
+docs/algorithms.md §1–§3 (agreement 1e-10).
 
-The reference below works on the concatenated vector θ ∈ R^30 and only borrows the public sampler (the
-same seeds give the same directions) and the public block selection; every equation is written out here.
+The harness below works on the concatenated vector θ ∈ R^30 and writes out the estimator (§1), the blocks, the
+weight decay (§2) and the schedules; it only borrows the public sampler (the same seeds give the same
+directions) and the public block selection. Each rule's update is its registry entry's ``reference``.
 """
 
 import math
@@ -12,244 +14,166 @@ import torch
 import zolab
 from zolab.blocks import select
 from zolab.directions import make_sampler, mix
+from zolab.rules.registry import REGISTRY, Dense, ref_adamu_direction
 from zolab.schedules import ThreePhase, value_at
 
 from ._problem import TinyProblem
 
 STEPS = 6
 SLICES = [slice(0, 24), slice(24, 30)]  # W (4x6, decays by default), b (6,)
-NAMES = ["W", "b"]
+BASE = dict(lr=0.05, mu=1e-3)
+COMMON = [
+    {},
+    {"estimator": "forward", "num_queries": 3},
+    {"directions": "sphere", "num_queries": 2},
+    {"directions": "sphere", "scale": "none", "estimator": "forward"},
+    {"directions": "rademacher", "num_queries": 2},
+    {"weight_decay": 0.1},
+    {"weight_decay": 0.1, "weight_decay_mode": "coupled", "num_queries": 2},
+    {"seed": 123, "blocks": ["W", "b"], "block_selection": "uniform"},
+    {"granularity": "tensor"},
+    {"blocks": ["W", "b"], "blocks_per_step": "all"},
+    {"rng": "torch"},
+]
 
 
-def dense_direction(sampler, query_seed, shapes, active):
-    """u on the active tensors (zero elsewhere), drawn per tensor from mix(query_seed, tensor index)."""
-    u = torch.zeros(30, dtype=torch.float64)
-    for i in active:
-        like = torch.empty(shapes[i], dtype=torch.float64)
-        u[SLICES[i]] = sampler.sample(mix(query_seed, i), like).flatten()
-    return u
+def cases():
+    out = []
+    for name, info in REGISTRY.items():
+        for i, opts in enumerate(COMMON):
+            if set(opts) & set(info.fixed) or (opts.get("granularity") and "blocks" in _defaults(info)):
+                continue  # the rule's maths fixes this option (listed in its registry entry)
+            out.append(pytest.param(name, opts, id=f"{name}-common{i}"))
+        for i, opts in enumerate(info.variants):
+            out.append(pytest.param(name, opts, id=f"{name}-variant{i}"))
+    return out
 
 
-class Reference:
-    """Dense transcription of the step: estimator (§1), weight decay (§2), rule update (§3)."""
+def _defaults(info) -> dict:
+    import inspect
 
-    def __init__(self, rule, kw):
-        self.rule, self.kw = rule, kw
-        self.state = {}
+    return {k: p.default for k, p in inspect.signature(info.cls).parameters.items()
+            if p.default is not inspect.Parameter.empty}
 
-    # §1: ĝ = (c/K) Σ p_k u_k over the active block
-    def estimate(self, f, theta, t, position, active, mask):
-        kw = self.kw
-        K, mu = kw.get("num_queries", 1), kw["mu"]
-        sampler = make_sampler(kw["directions"], kw.get("rng", "counter"))
-        seed = kw.get("seed", 0)
-        us, ps, losses = [], [], []
-        for k in range(K):
-            u = dense_direction(sampler, mix(seed, t, position, k), self.shapes, active)
-            if kw["directions"] == "sphere":
-                u = u / u.norm()
-            if kw["estimator"] == "central":
-                fp, fm = f(theta + mu * u), f(theta - mu * u)
-                ps.append((fp - fm) / (2 * mu))
-                losses += [fp, fm]
+
+class Harness:
+    """ĝ, blocks, decay and schedules written out; the rule's update is ``info.reference``."""
+
+    def __init__(self, info, opts: dict, shapes):
+        self.info, self.shapes = info, shapes
+        kw = {"block_selection": "permutation", **_defaults(info), **info.kwargs, **BASE, **opts}
+        self.kw = kw
+        spec = kw.get("blocks")
+        all_blocks = kw.get("blocks_per_step") == "all"
+        if kw.get("granularity") == "tensor":
+            spec, all_blocks, kw["block_selection"] = "tensor", True, "cyclic"
+        self.blocks = [[0, 1]] if spec is None else [[0], [1]]
+        self.all_blocks = all_blocks
+        self.state: dict = {}
+        self.count = torch.zeros(30, dtype=torch.float64)
+        if info.own_directions:
+            self.schedules = zolab.rules.ZOAdaMU(TinyProblem().parameters(), **{
+                k: v for k, v in kw.items() if k in ("alpha", "betas", "total_steps", "t1", "t2", "final")}).schedules
+        else:
+            self.schedules = {}
+
+    def hyper(self, t):
+        h = {k: v for k, v in self.kw.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        if self.kw.get("betas") is not None:
+            h["beta1"], h["beta2"] = self.kw["betas"]
+        for k, s in self.schedules.items():
+            v = tuple(value_at(x, t) for x in s) if isinstance(s, tuple) else value_at(s, t)
+            if k == "betas":
+                h["beta1"], h["beta2"] = v
             else:
-                f0 = f(theta)
-                fp = f(theta + mu * u)
-                ps.append((fp - f0) / mu)
-                losses = [f0]
-            us.append(u)
-        scale = kw.get("scale") or ("dimension" if kw["directions"] == "sphere" else "none")
-        c = float(mask.sum()) if scale == "dimension" else 1.0
-        return us, ps, c, sum(losses) / len(losses)
+                h[k] = v
+        h.setdefault("eps", 1e-8)
+        return h
+
+    def direction(self, sampler, qseed, active, h):
+        u = torch.zeros(30, dtype=torch.float64)
+        noise = [torch.zeros(30, dtype=torch.float64), torch.zeros(30, dtype=torch.float64)]
+        for i in active:
+            like = torch.empty(self.shapes[i], dtype=torch.float64)
+            if self.info.own_directions:  # ε₂ then ε₁ from one stream per tensor
+                gen = sampler.generator(mix(qseed, i), like.device)
+                for j in range(2):
+                    noise[j][SLICES[i]] = sampler.draw(gen, like).flatten()
+            else:
+                u[SLICES[i]] = sampler.sample(mix(qseed, i), like).flatten()
+        return u, noise
 
     def step(self, f, theta, t):
         kw = self.kw
-        blocks = kw["blocks"]
-        chosen = range(len(blocks)) if kw.get("all_blocks") else [select(t, len(blocks), kw["sel"], kw.get("seed", 0))]
-        if len(blocks) == 1:
+        n_blocks = len(self.blocks)
+        chosen = range(n_blocks) if self.all_blocks else [select(t, n_blocks, kw["block_selection"],
+                                                                 kw.get("seed", 0))]
+        if n_blocks == 1:
             chosen = [0]
         for position, b in enumerate(chosen):
-            active = blocks[b]
             mask = torch.zeros(30, dtype=torch.bool)
-            for i in active:
+            for i in self.blocks[b]:
                 mask[SLICES[i]] = True
-            theta = self.update(f, theta, t, position if kw.get("all_blocks") else 0, active, mask, b)
+            theta = self.update(f, theta, t, position if self.all_blocks else 0, b, mask)
         return theta
 
-    def update(self, f, theta, t, position, active, mask, block):
-        kw, st, rule = self.kw, self.state, self.rule
-        lr, wd = kw["lr"], kw.get("weight_decay", 0.0)
+    def update(self, f, theta, t, position, block, mask):
+        kw, h = self.kw, self.hyper(t)
+        K, mu = kw.get("num_queries", 1), kw["mu"]
+        sampler = make_sampler(kw.get("directions", "gaussian"), kw.get("rng", "counter"))
+        dense = Dense(g=torch.zeros(30, dtype=torch.float64), ps=[], us=[], h=h, mask=mask, count=None,
+                      options=kw, state=self.state,
+                      scope={"global": "g", "group": "g", "block": block}[kw.get("scope", "global")])
+        active = [i for i in range(2) if mask[SLICES[i]].all()]
+        for k in range(K):
+            u, noise = self.direction(sampler, mix(kw.get("seed", 0), t, position, k), active, h)
+            if self.info.own_directions:
+                u = ref_adamu_direction(dense, noise) * mask
+                self.state["noise"] = noise
+            if kw.get("directions") == "sphere":
+                u = u / u.norm()
+            if kw.get("estimator", "central") == "central":
+                dense.ps.append(float((f(theta + mu * u) - f(theta - mu * u)) / (2 * mu)))
+            else:
+                dense.ps.append(float((f(theta + mu * u) - f(theta)) / mu))
+            dense.us.append(u)
+        scale = kw.get("scale") or ("dimension" if kw.get("directions") == "sphere" else "none")
+        c = float(mask.sum()) if scale == "dimension" else 1.0
         decay = torch.zeros(30, dtype=torch.float64)
-        decay[SLICES[0]] = wd  # only the 2-D tensor decays by default
+        decay[SLICES[0]] = kw.get("weight_decay", 0.0)  # only the 2-D tensor decays by default
         decay = decay * mask
-        eps = kw.get("eps", 1e-8)
-        us, ps, c, _ = self.estimate(f, theta, t, position, active, mask)
-        K = len(us)
-        if rule == "zo_adamu":
-            return self.adamu(f, theta, t, us, ps, c, mask, decay)
-        g = sum(c / K * p * u for p, u in zip(ps, us))
+        g = sum(c / K * p * u for p, u in zip(dense.ps, dense.us))
         coupled = kw.get("weight_decay_mode") == "coupled"
-        if coupled:
-            g = g + decay * theta
-        z = torch.zeros(30, dtype=torch.float64)
-        if rule in ("zo_sgd", "mezo_bcd"):
-            U = g
-        elif rule == "zo_sgd_momentum":
-            st["b"] = kw["momentum"] * st.get("b", z) + g
-            U = st["b"]
-        elif rule == "zo_signsgd":
-            if kw.get("sign_of") == "scalar":
-                U = sum(torch.sign(p) * u for p, u in zip(ps, us)) / K
-            else:
-                U = torch.sign(g)
-        elif rule in ("zo_adamm", "radazo"):
-            b1, b2 = kw["betas"]
-            m_new = b1 * st.get("m", z) + (1 - b1) * g
-            if rule == "zo_adamm":
-                v_new = b2 * st.get("v", z) + (1 - b2) * g**2
-            elif st.get("n", z)[mask][0] + 1 <= kw.get("v_warmup_steps", 0):
-                v_new = torch.ones(30, dtype=torch.float64)
-            else:
-                v_new = b2 * st.get("v", z) + (1 - b2) * m_new**2
-            st["m"] = torch.where(mask, m_new, st.get("m", z))
-            st["v"] = torch.where(mask, v_new, st.get("v", z))
-            st["n"] = st.get("n", z) + mask
-            m, v = st["m"], st["v"]
-            if kw.get("amsgrad"):
-                st["vmax"] = torch.where(mask, torch.maximum(st.get("vmax", z), v), st.get("vmax", z))
-                v = st["vmax"]
-            if kw.get("bias_correction"):
-                n = st["n"].clamp(min=1)
-                m, v = m / (1 - b1**n), v / (1 - b2**n)
-            den = torch.sqrt(v + eps) if kw.get("eps_inside_sqrt") else torch.sqrt(v) + eps
-            U = m / den
-        elif rule == "zo_rmsprop":
-            beta = kw["beta"]
-            st["v"] = torch.where(mask, beta * st.get("v", z) + (1 - beta) * g**2, st.get("v", z))
-            den = torch.sqrt(st["v"] + eps) if kw.get("eps_inside_sqrt") else torch.sqrt(st["v"]) + eps
-            U = g / den
-        elif rule == "meazo":
-            beta = kw["beta"]
-            key = {"global": "g", "group": "g", "block": block}[kw.get("scope", "global")]
-            pbar = sum(ps) / K
-            s = pbar**2 if kw.get("v_stat", "sq_mean") == "sq_mean" else sum(p**2 for p in ps) / K
-            v, n = st.get(("v", key), 0.0), st.get(("n", key), 0) + 1
-            v = beta * v + (1 - beta) * s
-            st[("v", key)], st[("n", key)] = v, n
-            U = g / (math.sqrt(v / (1 - beta**n)) + eps)
-        else:
-            raise AssertionError(rule)
-        U = U * mask
-        if not coupled:
-            return theta - lr * (U + decay * theta)
-        return theta - lr * U
-
-    def adamu(self, f, theta, t, us, ps, c, mask, decay):
-        # §3.7, with ε₂ drawn before ε₁ from one generator per tensor (as the public sampler draws them)
-        kw, st = self.kw, self.state
-        alpha = value_at(kw["alpha"], t)
-        b1, b2 = (value_at(b, t) for b in kw["betas"])
-        sampler = make_sampler("gaussian")
-        e1 = torch.zeros(30, dtype=torch.float64)
-        e2 = torch.zeros(30, dtype=torch.float64)
-        q = mix(kw.get("seed", 0), t, 0, 0)
-        for i in range(2):
-            like = torch.empty(self.shapes[i], dtype=torch.float64)
-            gen = sampler.generator(mix(q, i), like.device)
-            e2[SLICES[i]] = sampler.draw(gen, like).flatten()
-            e1[SLICES[i]] = sampler.draw(gen, like).flatten()
-        m = st.get("m", torch.zeros(30, dtype=torch.float64))
-        zdot = math.sqrt(alpha) * e1
-        zddot = m + math.sqrt(1 - alpha) * e2
-        u = b1 * zdot + (1 - b1) * zddot
-        mu = kw["mu"]
-        p = (f(theta + mu * u) - f(theta - mu * u)) / (2 * mu)
-        v = b2 * zdot**2 + (1 - b2) * zddot**2
-        st["m"] = u
-        return theta - kw["lr"] * (c * p * u / (torch.sqrt(v) + kw.get("eps", 1e-8)) + decay * theta)
+        dense.g = g + decay * theta if coupled else g
+        self.count = self.count + mask
+        dense.count = self.count
+        U = self.info.reference(dense) * mask
+        return theta - kw["lr"] * (U if coupled else U + decay * theta)
 
 
-BASE = dict(lr=0.05, mu=1e-3)
-SPHERE_FWD = dict(directions="sphere", estimator="forward")
-GAUSS_CEN = dict(directions="gaussian", estimator="central")
-CASES = [
-    ("zo_sgd", {}),
-    ("zo_sgd", dict(estimator="forward", num_queries=3)),
-    ("zo_sgd", dict(directions="sphere", num_queries=2)),
-    ("zo_sgd", dict(directions="sphere", scale="none", estimator="forward")),
-    ("zo_sgd", dict(directions="rademacher", num_queries=2)),
-    ("zo_sgd", dict(weight_decay=0.1)),
-    ("zo_sgd", dict(weight_decay=0.1, weight_decay_mode="coupled", num_queries=2)),
-    ("zo_sgd", dict(seed=123, blocks=["W", "b"], block_selection="uniform")),
-    ("zo_sgd_momentum", dict(momentum=0.9, num_queries=2)),
-    ("zo_sgd_momentum", dict(momentum=0.5, weight_decay=0.1, weight_decay_mode="coupled")),
-    ("zo_signsgd", dict(lr=0.01)),
-    ("zo_signsgd", dict(lr=0.01, sign_of="scalar", num_queries=3, directions="gaussian")),
-    ("zo_adamm", dict(lr=0.01, betas=(0.9, 0.99), num_queries=3)),
-    ("zo_adamm", dict(lr=0.01, betas=(0.8, 0.9), amsgrad=True)),
-    ("zo_adamm", dict(lr=0.01, betas=(0.9, 0.99), bias_correction=True, eps=1e-3)),
-    ("zo_adamm", dict(lr=0.01, betas=(0.9, 0.99), eps_inside_sqrt=True, eps=1e-4, weight_decay=0.1)),
-    ("zo_rmsprop", dict(lr=0.01, beta=0.9, num_queries=2)),
-    ("zo_rmsprop", dict(lr=0.01, beta=0.99, eps_inside_sqrt=True, eps=1e-3)),
-    ("radazo", dict(lr=0.01, betas=(0.9, 0.99), num_queries=3)),
-    ("radazo", dict(lr=0.01, betas=(0.9, 0.99), v_warmup_steps=2)),
-    ("radazo", dict(lr=0.01, betas=(0.5, 0.9), eps_inside_sqrt=True, eps=1e-3, weight_decay=0.2)),
-    ("radazo", dict(lr=0.01, betas=(0.9, 0.99), granularity="tensor", num_queries=2)),
-    ("radazo", dict(lr=0.01, betas=(0.9, 0.99), blocks=["W", "b"], block_selection="cyclic")),
-    ("radazo", dict(lr=0.01, betas=(0.9, 0.99), blocks=["W", "b"], blocks_per_step="all", **GAUSS_CEN)),
-    ("zo_adamu", dict(lr=0.01, alpha=0.6, betas=(0.7, 0.4))),
-    ("zo_adamu", dict(lr=0.01, total_steps=10, t1=2, weight_decay=0.1)),
-    ("zo_adamu", dict(lr=0.01, total_steps=10, t1=2, final="paper_prose")),
-    ("meazo", dict(lr=0.01, beta=0.9)),
-    ("meazo", dict(lr=0.01, beta=0.9, num_queries=3, v_stat="mean_sq")),
-    ("meazo", dict(lr=0.01, beta=0.9, num_queries=2, scope="block", blocks=["W", "b"], block_selection="cyclic")),
-    ("meazo", dict(lr=0.01, beta=0.99, scope="group", weight_decay=0.1)),
-    ("mezo_bcd", dict()),
-    ("mezo_bcd", dict(block_selection="cyclic", weight_decay=0.1)),
-    ("mezo_bcd", dict(block_selection="uniform", num_queries=2, estimator="forward")),
-    ("mezo_bcd", dict(blocks=2, block_selection="cyclic")),
-    # the torch.Generator directions (the unfused paths)
-    ("zo_sgd", dict(rng="torch", num_queries=2)),
-    ("zo_adamm", dict(lr=0.01, betas=(0.9, 0.99), rng="torch")),
-    ("radazo", dict(lr=0.01, betas=(0.9, 0.99), num_queries=2, rng="torch")),
-]
-
-DEFAULT_LAW = {
-    "zo_sgd": GAUSS_CEN, "zo_sgd_momentum": GAUSS_CEN, "meazo": GAUSS_CEN, "mezo_bcd": GAUSS_CEN,
-    "zo_adamu": GAUSS_CEN, "zo_signsgd": SPHERE_FWD, "zo_adamm": SPHERE_FWD, "zo_rmsprop": SPHERE_FWD,
-    "radazo": SPHERE_FWD,
-}
-
-
-def reference_kwargs(rule, opts):
-    kw = {**BASE, **DEFAULT_LAW[rule], **opts}
-    spec = opts.get("blocks", "module" if rule == "mezo_bcd" else None)
-    if opts.get("granularity") == "tensor":
-        spec, kw["all_blocks"], kw["sel"] = "tensor", True, "cyclic"
-    kw["blocks"] = [[0, 1]] if spec is None else [[0], [1]]
-    kw.setdefault("sel", opts.get("block_selection", "permutation"))
-    kw["all_blocks"] = kw.get("all_blocks") or opts.get("blocks_per_step") == "all"
-    if rule == "zo_adamu" and "alpha" not in opts:
-        s = zolab.adamu_schedules(opts["total_steps"], opts["t1"], final=opts.get("final", "hold"))
-        kw["alpha"], kw["betas"] = s[0], (s[1], s[2])
-    if rule == "zo_sgd_momentum":
-        kw.setdefault("momentum", 0.9)
-    return kw
-
-
-@pytest.mark.parametrize("rule,opts", CASES, ids=[f"{r}-{i}" for i, (r, _) in enumerate(CASES)])
+@pytest.mark.parametrize("rule,opts", cases())
 def test_rule_matches_dense_transcription(rule, opts):
+    info = REGISTRY[rule]
     problem = TinyProblem()
-    kwargs = {**BASE, **opts}
-    opt = zolab.RULES[rule](list(problem.named_parameters()), **kwargs)
-    ref = Reference(rule, reference_kwargs(rule, opts))
-    ref.shapes = problem.shapes()
+    opt = info.make(list(problem.named_parameters()), **{**BASE, **opts})
+    harness = Harness(info, opts, problem.shapes())
     theta = problem.dense()
     for t in range(1, STEPS + 1):
         opt.step(problem.loss)
-        theta = ref.step(problem.f_dense, theta, t)
+        theta = harness.step(problem.f_dense, theta, t)
         torch.testing.assert_close(problem.dense(), theta, rtol=0, atol=1e-10, msg=f"{rule} {opts} step {t}")
     assert not torch.equal(problem.dense(), TinyProblem().dense()), "the rule never moved"
+
+
+def test_every_rule_has_cases_and_says_which_common_options_it_fixes():
+    """No rule silently skips the transcription: each has its defaults and every common option it does not fix."""
+    ids = [p.id for p in cases()]
+    for name, info in REGISTRY.items():
+        assert f"{name}-common0" in ids
+        covered = sum(i.startswith(f"{name}-common") for i in ids)
+        excluded = [o for o in COMMON if set(o) & set(info.fixed) or (o.get("granularity") and
+                                                                       "blocks" in _defaults(info))]
+        assert covered + len(excluded) == len(COMMON), name
 
 
 def test_returned_loss_is_the_same_quantity_for_every_rule():
@@ -262,8 +186,6 @@ def test_returned_loss_is_the_same_quantity_for_every_rule():
     loss = cen.step(problem.loss)
     torch.testing.assert_close(loss, cen.record.blocks[0].losses.mean())
     assert len(cen.record.blocks[0].losses) == 4
-
-
 def test_adamu_schedule_bound_on_step_ratio():
     """|u|/√v <= sqrt(β1²/β2 + (1−β1)²/(1−β2)) along the annealed schedule (§3.8)."""
     total = 2000

@@ -11,7 +11,9 @@ Every function takes the direction keys (63-bit integers from ``zolab.directions
 offset of the tensor's first element, so a slice of a tensor draws exactly the slice of the whole.
 
 Arithmetic: the compute type is float64 for float64 tensors and float32 otherwise;
-``axpz`` computes ``acc = base; acc = acc + α_k·z_k`` for k = 1 … K, each operation rounded once.
+``axpz`` computes ``acc = base; acc = acc + α_k·z_k`` for k = 1 … K, each operation rounded once. ``run``
+executes a traced element-wise program (``program.py``: a rule's update, or its own directions) in one pass;
+no kernel knows any rule.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ import ctypes
 import os
 from collections.abc import Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 
 from zolab.kernels import reference
-from zolab.kernels.reference import KINDS
+from zolab.kernels.reference import LAWS
 
 BACKENDS = ("auto", "c", "triton", "torch")
 MAXK = 64
@@ -91,35 +94,38 @@ def _f64(values):
     return (ctypes.c_double * len(values))(*[float(a) for a in values])
 
 
-def _check(kind: str, keys: Sequence[int], alphas: Sequence) -> None:
-    if kind not in KINDS:
-        raise ValueError(f"unknown kind {kind!r}; allowed: {list(KINDS)}")
-    if not keys or len(keys) != len(alphas):
-        raise ValueError(f"need at least one key and one alpha per key, got {len(keys)} keys, {len(alphas)} alphas")
+def _check(law: str, keys: Sequence[int], coefs: Sequence) -> None:
+    if law not in LAWS:
+        raise ValueError(f"unknown law {law!r}; allowed: {list(LAWS)}")
+    if not keys or len(keys) != len(coefs):
+        raise ValueError(f"need at least one key and one coef per key, got {len(keys)} keys, {len(coefs)} coefs")
 
 
 def _ctype(t: torch.Tensor) -> torch.dtype:
     return torch.float64 if t.dtype == torch.float64 else torch.float32
 
 
-def _alpha(a, ct: torch.dtype, device) -> torch.Tensor:
+def _coef(a, ct: torch.dtype, device) -> torch.Tensor:
     if isinstance(a, torch.Tensor):
         return a.detach().to(device=device, dtype=ct)
     return torch.tensor(float(a), dtype=ct, device=device)
 
 
-def axpz(out: torch.Tensor, keys: Sequence[int], alphas: Sequence, base: torch.Tensor | None = None,
-         offset: int = 0, kind: str = "gaussian") -> torch.Tensor:
-    """``out = base + Σ_k alphas[k]·z(keys[k])`` (``Σ_k …`` without base), in one pass; returns ``out``.
+def axpz(out: torch.Tensor, keys: Sequence[int], coefs: Sequence, base: torch.Tensor | None = None,
+         offset: int = 0, law: str = "gaussian") -> torch.Tensor:
+    """``out = base + Σ_k coefs[k]·z(keys[k])`` (``Σ_k …`` without base), in one pass; returns ``out``.
 
-    ``base`` may be ``out`` (in place). ``alphas`` are floats or 0-dim tensors (device tensors stay on
+    ``base`` may be ``out`` (in place). ``coefs`` are floats or 0-dim tensors (device tensors stay on
     the device: no host synchronisation on CUDA). z is drawn for elements offset … offset + numel − 1."""
-    _check(kind, keys, alphas)
+    _check(law, keys, coefs)
     if len(keys) > MAXK:  # the kernels take up to MAXK draws a pass; more continue in place
-        axpz(out, keys[:MAXK], alphas[:MAXK], base, offset, kind)
-        return axpz(out, keys[MAXK:], alphas[MAXK:], out, offset, kind)
-    if base is not None and (base.shape != out.shape or base.dtype != out.dtype):
-        raise ValueError(f"base {tuple(base.shape)} {base.dtype} must match out {tuple(out.shape)} {out.dtype}")
+        axpz(out, keys[:MAXK], coefs[:MAXK], base, offset, law)
+        return axpz(out, keys[MAXK:], coefs[MAXK:], out, offset, law)
+    if out.dtype not in _FLOATS:
+        raise ValueError(f"out is {out.dtype}; allowed: {list(_FLOATS)}")
+    if base is not None and (base.shape != out.shape or base.dtype != out.dtype or base.device != out.device):
+        raise ValueError(f"base {tuple(base.shape)} {base.dtype} on {base.device} must match out "
+                         f"{tuple(out.shape)} {out.dtype} on {out.device}")
     which = backend(out)
     if which == "c" and (base is None or base.is_contiguous()):
         from zolab.kernels import cpu
@@ -127,7 +133,7 @@ def axpz(out: torch.Tensor, keys: Sequence[int], alphas: Sequence, base: torch.T
         lib = cpu.load()
         n = out.numel()
         rc = lib.zo_axpz(out.data_ptr(), base.data_ptr() if base is not None else None, n, int(offset),
-                         _C_DTYPES[out.dtype], KINDS.index(kind), len(keys), _u64(keys), _f64(alphas),
+                         _C_DTYPES[out.dtype], LAWS.index(law), len(keys), _u64(keys), _f64(coefs),
                          torch.get_num_threads())
         if rc != 0:
             raise RuntimeError(f"zo_axpz failed ({rc})")
@@ -135,62 +141,62 @@ def axpz(out: torch.Tensor, keys: Sequence[int], alphas: Sequence, base: torch.T
     if which == "triton":
         from zolab.kernels import triton_kernels
 
-        return triton_kernels.axpz(out, keys, alphas, base, offset, kind)
+        return triton_kernels.axpz(out, keys, coefs, base, offset, law)
     ct = _ctype(out)
     acc = None if base is None else base.to(ct)
-    for key, a in zip(keys, alphas):
-        z = reference.draw(key, out.numel(), offset, kind, out.device).view(out.shape).to(ct)
-        term = z * _alpha(a, ct, out.device)
+    for key, a in zip(keys, coefs):
+        z = reference.draw(key, out.numel(), offset, law, out.device).view(out.shape).to(ct)
+        term = z * _coef(a, ct, out.device)
         acc = term if acc is None else acc + term
     return out.copy_(acc)
 
 
-def fill(out: torch.Tensor, key: int, offset: int = 0, kind: str = "gaussian") -> torch.Tensor:
+def fill(out: torch.Tensor, key: int, offset: int = 0, law: str = "gaussian") -> torch.Tensor:
     """z itself (α = 1 is exact) into ``out``."""
-    return axpz(out, [key], [1.0], None, offset, kind)
+    return axpz(out, [key], [1.0], None, offset, law)
 
 
-def fill_rows(out: torch.Tensor, keys: Sequence[int], offset: int = 0, kind: str = "gaussian") -> torch.Tensor:
+def fill_rows(out: torch.Tensor, keys: Sequence[int], offset: int = 0, law: str = "gaussian") -> torch.Tensor:
     """Row k of the (K, n) tensor ``out`` = z(keys[k]) for elements offset … offset + n − 1, in one call."""
-    _check(kind, keys, [1.0] * len(keys))
+    _check(law, keys, [1.0] * len(keys))
     if out.dim() != 2 or out.shape[0] != len(keys):
         raise ValueError(f"out must be (K, n) with K = {len(keys)} keys, got {tuple(out.shape)}")
     if backend(out) == "c":
         from zolab.kernels import cpu
 
         rc = cpu.load().zo_fill_rows(out.data_ptr(), out.shape[1], int(offset), _C_DTYPES[out.dtype],
-                                     KINDS.index(kind), len(keys), _u64(keys), torch.get_num_threads())
+                                     LAWS.index(law), len(keys), _u64(keys), torch.get_num_threads())
         if rc != 0:
             raise RuntimeError(f"zo_fill_rows failed ({rc})")
         return out
     for k, key in enumerate(keys):
-        fill(out[k], key, offset, kind)
+        fill(out[k], key, offset, law)
     return out
 
 
-def sumsq(key: int, like: torch.Tensor, offset: int = 0, kind: str = "gaussian") -> torch.Tensor:
+def sumsq(key: int, like: torch.Tensor, offset: int = 0, law: str = "gaussian") -> torch.Tensor:
     """Σ z² over ``like.numel()`` elements as a float64 0-dim tensor on ``like``'s device (sphere's norm).
     Summed in float64; backends agree to rounding (the summation order is theirs)."""
-    _check(kind, [key], [1.0])
+    _check(law, [key], [1.0])
     which = backend(like)
     if which == "c":
         from zolab.kernels import cpu
 
-        value = cpu.load().zo_sumsq(like.numel(), int(offset), KINDS.index(kind), int(key), torch.get_num_threads())
+        value = cpu.load().zo_sumsq(like.numel(), int(offset), LAWS.index(law), int(key), torch.get_num_threads())
         return torch.tensor(value, dtype=torch.float64)
     if which == "triton":
         from zolab.kernels import triton_kernels
 
-        return triton_kernels.sumsq(key, like, offset, kind)
-    z = reference.draw(key, like.numel(), offset, kind, like.device)
+        return triton_kernels.sumsq(key, like, offset, law)
+    z = reference.draw(key, like.numel(), offset, law, like.device)
     return z.double().square().sum()
 
 
-def rows(base_rows: torch.Tensor, row_ids: torch.Tensor, dim: int, key: int, alpha,
-         kind: str = "gaussian") -> torch.Tensor:
+def rows(base_rows: torch.Tensor, row_ids: torch.Tensor, dim: int, key: int, coef,
+         law: str = "gaussian") -> torch.Tensor:
     """``base_rows + α·z`` where row j of the result draws elements ``row_ids[j]·dim + (0 … dim − 1)`` of
     a (rows × dim) table: the lookup of a perturbed embedding table without building the table."""
-    _check(kind, [key], [alpha])
+    _check(law, [key], [coef])
     flat = base_rows.reshape(-1, dim)
     ids = row_ids.reshape(-1)
     out = torch.empty_like(flat, memory_format=torch.contiguous_format)
@@ -199,94 +205,88 @@ def rows(base_rows: torch.Tensor, row_ids: torch.Tensor, dim: int, key: int, alp
 
         flat, ids = flat.contiguous(), ids.to(torch.int64).contiguous()
         cpu.load().zo_rows_f32(out.data_ptr(), flat.data_ptr(), ids.data_ptr(), ids.numel(), dim,
-                               KINDS.index(kind), int(key), float(alpha), torch.get_num_threads())
+                               LAWS.index(law), int(key), float(coef), torch.get_num_threads())
         return out.view(base_rows.shape)
     ct = _ctype(flat)
     index = ids.to(torch.int64)[:, None] * dim + torch.arange(dim, device=ids.device)
-    z = reference.draw_at(key, index, kind).to(ct)
-    return out.copy_(flat.to(ct) + z * _alpha(alpha, ct, out.device)).view(base_rows.shape)
+    z = reference.draw_at(key, index, law).to(ct)
+    return out.copy_(flat.to(ct) + z * _coef(coef, ct, out.device)).view(base_rows.shape)
 
 
-MOMENT_MODES = {"radazo": 1, "adamm": 2, "rmsprop": 3}
+@dataclass(frozen=True)
+class Slot:
+    """A draw slot of a program: Σ_k coefs[k]·z(keys[k]) at element index ``offset`` + i + the run's offset."""
+
+    law: str  # "gaussian" | "rademacher"
+    keys: Sequence[int]
+    coefs: Sequence  # floats or 0-dim tensors (device tensors stay on the device)
+    offset: int = 0
 
 
-def moments(param: torch.Tensor, m: torch.Tensor | None, v: torch.Tensor, keys: Sequence[int], alphas: Sequence,
-            mode: str, beta1: float, beta2: float, eps: float, eps_inside_sqrt: bool, v_fill: bool, lr: float,
-            decay: float = 1.0, offset: int = 0, kind: str = "gaussian", g: torch.Tensor | None = None) -> None:
-    """An adaptive rule's whole update in one pass over θ, m and v, with g = Σ_k α_k z_k rebuilt on the fly:
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_PARAM_LIKE = ("theta", "base", "out")  # a parameter's values or a point: may be half precision
 
-    - ``radazo``:  m = β1 m + (1−β1) g;  v = β2 v + (1−β2)(m·m) (v = 1 when ``v_fill``);  u = m
-    - ``adamm``:   m = β1 m + (1−β1) g;  v = β2 v + (1−β2)(g·g);  u = m
-    - ``rmsprop``: v = β2 v + (1−β2)(g·g);  u = g   (``m`` unused)
 
-    then d = sqrt(v + ε) or sqrt(v) + ε, θ = θ·decay (when decay ≠ 1), θ = θ − lr·(u/d). m and v are in
-    the compute type (float32 for half-precision θ, which is rounded once at the end). ``g`` (a contiguous
-    compute-type tensor shaped like θ) replaces the draws when the directions were drawn once already."""
-    if g is None:
-        _check(kind, keys, alphas)
-    if mode not in MOMENT_MODES:
-        raise ValueError(f"unknown mode {mode!r}; allowed: {list(MOMENT_MODES)}")
-    if len(keys) > MAXK:
-        raise ValueError(f"at most {MAXK} directions per fused update, got {len(keys)}")
-    ct = _ctype(param)
-    states = [v] if m is None else [m, v]
-    if any(s.dtype != ct or s.shape != param.shape for s in states):
-        raise ValueError(f"m and v must be {ct} tensors shaped like the parameter {tuple(param.shape)}")
-    if g is not None and (g.dtype != ct or g.shape != param.shape or g.device != param.device):
-        raise ValueError(f"g must be a {ct} tensor shaped like the parameter {tuple(param.shape)} on {param.device}, "
-                         f"got {g.dtype} {tuple(g.shape)} on {g.device}")
-    if any(s.device != param.device for s in states):
-        raise ValueError(f"m and v must be on the parameter's device {param.device}")
-    c1, c2 = 1.0 - beta1, 1.0 - beta2
-    which = backend(param)
-    if g is not None and which == "c" and all(s.is_contiguous() for s in states) and g.is_contiguous():
+def _check_program_tensors(program, tensors: dict, outputs: dict, ct: torch.dtype, n: int, device) -> None:
+    """Every tensor a program gets: the right names, ``n`` elements, the compute type (float16/bfloat16 only
+    for a parameter's values or a point, beside a float32 compute type: converted on load and store), one
+    device. Raises ValueError naming the tensor and what is allowed; nothing reaches a kernel before this."""
+    missing = [k for k in program.inputs if k not in tensors]
+    missing += [k for k, _ in program.stores if k not in outputs]
+    if missing:
+        raise ValueError(f"program tensors missing: {missing}; it reads {program.inputs} and writes "
+                         f"{[k for k, _ in program.stores]}")
+    if ct not in (torch.float32, torch.float64):
+        raise ValueError(f"compute type {ct}; allowed: torch.float32, torch.float64")
+    for role, group in (("input", tensors), ("output", outputs)):
+        for name, t in group.items():
+            if not isinstance(t, torch.Tensor):
+                raise ValueError(f"{role} {name!r} must be a tensor, got {type(t).__name__}")
+            half = name in _PARAM_LIKE and ct == torch.float32 and t.dtype in (torch.float16, torch.bfloat16)
+            if not (t.dtype == ct or half) or t.numel() != n or t.device != device:
+                also = " (float16/bfloat16 for a parameter's own values)" if ct == torch.float32 else ""
+                raise ValueError(f"{role} {name!r}: {t.dtype}, {t.numel()} elements on {t.device}; allowed: "
+                                 f"{ct}{also}, {n} elements, on {device}")
+
+
+def run(program, tensors: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor], scalars: dict,
+        slots: dict[str, Slot], ct: torch.dtype, offset: int = 0) -> None:
+    """Execute an element-wise program (``zolab.kernels.program``) over ``n`` elements in one pass.
+
+    ``tensors``: its inputs by name; ``outputs``: where its stores go (an output may be an input: in place);
+    ``scalars``: its scalar inputs (floats or 0-dim tensors); ``slots``: its draw slots; ``ct``: the compute type;
+    ``offset``: the element index of the first element (a slice draws its part of the whole). All tensors hold
+    the same number of elements on one device (checked)."""
+    from zolab.kernels import program as prog
+
+    first = next(iter(outputs.values()))
+    n, device = first.numel(), first.device
+    _check_program_tensors(program, tensors, outputs, ct, n, device)
+    missing = [k for k in program.slots if k not in slots] + [k for k in program.scalar_inputs if k not in scalars]
+    if missing:
+        raise ValueError(f"program inputs missing: {missing}")
+    for name in program.slots:
+        slot = slots[name]
+        _check(slot.law, slot.keys, slot.coefs)
+    values = prog.fold(program, scalars)
+    every = [*tensors.values(), *outputs.values()]
+    which = backend(first)
+    if which == "c" and not all(t.dtype == ct and t.is_contiguous() for t in every):
+        which = "torch" if _setting() != "c" else "c-refused"
+    if which == "c-refused":
+        raise RuntimeError("ZOLAB_KERNELS=c: the C backend needs contiguous tensors of the compute type")
+    if which == "triton" and not all(t.is_contiguous() for t in every):
+        which = "torch"
+    if which == "c":
         from zolab.kernels import cpu
 
-        rc = cpu.load().zo_moments_g(
-            param.data_ptr(), m.data_ptr() if m is not None else None, v.data_ptr(), g.data_ptr(), param.numel(),
-            _C_DTYPES[param.dtype], MOMENT_MODES[mode], beta1, c1, beta2, c2, eps, int(eps_inside_sqrt),
-            int(v_fill), float(lr), float(decay), torch.get_num_threads())
-        if rc != 0:
-            raise RuntimeError(f"zo_moments_g failed ({rc})")
-        return
-    if g is None and which == "c" and all(s.is_contiguous() for s in states):
-        from zolab.kernels import cpu
-
-        rc = cpu.load().zo_moments(
-            param.data_ptr(), m.data_ptr() if m is not None else None, v.data_ptr(), param.numel(), int(offset),
-            _C_DTYPES[param.dtype], KINDS.index(kind), len(keys), _u64(keys), _f64(alphas),
-            MOMENT_MODES[mode], beta1, c1, beta2, c2, eps, int(eps_inside_sqrt), int(v_fill), float(lr),
-            float(decay), torch.get_num_threads())
-        if rc != 0:
-            raise RuntimeError(f"zo_moments failed ({rc})")
-        return
-    if g is None and which == "triton" and all(s.is_contiguous() for s in states):
+        return cpu.run_program(program, tensors, outputs, values, slots, ct, n, offset)
+    if which == "triton":
         from zolab.kernels import triton_kernels
 
-        return triton_kernels.moments(param, m, v, keys, alphas, MOMENT_MODES[mode], beta1, c1, beta2, c2, eps,
-                                      eps_inside_sqrt, v_fill, lr, decay, offset, kind)
-    dev = param.device
-
-    def t(x):
-        return _alpha(x, ct, dev)
-
-    if g is not None:
-        g = g.view(param.shape).to(ct)
-    for key, a in zip(keys if g is None else [], alphas):
-        term = t(a) * reference.draw(key, param.numel(), offset, kind, dev).view(param.shape).to(ct)
-        g = term if g is None else g + term
-    if mode == "rmsprop":
-        u = g
-        new_v = t(beta2) * v + t(c2) * (g * g)
-    else:
-        new_m = t(beta1) * m + t(c1) * g
-        m.copy_(new_m)
-        u = new_m
-        x = new_m if mode == "radazo" else g
-        new_v = torch.ones_like(v) if v_fill else t(beta2) * v + t(c2) * (x * x)
-    v.copy_(new_v)
-    den = reference.sqrt_rn(new_v + t(eps)) if eps_inside_sqrt else reference.sqrt_rn(new_v) + t(eps)
-    theta = param.detach().to(ct)
-    if decay != 1.0:
-        theta = theta * t(decay)
-    param.data.copy_(theta - t(lr) * (u / den))
+        return triton_kernels.run_program(program, tensors, outputs, values, slots, ct, n, offset)
+    torch_slots = {k: (v.law, v.keys, v.coefs, v.offset) for k, v in slots.items()}
+    results = prog.run_torch(program, tensors, values, torch_slots, n, offset, ct, device)
+    for name, value in results.items():
+        out = outputs[name]
+        out.copy_(value.view(out.shape))

@@ -90,13 +90,72 @@ def load():
     lib.zo_sumsq.restype = c_dbl
     lib.zo_rows_f32.argtypes = [c_p, c_p, c_p, c_i64, c_i64, c_int, c_u64, c_dbl, c_int]
     lib.zo_rows_f32.restype = c_int
-    lib.zo_moments.argtypes = [c_p, c_p, c_p, c_i64, c_u64, c_int, c_int, c_int, c_p, c_p, c_int,
-                               c_dbl, c_dbl, c_dbl, c_dbl, c_dbl, c_int, c_int, c_dbl, c_dbl, c_int]
-    lib.zo_moments.restype = c_int
-    lib.zo_moments_g.argtypes = [c_p, c_p, c_p, c_p, c_i64, c_int, c_int, c_dbl, c_dbl, c_dbl, c_dbl, c_dbl,
-                                 c_int, c_int, c_dbl, c_dbl, c_int]
-    lib.zo_moments_g.restype = c_int
+    lib.zo_program.argtypes = [c_int, c_i64, c_u64, c_int, c_p, c_int, c_p, c_int, c_p, c_p, c_p, c_p, c_p, c_p, c_p,
+                               c_p, c_int]
+    lib.zo_program.restype = c_int
     lib.zo_fill_rows.argtypes = [c_p, c_i64, c_u64, c_int, c_int, c_int, c_p, c_int]
     lib.zo_fill_rows.restype = c_int
     _lib = lib
     return lib
+
+
+from zolab.kernels.reference import LAWS  # noqa: E402
+
+_OPS = ("input", "draw", "neg", "sqrt", "sign", "abs", "add", "sub", "mul", "div", "max", "min", "gt", "lt", "where")
+
+
+
+def _encode(program):
+    """(instructions, stores, register count, tensor order) of a program for ``zo_program``; cached on it."""
+    cached = getattr(program, "_c_encoding", None)
+    if cached is not None and cached[0] == program.key():
+        return cached[1]
+    from zolab.kernels.program import allocate
+
+    reg, nreg = allocate(program)
+    inputs, outputs = list(program.inputs), [k for k, _ in program.stores]
+    ins = []
+    for i, node in enumerate(program.nodes):
+        ops, kinds = [-1, -1, -1], 0
+        if node.op == "input":
+            ops[0] = inputs.index(node.args[0])
+        elif node.op == "draw":
+            ops[0] = program.slots.index(node.args[0])
+        else:
+            for j, a in enumerate(node.args):
+                if isinstance(a, tuple):
+                    ops[j], kinds = a[1], kinds | (1 << j)
+                else:
+                    ops[j] = reg[a]
+        ins += [_OPS.index(node.op), reg[i], *ops, kinds]
+    stores = [x for j, (_, i) in enumerate(program.stores) for x in (len(inputs) + j, reg[i])]
+    encoded = ((ctypes.c_int32 * len(ins))(*ins), (ctypes.c_int32 * len(stores))(*stores), nreg, (inputs, outputs))
+    program._c_encoding = (program.key(), encoded)
+    return encoded
+
+
+def run_program(program, tensors, outputs, scalars, slots, ct, n, offset) -> None:
+    """``kernels.run`` on the C library (checked tensors: contiguous, compute type, CPU)."""
+    import torch
+
+    ins, stores, nreg, (inputs, outs) = _encode(program)
+    order = [tensors[k] for k in inputs] + [outputs[k] for k in outs]
+    ptrs = (ctypes.c_void_p * len(order))(*[t.data_ptr() for t in order])
+    sc = (ctypes.c_double * max(1, len(scalars)))(*[float(v) for v in scalars])
+    law, nk, start, base, keys, coefs = [], [], [], [], [], []
+    for name in program.slots:
+        slot = slots[name]
+        law.append(LAWS.index(slot.law))
+        nk.append(len(slot.keys))
+        start.append(len(keys))
+        base.append(int(slot.offset))
+        keys += [int(k) for k in slot.keys]
+        coefs += [float(c) for c in slot.coefs]
+    i32, u64, f64 = ctypes.c_int32, ctypes.c_uint64, ctypes.c_double
+    rc = load().zo_program(
+        0 if ct == torch.float32 else 1, n, int(offset), len(program.nodes), ins, len(program.stores), stores,
+        nreg, ptrs, sc, (i32 * max(1, len(law)))(*law), (i32 * max(1, len(nk)))(*nk),
+        (i32 * max(1, len(start)))(*start), (u64 * max(1, len(base)))(*base), (u64 * max(1, len(keys)))(*keys),
+        (f64 * max(1, len(coefs)))(*coefs), torch.get_num_threads())
+    if rc != 0:
+        raise RuntimeError(f"zo_program failed ({rc})")

@@ -29,7 +29,7 @@ import torch
 M32 = 0xFFFFFFFF
 GOLDEN = 0x9E3779B9
 W2_SALT = 0x632BE5AB
-KINDS = ("gaussian", "rademacher")
+LAWS = ("gaussian", "rademacher")
 
 
 def f32(x: float) -> float:
@@ -137,17 +137,17 @@ def sqrt_rn(t: torch.Tensor) -> torch.Tensor:
     return torch.where(mid_dn * mid_dn > t64, dn, s)
 
 
-def draw(key: int, n: int, offset: int = 0, kind: str = "gaussian", device="cpu") -> torch.Tensor:
+def draw(key: int, n: int, offset: int = 0, law: str = "gaussian", device="cpu") -> torch.Tensor:
     """n float32 draws for element indices offset … offset + n − 1."""
-    if kind not in KINDS:
-        raise ValueError(f"unknown kind {kind!r}; allowed: {list(KINDS)}")
+    if law not in LAWS:
+        raise ValueError(f"unknown law {law!r}; allowed: {list(LAWS)}")
     index = torch.arange(offset, offset + n, dtype=torch.int64, device=device)
-    return draw_at(key, index, kind)
+    return draw_at(key, index, law)
 
 
-def draw_at(key: int, index: torch.Tensor, kind: str = "gaussian") -> torch.Tensor:
+def draw_at(key: int, index: torch.Tensor, law: str = "gaussian") -> torch.Tensor:
     """float32 draws for arbitrary int64 element indices (rows of an embedding, say)."""
-    if kind == "rademacher":
+    if law == "rademacher":
         w1, _ = words(key, index)
         return 1.0 - (w1 >> 31).to(torch.float32) * 2.0
     w1, w2 = words(key, index >> 1)

@@ -119,7 +119,7 @@ if triton is not None:
         return z
 
     @triton.jit
-    def _axpz_kernel(out_ptr, base_ptr, key_ptr, alpha_ptr, n, offset, NK: tl.constexpr, KIND: tl.constexpr,
+    def _axpz_kernel(out_ptr, base_ptr, key_ptr, coef_ptr, n, offset, NK: tl.constexpr, KIND: tl.constexpr,
                      HAS_BASE: tl.constexpr, F64: tl.constexpr, BF16: tl.constexpr,
                      BLOCK_SIZE: tl.constexpr):
         pid = tl.program_id(0).to(tl.int64)
@@ -134,61 +134,12 @@ if triton is not None:
             key = tl.load(key_ptr + k)  # int64 holding the 63-bit key
             k0 = (key & 0xFFFFFFFF).to(tl.uint32)
             k1 = ((key >> 32) & 0xFFFFFFFF).to(tl.uint32)
-            term = tl.load(alpha_ptr + k) * _draw(k0, k1, idx, KIND).to(CT)
+            term = tl.load(coef_ptr + k) * _draw(k0, k1, idx, KIND).to(CT)
             if k == 0 and not HAS_BASE:
                 acc = term
             else:
                 acc = acc + term
         tl.store(out_ptr + i, _cast_out(acc, out_ptr, BF16), mask=mask)
-
-    @triton.jit
-    def _moments_kernel(p_ptr, m_ptr, v_ptr, key_ptr, alpha_ptr, s_ptr, n, offset, NK: tl.constexpr,
-                        KIND: tl.constexpr, MODE: tl.constexpr, INSIDE: tl.constexpr, FILL: tl.constexpr,
-                        DECAY: tl.constexpr, F64: tl.constexpr, BF16: tl.constexpr, BLOCK_SIZE: tl.constexpr):
-        pid = tl.program_id(0).to(tl.int64)
-        i = pid * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE).to(tl.int64)
-        mask = i < n
-        CT = tl.float64 if F64 else tl.float32
-        g = tl.zeros([BLOCK_SIZE], dtype=CT)
-        for k in tl.static_range(NK):
-            key = tl.load(key_ptr + k)
-            k0 = (key & 0xFFFFFFFF).to(tl.uint32)
-            k1 = ((key >> 32) & 0xFFFFFFFF).to(tl.uint32)
-            term = tl.load(alpha_ptr + k) * _draw(k0, k1, offset + i, KIND).to(CT)
-            g = term if k == 0 else g + term
-        b1, c1, b2, c2 = tl.load(s_ptr), tl.load(s_ptr + 1), tl.load(s_ptr + 2), tl.load(s_ptr + 3)
-        eps, lr, decay = tl.load(s_ptr + 4), tl.load(s_ptr + 5), tl.load(s_ptr + 6)
-        v = tl.load(v_ptr + i, mask=mask)
-        if MODE == 3:
-            u = g
-            v = b2 * v + c2 * (g * g)
-        else:
-            m = b1 * tl.load(m_ptr + i, mask=mask) + c1 * g
-            tl.store(m_ptr + i, m, mask=mask)
-            u = m
-            x = m if MODE == 1 else g
-            if FILL:
-                v = tl.full([BLOCK_SIZE], 1.0, CT)
-            else:
-                v = b2 * v + c2 * (x * x)
-        tl.store(v_ptr + i, v, mask=mask)
-        # IEEE sqrt and division: the _rn forms for float32; float64's are IEEE already
-        w = v + eps if INSIDE else v
-        if F64:
-            den = tl.sqrt(w)
-        else:
-            den = tl.sqrt_rn(w)
-        if not INSIDE:
-            den = den + eps
-        theta = tl.load(p_ptr + i, mask=mask).to(CT)
-        if DECAY:
-            theta = theta * decay
-        if F64:
-            q = u / den
-        else:
-            q = tl.div_rn(u, den)
-        theta = theta - lr * q
-        tl.store(p_ptr + i, _cast_out(theta, p_ptr, BF16), mask=mask)
 
     @triton.jit
     def _sumsq_kernel(partial_ptr, key_ptr, n, offset, KIND: tl.constexpr, BLOCK_SIZE: tl.constexpr):
@@ -202,9 +153,9 @@ if triton is not None:
         tl.store(partial_ptr + pid, tl.sum(z * z, axis=0))
 
 
-def _alphas(alphas, ct: torch.dtype, device) -> torch.Tensor:
+def _coefs(coefs, ct: torch.dtype, device) -> torch.Tensor:
     vals = [a.detach().to(device=device, dtype=ct).reshape(()) if isinstance(a, torch.Tensor)
-            else torch.full((), float(a), dtype=ct, device=device) for a in alphas]
+            else torch.full((), float(a), dtype=ct, device=device) for a in coefs]
     return torch.stack(vals)  # device-side: no host round trip
 
 
@@ -219,35 +170,125 @@ def _keys(keys, device) -> torch.Tensor:
     return _to_device(torch.tensor([int(k) for k in keys], dtype=torch.int64), device)
 
 
-def axpz(out, keys, alphas, base, offset, kind):
+def axpz(out, keys, coefs, base, offset, law):
     if not out.is_contiguous() or (base is not None and not base.is_contiguous()):
         raise ValueError("the Triton kernels need contiguous tensors")
     ct = torch.float64 if out.dtype == torch.float64 else torch.float32
     n = out.numel()
     _axpz_kernel[(triton.cdiv(n, BLOCK),)](
-        out, base if base is not None else out, _keys(keys, out.device), _alphas(alphas, ct, out.device), n,
-        int(offset), NK=len(keys), KIND=reference.KINDS.index(kind), HAS_BASE=base is not None,
+        out, base if base is not None else out, _keys(keys, out.device), _coefs(coefs, ct, out.device), n,
+        int(offset), NK=len(keys), KIND=reference.LAWS.index(law), HAS_BASE=base is not None,
         F64=ct == torch.float64, BF16=out.dtype == torch.bfloat16, BLOCK_SIZE=BLOCK, enable_fp_fusion=False)
     return out
-def moments(param, m, v, keys, alphas, mode, b1, c1, b2, c2, eps, inside, fill, lr, decay, offset, kind):
-    if not param.is_contiguous():
-        raise ValueError("the Triton kernels need contiguous tensors")
-    ct = torch.float64 if param.dtype == torch.float64 else torch.float32
-    n = param.numel()
-    # the scalars in the compute type (as the C kernel casts them), sent like the keys
-    scalars = _to_device(torch.tensor([b1, c1, b2, c2, eps, lr, decay], dtype=ct), param.device)
-    _moments_kernel[(triton.cdiv(n, BLOCK),)](
-        param, m if m is not None else v, v, _keys(keys, param.device), _alphas(alphas, ct, param.device),
-        scalars, n, int(offset), NK=len(keys),
-        KIND=reference.KINDS.index(kind), MODE=mode, INSIDE=bool(inside), FILL=bool(fill),
-        DECAY=float(decay) != 1.0, F64=ct == torch.float64, BF16=param.dtype == torch.bfloat16,
-        BLOCK_SIZE=BLOCK, enable_fp_fusion=False)
 
 
-def sumsq(key, like, offset, kind):
+def sumsq(key, like, offset, law):
     n = like.numel()
     nblocks = triton.cdiv(n, BLOCK)
     partial = torch.empty(nblocks, dtype=torch.float64, device=like.device)
-    _sumsq_kernel[(nblocks,)](partial, _keys([key], like.device), n, int(offset), KIND=reference.KINDS.index(kind),
+    _sumsq_kernel[(nblocks,)](partial, _keys([key], like.device), n, int(offset), KIND=reference.LAWS.index(law),
                               BLOCK_SIZE=BLOCK, enable_fp_fusion=False)
     return partial.sum()
+
+
+# ---------------------------------------------------------------------------------------------- programs
+_EXPR = {"add": "({} + {})", "sub": "({} - {})", "mul": "({} * {})", "neg": "(-{})", "abs": "tl.abs({})",
+         "gt": "({} > {}).to(CT)", "lt": "({} < {}).to(CT)"}
+
+
+def _source(program, slot_sizes: tuple, slot_laws: tuple, n_tensors: int, bf16: tuple, f64: bool) -> str:
+    """A Triton kernel for one program: its instructions unrolled, each draw slot's keys in a static loop."""
+    ct = "tl.float64" if f64 else "tl.float32"
+    args = ", ".join([f"T{i}" for i in range(n_tensors)] + ["S", "K", "C", "O", "n", "offset"])
+    lines = ["import triton", "import triton.language as tl",
+             "from zolab.kernels.triton_kernels import _cast_out, _draw", "", "",
+             "@triton.jit", f"def kernel({args}, BLOCK_SIZE: tl.constexpr):",
+             f"    CT: tl.constexpr = {ct}",
+             "    pid = tl.program_id(0).to(tl.int64)",
+             "    i = pid * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE).to(tl.int64)",
+             "    mask = i < n"]
+    starts = [sum(slot_sizes[:j]) for j in range(len(slot_sizes))]
+
+    def operand(a):
+        return f"tl.load(S + {a[1]})" if isinstance(a, tuple) else f"r{a}"
+
+    for k, node in enumerate(program.nodes):
+        if node.op == "input":
+            expr = f"tl.load(T{program.inputs.index(node.args[0])} + i, mask=mask).to(CT)"
+        elif node.op == "draw":
+            j = program.slots.index(node.args[0])
+            lines.append(f"    r{k} = tl.zeros([BLOCK_SIZE], dtype=CT)")
+            lines.append(f"    for q in tl.static_range({slot_sizes[j]}):")
+            lines.append(f"        key = tl.load(K + {starts[j]} + q)")
+            lines.append("        k0 = (key & 0xFFFFFFFF).to(tl.uint32)")
+            lines.append("        k1 = ((key >> 32) & 0xFFFFFFFF).to(tl.uint32)")
+            lines.append(f"        z = _draw(k0, k1, offset + tl.load(O + {j}) + i, {slot_laws[j]})")
+            lines.append(f"        term = tl.load(C + {starts[j]} + q) * z.to(CT)")
+            lines.append(f"        r{k} = term if q == 0 else r{k} + term")
+            continue
+        else:
+            ops = [operand(a) for a in node.args]
+            if node.op == "sqrt":
+                expr = f"tl.sqrt({ops[0]})" if f64 else f"tl.sqrt_rn({ops[0]})"
+            elif node.op == "div":
+                expr = f"({ops[0]} / {ops[1]})" if f64 else f"tl.div_rn({ops[0]}, {ops[1]})"
+            elif node.op == "sign":
+                expr = f"(({ops[0]} > 0).to(CT) - ({ops[0]} < 0).to(CT))"
+            elif node.op in ("max", "min"):
+                cmp = ">" if node.op == "max" else "<"
+                u, v = ops
+                expr = f"tl.where({u} != {u}, {u}, tl.where({v} != {v}, {v}, tl.where({u} {cmp} {v}, {u}, {v})))"
+            elif node.op == "where":
+                expr = f"tl.where({ops[0]} != 0, {ops[1]}, {ops[2]})"
+            else:
+                expr = _EXPR[node.op].format(*ops)
+            if all(isinstance(a, tuple) for a in node.args):
+                expr = f"tl.full([BLOCK_SIZE], {expr}, CT)"
+        lines.append(f"    r{k} = {expr}")
+    for j, (_, k) in enumerate(program.stores):
+        t = len(program.inputs) + j
+        lines.append(f"    tl.store(T{t} + i, _cast_out(r{k} + tl.zeros([BLOCK_SIZE], dtype=CT), T{t}, "
+                     f"{bool(bf16[t])}), mask=mask)")
+    return "\n".join(lines) + "\n"
+
+
+_PROGRAMS: dict = {}
+
+
+def _compiled(source: str):
+    """Import a generated kernel from a file (Triton's JIT reads the source), cached by its text."""
+    import hashlib
+    import importlib.util
+    from pathlib import Path
+
+    tag = hashlib.sha1(source.encode()).hexdigest()[:16]
+    if tag not in _PROGRAMS:
+        folder = Path(os.environ.get("ZOLAB_CACHE", Path.home() / ".cache" / "zolab")) / "triton"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"program_{tag}.py"
+        if not path.exists():
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(source)
+            os.replace(tmp, path)  # atomic: parallel processes never import a half-written file
+        spec = importlib.util.spec_from_file_location(f"zolab_program_{tag}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _PROGRAMS[tag] = module.kernel
+    return _PROGRAMS[tag]
+
+
+def run_program(program, tensors, outputs, scalars, slots, ct, n, offset) -> None:
+    """``kernels.run`` as a Triton kernel generated from the program (contiguous tensors, checked)."""
+    order = [tensors[k] for k in program.inputs] + [outputs[k] for k, _ in program.stores]
+    device = order[-1].device
+    sizes = tuple(len(slots[k].keys) for k in program.slots)
+    bf16 = tuple(t.dtype == torch.bfloat16 for t in order)
+    laws = tuple(reference.LAWS.index(slots[k].law) for k in program.slots)
+    kernel = _compiled(_source(program, sizes, laws, len(order), bf16, ct == torch.float64))
+    keys = [k for name in program.slots for k in slots[name].keys] or [0]
+    coefs = [c for name in program.slots for c in slots[name].coefs] or [0.0]
+    s = _coefs(list(scalars) or [0.0], ct, device)
+    o = _to_device(torch.tensor([int(slots[k].offset) for k in program.slots] or [0], dtype=torch.int64), device)
+    kernel[(triton.cdiv(n, BLOCK),)](*order, s, _keys(keys, device),
+                                     _coefs(coefs, ct, device), o, n, int(offset), BLOCK_SIZE=BLOCK,
+                                     enable_fp_fusion=False)

@@ -283,83 +283,114 @@ int zo_axpz(void *out, const void *base, int64_t n, uint64_t offset, int dtype, 
     return 0;
 }
 
-/* ---------------------------------------------------------------- adaptive updates, fused with the draw
- * g = Σ_k α_k z_k is rebuilt chunk by chunk in cache (never stored), then per element (mode):
- *   1 R-AdaZO:  m = β1 m + c1 g;  v = fill ? 1 : β2 v + c2 (m m);  u = m
- *   2 ZO-AdaMM: m = β1 m + c1 g;  v = β2 v + c2 (g g);            u = m
- *   3 RMSProp:                    v = β2 v + c2 (g g);            u = g
- *   d = inside ? sqrt(v + ε) : sqrt(v) + ε;   θ = (θ·decay if decay != 1) − lr·(u / d)
- * One pass over θ, m and v; the order of operations is zolab/kernels/__init__.py's moments(). */
+/* ---------------------------------------------------------------- element-wise programs (program.py)
+ * A traced program runs CHUNK elements at a time: each instruction is a plain loop over registers that stay in
+ * cache (the compiler vectorises each loop), draw slots are rebuilt chunk by chunk (never stored), stores run
+ * last in each chunk, so an output may be one of the inputs (in place). Every tensor is in the compute type
+ * (the Python entry checks dtype, size, layout and device before anything reaches this code). */
+enum { OP_INPUT, OP_DRAW, OP_NEG, OP_SQRT, OP_SIGN, OP_ABS, OP_ADD, OP_SUB, OP_MUL, OP_DIV, OP_MAX, OP_MIN,
+       OP_GT, OP_LT, OP_WHERE };
+#define VM_CHUNK 2048
+
 typedef struct {
-    void *p, *m, *v; uint64_t offset; const Draws *d;
-    int mode, inside, fill; double b1, c1, b2, c2, eps, lr, decay;
-    const void *g; /* a given ĝ instead of the draws (a batch of directions drawn once) */
-} Moments;
+    int64_t n; uint64_t offset;
+    int nins; const int32_t *ins; /* 6 per instruction: op, dst, a, b, c, kinds (bit i: operand i is a scalar) */
+    int nstore; const int32_t *stores; /* 2 per store: tensor, register */
+    int nreg; void *const *tensors; const double *scalars;
+    const int32_t *slot_law, *slot_nk, *slot_start; const uint64_t *slot_offset, *keys; const double *coefs;
+    int failed;
+} Prog;
 
-#define MOMENTS_BODY(T, GAUSS_FN)                                                               \
-    Moments *c = (Moments *)ctx;                                                                \
-    const Draws *d = c->d;                                                                      \
-    T *p = (T *)c->p, *m = (T *)c->m, *v = (T *)c->v;                                           \
-    const T b1 = (T)c->b1, c1 = (T)c->c1, b2 = (T)c->b2, c2 = (T)c->c2, eps = (T)c->eps;        \
-    const T lr = (T)c->lr, decay = (T)c->decay;                                                 \
-    T g[CHUNK];                                                                                 \
-    for (int64_t s = a; s < b; s += CHUNK) {                                                    \
-        const int64_t len = b - s < CHUNK ? b - s : CHUNK;                                      \
-        const uint64_t off = c->offset + (uint64_t)s;                                           \
-        if (c->g) memcpy(g, (const T *)c->g + s, (size_t)len * sizeof(T));                      \
-        for (int k = 0; !c->g && k < d->nk; k++) {                                              \
-            const uint32_t k0 = d->k0[k], k1 = d->k1[k];                                        \
-            const T al = (T)d->alpha[k];                                                        \
-            T *out = g;                                                                         \
-            const T *src = k == 0 ? NULL : g;                                                   \
-            const int64_t a = 0, b = len;                                                       \
-            if (d->kind == 1) { AXPZ_LOOP(T, rad_one) }                                         \
-            else GAUSS_FN(g, src, 0, len, off, k0, k1, al);                                     \
-        }                                                                                       \
-        T *ps = p + s, *ms = m ? m + s : NULL, *vs = v + s;                                     \
-        for (int64_t i = 0; i < len; i++) {                                                     \
-            T gi = g[i], u, vi;                                                                 \
-            if (c->mode == 3) {                                                                 \
-                u = gi;                                                                         \
-                vi = b2 * vs[i] + c2 * (gi * gi);                                               \
-            } else {                                                                            \
-                T mi = b1 * ms[i] + c1 * gi;                                                    \
-                ms[i] = mi;                                                                     \
-                u = mi;                                                                         \
-                T x = c->mode == 1 ? mi : gi;                                                   \
-                vi = c->fill ? (T)1 : b2 * vs[i] + c2 * (x * x);                                \
+#define VM_BODY(T, SQRT, GAUSS_FN)                                                              \
+    Prog *c = (Prog *)ctx;                                                                      \
+    T *regs = (T *)malloc((size_t)(c->nreg > 0 ? c->nreg : 1) * VM_CHUNK * sizeof(T));          \
+    T *sc = (T *)malloc((size_t)(c->nins > 0 ? c->nins : 1) * 3 * sizeof(T));                   \
+    if (!regs || !sc) { free(regs); free(sc); c->failed = 1; return; }                          \
+    for (int64_t s = a; s < b; s += VM_CHUNK) {                                                 \
+        const int64_t len = b - s < VM_CHUNK ? b - s : VM_CHUNK;                                \
+        for (int q = 0; q < c->nins; q++) {                                                     \
+            const int32_t *in = c->ins + 6 * q;                                                 \
+            const int op = in[0], kinds = in[5];                                                \
+            T *d = regs + (int64_t)in[1] * VM_CHUNK;                                            \
+            if (op == OP_INPUT) {                                                               \
+                memcpy(d, (const T *)c->tensors[in[2]] + s, (size_t)len * sizeof(T));           \
+                continue;                                                                       \
             }                                                                                   \
-            vs[i] = vi;                                                                         \
-            T den = c->inside ? SQRT(vi + eps) : SQRT(vi) + eps;                                \
-            T th = decay != (T)1 ? ps[i] * decay : ps[i];                                       \
-            ps[i] = th - lr * (u / den);                                                        \
+            if (op == OP_DRAW) {                                                                \
+                const int sl = in[2], nk = c->slot_nk[sl], st = c->slot_start[sl];              \
+                const uint64_t off = c->slot_offset[sl] + c->offset + (uint64_t)s;              \
+                for (int k = 0; k < nk; k++) {                                                  \
+                    const uint64_t key = c->keys[st + k];                                       \
+                    const uint32_t k0 = (uint32_t)key, k1 = (uint32_t)(key >> 32);              \
+                    const T al = (T)c->coefs[st + k];                                           \
+                    if (c->slot_law[sl] == 1) {                                                 \
+                        for (int64_t i = 0; i < len; i++) {                                     \
+                            T z = al * (T)rad_one(k0, k1, off + (uint64_t)i);                   \
+                            d[i] = k == 0 ? z : d[i] + z;                                       \
+                        }                                                                       \
+                    } else GAUSS_FN(d, k == 0 ? NULL : d, 0, len, off, k0, k1, al);             \
+                }                                                                               \
+                continue;                                                                       \
+            }                                                                                   \
+            /* operands: a register's chunk, or a scalar held in sc[3q + j] (stride 0) */       \
+            const T *x[3]; int64_t inc[3];                                                      \
+            for (int j = 0; j < 3; j++) {                                                       \
+                if (kinds & (1 << j)) {                                                         \
+                    sc[3 * q + j] = (T)c->scalars[in[2 + j]];                                   \
+                    x[j] = sc + 3 * q + j; inc[j] = 0;                                          \
+                } else {                                                                        \
+                    x[j] = regs + (int64_t)(in[2 + j] < 0 ? 0 : in[2 + j]) * VM_CHUNK; inc[j] = 1; \
+                }                                                                               \
+            }                                                                                   \
+            const T *A = x[0], *B = x[1], *C = x[2];                                            \
+            const int64_t ia = inc[0], ib = inc[1], ic = inc[2];                                \
+            switch (op) {                                                                       \
+            case OP_NEG: for (int64_t i = 0; i < len; i++) d[i] = -A[i * ia]; break;            \
+            case OP_SQRT: for (int64_t i = 0; i < len; i++) d[i] = SQRT(A[i * ia]); break;      \
+            case OP_SIGN:                                                                       \
+                for (int64_t i = 0; i < len; i++) d[i] = (T)((A[i * ia] > 0) - (A[i * ia] < 0)); break; \
+            case OP_ABS: for (int64_t i = 0; i < len; i++) d[i] = A[i * ia] < 0 ? -A[i * ia] : (A[i * ia] == 0 ? (T)0 : A[i * ia]); break; \
+            case OP_ADD: for (int64_t i = 0; i < len; i++) d[i] = A[i * ia] + B[i * ib]; break;  \
+            case OP_SUB: for (int64_t i = 0; i < len; i++) d[i] = A[i * ia] - B[i * ib]; break;  \
+            case OP_MUL: for (int64_t i = 0; i < len; i++) d[i] = A[i * ia] * B[i * ib]; break;  \
+            case OP_DIV: for (int64_t i = 0; i < len; i++) d[i] = A[i * ia] / B[i * ib]; break;  \
+            case OP_MAX:                                                                        \
+                for (int64_t i = 0; i < len; i++) {                                             \
+                    T u = A[i * ia], v = B[i * ib];                                             \
+                    d[i] = u != u ? u : (v != v ? v : (u > v ? u : v));                         \
+                } break;                                                                        \
+            case OP_MIN:                                                                        \
+                for (int64_t i = 0; i < len; i++) {                                             \
+                    T u = A[i * ia], v = B[i * ib];                                             \
+                    d[i] = u != u ? u : (v != v ? v : (u < v ? u : v));                         \
+                } break;                                                                        \
+            case OP_GT: for (int64_t i = 0; i < len; i++) d[i] = (T)(A[i * ia] > B[i * ib]); break; \
+            case OP_LT: for (int64_t i = 0; i < len; i++) d[i] = (T)(A[i * ia] < B[i * ib]); break; \
+            case OP_WHERE:                                                                      \
+                for (int64_t i = 0; i < len; i++) d[i] = A[i * ia] != 0 ? B[i * ib] : C[i * ic]; break; \
+            default: c->failed = 1;                                                             \
+            }                                                                                   \
         }                                                                                       \
-    }
+        for (int q = 0; q < c->nstore; q++) {                                                   \
+            const int32_t *st = c->stores + 2 * q;                                              \
+            memcpy((T *)c->tensors[st[0]] + s, regs + (int64_t)st[1] * VM_CHUNK, (size_t)len * sizeof(T)); \
+        }                                                                                       \
+    }                                                                                           \
+    free(regs); free(sc);
 
-#define SQRT sqrtf
-static void moments_f32(void *ctx, int64_t a, int64_t b, int tid) { (void)tid; MOMENTS_BODY(float, gauss_range_f32) }
-#undef SQRT
-#define SQRT sqrt
-static void moments_f64(void *ctx, int64_t a, int64_t b, int tid) { (void)tid; MOMENTS_BODY(double, gauss_range_f64) }
-#undef SQRT
+#define SQRT_F32(x) sqrtf(x)
+#define SQRT_F64(x) sqrt(x)
+static void prog_f32(void *ctx, int64_t a, int64_t b, int tid) { (void)tid; VM_BODY(float, SQRT_F32, gauss_range_f32) }
+static void prog_f64(void *ctx, int64_t a, int64_t b, int tid) { (void)tid; VM_BODY(double, SQRT_F64, gauss_range_f64) }
 
-int zo_moments(void *p, void *m, void *v, int64_t n, uint64_t offset, int dtype, int kind, int nk,
-               const uint64_t *keys, const double *alpha, int mode, double b1, double c1, double b2, double c2,
-               double eps, int inside, int fill, double lr, double decay, int nthreads) {
-    if (nk < 1 || nk > MAXK || mode < 1 || mode > 3) return -1;
-    Draws d; fill_draws(&d, kind, nk, keys, alpha);
-    Moments c = {p, m, v, offset, &d, mode, inside, fill, b1, c1, b2, c2, eps, lr, decay, NULL};
-    parallel(dtype == 0 ? moments_f32 : moments_f64, &c, n, nthreads);
-    return 0;
-}
-
-int zo_moments_g(void *p, void *m, void *v, const void *g, int64_t n, int dtype, int mode, double b1, double c1,
-                 double b2, double c2, double eps, int inside, int fill, double lr, double decay, int nthreads) {
-    if (mode < 1 || mode > 3) return -1;
-    Draws d; d.nk = 0; d.kind = 0;
-    Moments c = {p, m, v, 0, &d, mode, inside, fill, b1, c1, b2, c2, eps, lr, decay, g};
-    parallel(dtype == 0 ? moments_f32 : moments_f64, &c, n, nthreads);
-    return 0;
+int zo_program(int dtype, int64_t n, uint64_t offset, int nins, const int32_t *ins, int nstore,
+               const int32_t *stores, int nreg, void *const *tensors, const double *scalars,
+               const int32_t *slot_law, const int32_t *slot_nk, const int32_t *slot_start,
+               const uint64_t *slot_offset, const uint64_t *keys, const double *coefs, int nthreads) {
+    Prog c = {n, offset, nins, ins, nstore, stores, nreg, tensors, scalars, slot_law, slot_nk, slot_start,
+              slot_offset, keys, coefs, 0};
+    parallel(dtype == 0 ? prog_f32 : prog_f64, &c, n, nthreads);
+    return c.failed ? -1 : 0;
 }
 
 /* K draws, one per row of a (K, n) tensor: row k = z(keys[k]); the threads split the K·n elements. */

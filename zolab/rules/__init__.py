@@ -1,4 +1,4 @@
-"""Every ZO rule, one file each; ``RULES`` maps a short name to its class."""
+"""Every ZO rule, one file each; ``RULES`` maps a short name to its class, ``REGISTRY`` to its test entry."""
 
 from zolab.rules.adamm import ZOAdaMM
 from zolab.rules.adamu import ZOAdaMU
@@ -7,20 +7,10 @@ from zolab.rules.meazo import MEAZO
 from zolab.rules.mezo_bcd import MeZOBCD
 from zolab.rules.momentum import ZOSGDMomentum
 from zolab.rules.radazo import RAdaZO
+from zolab.rules.registry import REGISTRY, RULES, RuleInfo
 from zolab.rules.rmsprop import ZORMSProp
 from zolab.rules.signsgd import ZOSignSGD
 from zolab.rules.zosgd import ZOSGD
 
-RULES = {
-    "zo_sgd": ZOSGD,
-    "zo_sgd_momentum": ZOSGDMomentum,
-    "zo_signsgd": ZOSignSGD,
-    "zo_adamm": ZOAdaMM,
-    "zo_rmsprop": ZORMSProp,
-    "radazo": RAdaZO,
-    "zo_adamu": ZOAdaMU,
-    "meazo": MEAZO,
-    "mezo_bcd": MeZOBCD,
-}
-
-__all__ = ["RULES", "ZOOptimizer", *[c.__name__ for c in RULES.values()]]
+__all__ = ["RULES", "REGISTRY", "RuleInfo", "ZOOptimizer", "ZOSGD", "ZOSGDMomentum", "ZOSignSGD", "ZOAdaMM",
+           "ZORMSProp", "RAdaZO", "ZOAdaMU", "MEAZO", "MeZOBCD"]

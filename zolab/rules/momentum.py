@@ -1,15 +1,20 @@
-"""ZO-SGD with momentum, ZO-Bench's "ZO-SGD-MMT" (Zhang et al., ICML 2024; ALGORITHMS.md §3.2).
+"""ZO-SGD with momentum, ZO-Bench's ZO-SGD-MMT (docs/algorithms.md §3.2)."""
 
-.. math:: b_t = γ b_{t-1} + \\hat g_t, \\qquad θ_t = θ_{t-1} - η b_t
-
-(the ``torch.optim.SGD`` momentum form). One d-sized buffer per trainable tensor.
-"""
-
-from zolab.rules.base import ZOOptimizer, _check_range
+from zolab.checks import check_range
+from zolab.rules.base import ZOOptimizer
 
 
 class ZOSGDMomentum(ZOOptimizer):
-    """Args: lr (1e-3), mu (1e-3), momentum γ (0.9), weight_decay (0); Gaussian central estimator."""
+    """ZO-SGD-MMT (Zhang et al., ZO-Bench, ICML 2024), in ``torch.optim.SGD``'s momentum form.
+
+    Update::
+
+        b_t = γ b_{t−1} + ĝ_t,    θ_t = θ_{t−1} − η b_t        (b_0 = 0)
+
+    One d-sized buffer (``momentum_buffer``) per trainable tensor.
+
+    Args: lr (1e-3), mu (1e-3), momentum γ (0.9), weight_decay (0); Gaussian central estimator.
+    """
 
     def __init__(self, params, lr=1e-3, mu=1e-3, momentum=0.9, weight_decay=0.0, **options):
         options.setdefault("estimator", "central")
@@ -18,11 +23,8 @@ class ZOSGDMomentum(ZOOptimizer):
 
     def _check_group(self, g):
         super()._check_group(g)
-        _check_range("momentum", g["momentum"], 0.0, 1.0)
+        check_range("momentum", g["momentum"], 0.0, 1.0)
 
-    def _update(self, ref, g, state):
-        if "momentum_buffer" not in state:
-            state["momentum_buffer"] = g.clone()  # γ·0 + g
-        else:
-            state["momentum_buffer"].mul_(ref.group["momentum"]).add_(g)
-        return state["momentum_buffer"]
+    def update(self, e, h):
+        b = h.momentum * e.momentum_buffer + e.g
+        return b, {"momentum_buffer": b}

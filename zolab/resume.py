@@ -1,0 +1,45 @@
+"""What a saved optimizer state must agree on with the optimizer that loads it.
+
+``config(opt)`` is saved in ``state_dict()["zo"]["config"]``: the rule, the seed, the estimator, the
+directions and the block options, the rule's own options and the schedules, which together fix the random
+stream and the maths. ``check`` raises naming every setting that differs (and every group hyper-parameter,
+e.g. lr), except the hyper-parameters the caller overrides on purpose, which keep the new values.
+"""
+
+from __future__ import annotations
+
+
+def config(opt) -> dict:
+    out = {"rule": type(opt).__name__, "seed": opt.seed, "estimator": opt.estimator,
+           "directions": opt.sampler.name, "rng": opt.sampler.rng, "num_queries": opt.num_queries,
+           "scale": opt.scale, "weight_decay_mode": opt.weight_decay_mode, "blocks": repr(opt.block_spec),
+           "block_selection": opt.block_selection, "blocks_per_step": opt.blocks_per_step,
+           "granularity": opt.granularity}
+    out.update({k: getattr(opt, k) for k in opt.static_options})
+    out.update({f"schedule.{k}": repr(v) for k, v in opt.schedules.items()})
+    return out
+
+
+def check(opt, state_dict: dict, saved: dict | None, overrides) -> None:
+    unknown = set(overrides) - {k for g in opt.param_groups for k in g} - {"params", "param_names"}
+    if unknown:
+        raise ValueError(f"resume overrides {sorted(unknown)} are not hyper-parameters of {type(opt).__name__}; "
+                         f"allowed: {sorted(opt.defaults)}")
+    changed = []
+    if saved is not None:
+        mine = config(opt)
+        changed += [f"{k}: {saved.get(k)!r} (saved) -> {v!r} (now)" for k, v in mine.items() if saved.get(k) != v]
+        changed += [f"{k}: {v!r} (saved) -> missing (now)" for k, v in saved.items() if k not in mine]
+    saved_groups = state_dict.get("param_groups", [])
+    if len(saved_groups) == len(opt.param_groups):
+        for i, (old, now) in enumerate(zip(saved_groups, opt.param_groups)):
+            for k, v in now.items():
+                if k in ("params", "param_names") or k in overrides or k in opt.schedules or k not in old:
+                    continue
+                if old[k] != v and not (isinstance(v, tuple) and tuple(old[k]) == v):
+                    changed.append(f"param_groups[{i}].{k}: {old[k]!r} (saved) -> {v!r} (now)")
+    if changed:
+        raise ValueError(
+            "the saved optimizer state was made with other settings: " + "; ".join(changed) +
+            ". Resume with the saved settings, or name the hyper-parameters you change on purpose in "
+            "resume_overrides (e.g. ['lr']); the rule, seed, estimator and block options cannot change")

@@ -1,0 +1,208 @@
+"""The rule registry: every rule's class, test arguments, state, capabilities and dense reference update.
+
+``REGISTRY`` drives the table-driven tests of ``tests/rules/`` (in the manner of torch's ``OptimizerInfo``): a
+rule is its file plus one ``RuleInfo`` entry here, and every generic test (float64 transcription, fused
+program against the eager update, lr = 0, resume, state_dict, bad input, a short convergence check) runs on
+it. ``reference`` is a direct transcription of the rule's update on dense float64 vectors (docs/algorithms.md
+§3), written apart from the rule's own ``update``: the tests build ĝ, the blocks and the weight decay
+themselves (§1, §2) and call it with a ``Dense`` context.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import torch
+
+from zolab.rules.adamm import ZOAdaMM
+from zolab.rules.adamu import ZOAdaMU
+from zolab.rules.base import ZOOptimizer
+from zolab.rules.meazo import MEAZO
+from zolab.rules.mezo_bcd import MeZOBCD
+from zolab.rules.momentum import ZOSGDMomentum
+from zolab.rules.radazo import RAdaZO
+from zolab.rules.rmsprop import ZORMSProp
+from zolab.rules.signsgd import ZOSignSGD
+from zolab.rules.zosgd import ZOSGD
+
+
+@dataclass
+class Dense:
+    """What a reference update sees at one step, on the concatenated θ ∈ R^d (float64)."""
+
+    g: torch.Tensor  # ĝ, zero outside the active block (λθ included for coupled decay)
+    ps: list[float]  # projected gradients p_k
+    us: list[torch.Tensor]  # directions u_k
+    h: dict  # hyper-parameters at this step (betas as beta1, beta2; schedules resolved)
+    mask: torch.Tensor  # the active block
+    count: torch.Tensor  # per element: updates so far, this one included
+    options: dict  # the rule's constructor options
+    scope: str = "global"  # MEAZO's scope key of this block
+    state: dict = field(default_factory=dict)  # the reference's own state, kept across steps
+
+    def zeros(self) -> torch.Tensor:
+        return torch.zeros_like(self.g)
+
+    def get(self, name: str) -> torch.Tensor:
+        return self.state.get(name, self.zeros())
+
+
+@dataclass(frozen=True)
+class RuleInfo:
+    """One rule as the generic tests see it."""
+
+    cls: type[ZOOptimizer]
+    reference: Callable[[Dense], torch.Tensor]  # returns U; keeps its state in ``Dense.state``
+    kwargs: dict = field(default_factory=dict)  # constructor arguments every test passes (beside lr, mu)
+    variants: tuple[dict, ...] = ()  # rule options the transcription test covers besides the defaults
+    state: tuple[str, ...] = ()  # d-sized state tensors per trainable tensor
+    fixed: tuple[str, ...] = ()  # common options the rule does not take (its maths fixes them)
+    bad: tuple[tuple[dict, str], ...] = ()  # (arguments, error regex) the constructor must refuse
+    lr: float = 1e-2  # a step size for the convergence check on the test problem
+
+    @property
+    def name(self) -> str:
+        return self.cls.__name__
+
+    @property
+    def own_directions(self) -> bool:
+        return type.__getattribute__(self.cls, "own_direction") is not ZOOptimizer.own_direction
+
+    def make(self, params, **kwargs) -> ZOOptimizer:
+        return self.cls(params, **{**self.kwargs, **kwargs})
+
+
+def _masked(d: Dense, name: str, new: torch.Tensor) -> torch.Tensor:
+    """State ``name`` updated on the active block only (inactive blocks keep theirs frozen)."""
+    d.state[name] = torch.where(d.mask, new, d.get(name))
+    return d.state[name]
+
+
+def _den(v, h, options):
+    return torch.sqrt(v + h["eps"]) if options.get("eps_inside_sqrt") else torch.sqrt(v) + h["eps"]
+
+
+def ref_sgd(d: Dense) -> torch.Tensor:
+    return d.g
+
+
+def ref_momentum(d: Dense) -> torch.Tensor:
+    return _masked(d, "b", d.h["momentum"] * d.get("b") + d.g)
+
+
+def ref_sign(d: Dense) -> torch.Tensor:
+    if d.options.get("sign_of") == "scalar":
+        return sum(math.copysign(1.0, p) * u if p else 0 * u for p, u in zip(d.ps, d.us)) / len(d.us)
+    return torch.sign(d.g)
+
+
+def ref_adamm(d: Dense) -> torch.Tensor:
+    b1, b2 = d.h["beta1"], d.h["beta2"]
+    m = _masked(d, "m", b1 * d.get("m") + (1 - b1) * d.g)
+    v = _masked(d, "v", b2 * d.get("v") + (1 - b2) * d.g**2)
+    if d.options.get("amsgrad"):
+        v = _masked(d, "vmax", torch.maximum(d.get("vmax"), v))
+    if d.options.get("bias_correction"):
+        n = d.count.clamp(min=1)
+        m, v = m / (1 - b1**n), v / (1 - b2**n)
+    return m / _den(v, d.h, d.options)
+
+
+def ref_rmsprop(d: Dense) -> torch.Tensor:
+    v = _masked(d, "v", d.h["beta"] * d.get("v") + (1 - d.h["beta"]) * d.g**2)
+    return d.g / _den(v, d.h, d.options)
+
+
+def ref_radazo(d: Dense) -> torch.Tensor:
+    b1, b2 = d.h["beta1"], d.h["beta2"]
+    m = _masked(d, "m", b1 * d.get("m") + (1 - b1) * d.g)
+    v_new = b2 * d.get("v") + (1 - b2) * m**2
+    v_new = torch.where(d.count <= d.options.get("v_warmup_steps", 0), torch.ones_like(v_new), v_new)
+    return m / _den(_masked(d, "v", v_new), d.h, d.options)
+
+
+def ref_meazo(d: Dense) -> torch.Tensor:
+    beta, K = d.h["beta"], len(d.ps)
+    pbar = sum(d.ps) / K
+    s = pbar**2 if d.options.get("v_stat", "sq_mean") == "sq_mean" else sum(p**2 for p in d.ps) / K
+    v = beta * d.state.get(("v", d.scope), 0.0) + (1 - beta) * s
+    n = d.state.get(("n", d.scope), 0) + 1
+    d.state[("v", d.scope)], d.state[("n", d.scope)] = v, n
+    return d.g / (math.sqrt(v / (1 - beta**n)) + d.h["eps"])
+
+
+def ref_adamu_direction(d: Dense, noise: list[torch.Tensor]) -> torch.Tensor:
+    """u_t = β1 ż + (1 − β1) z̈ with ż = √α ε₁, z̈ = m_{t−1} + √(1 − α) ε₂ (ε₂ = noise[0], ε₁ = noise[1])."""
+    zdot, zddot = math.sqrt(d.h["alpha"]) * noise[1], d.get("m") + math.sqrt(1 - d.h["alpha"]) * noise[0]
+    return d.h["beta1"] * zdot + (1 - d.h["beta1"]) * zddot
+
+
+def ref_adamu(d: Dense) -> torch.Tensor:
+    noise = d.state["noise"]
+    zdot, zddot = math.sqrt(d.h["alpha"]) * noise[1], d.get("m") + math.sqrt(1 - d.h["alpha"]) * noise[0]
+    u = d.h["beta1"] * zdot + (1 - d.h["beta1"]) * zddot
+    v = d.h["beta2"] * zdot**2 + (1 - d.h["beta2"]) * zddot**2
+    _masked(d, "m", u)
+    return d.g / (torch.sqrt(v) + d.h["eps"])
+
+
+_ADAPTIVE_BAD = (({"betas": (1.0, 0.99)}, r"betas\[0\].*1.0.*\[0.0, 1.0\)"), ({"betas": (0.9, -0.1)}, r"betas\[1\]"),
+                 ({"betas": (0.9, 0.99, 0.5)}, "two numbers"), ({"eps": -1.0}, "eps"))
+
+REGISTRY: dict[str, RuleInfo] = {
+    "zo_sgd": RuleInfo(ZOSGD, ref_sgd),
+    "zo_sgd_momentum": RuleInfo(
+        ZOSGDMomentum, ref_momentum, variants=({"momentum": 0.5},), state=("momentum_buffer",),
+        bad=(({"momentum": 1.0}, "momentum"),)),
+    "zo_signsgd": RuleInfo(
+        ZOSignSGD, ref_sign, variants=({"sign_of": "scalar", "num_queries": 3},),
+        bad=(({"sign_of": "both"}, "sign_of 'both'"),), lr=2e-2),
+    "zo_adamm": RuleInfo(
+        ZOAdaMM, ref_adamm, state=("m", "v"), bad=_ADAPTIVE_BAD, lr=3e-2,
+        variants=({"amsgrad": True, "betas": (0.8, 0.9)}, {"bias_correction": True, "eps": 1e-3},
+                  {"eps_inside_sqrt": True, "eps": 1e-4})),
+    "zo_rmsprop": RuleInfo(
+        ZORMSProp, ref_rmsprop, state=("v",), lr=3e-2, bad=(({"beta": 1.5}, "beta"),),
+        variants=({"beta": 0.9}, {"eps_inside_sqrt": True, "eps": 1e-3})),
+    "radazo": RuleInfo(
+        RAdaZO, ref_radazo, state=("m", "v"), lr=3e-2,
+        bad=(*_ADAPTIVE_BAD, ({"v_warmup_steps": -1}, "v_warmup_steps")),
+        variants=({"v_warmup_steps": 2}, {"betas": (0.5, 0.9), "eps_inside_sqrt": True, "eps": 1e-3})),
+    "zo_adamu": RuleInfo(
+        ZOAdaMU, ref_adamu, kwargs={"total_steps": 40, "t1": 5}, state=("m",),
+        fixed=("num_queries", "estimator", "directions", "scale"),
+        variants=({"alpha": 0.6, "betas": (0.7, 0.4)}, {"total_steps": 10, "t1": 2, "final": "paper_prose"}),
+        bad=(({"total_steps": None}, "total_steps"), ({"num_queries": 2}, "num_queries"),
+             ({"alpha": 1.2, "betas": (0.5, 0.5)}, "alpha"), ({"directions": "sphere"}, "own directions"))),
+    "meazo": RuleInfo(
+        MEAZO, ref_meazo, bad=(({"beta": 1.0}, "beta"), ({"scope": "layer"}, "scope 'layer'")),
+        variants=({"num_queries": 3, "v_stat": "mean_sq"}, {"scope": "block", "blocks": ["W", "b"],
+                                                            "block_selection": "cyclic", "num_queries": 2},
+                  {"scope": "group", "beta": 0.9})),
+    "mezo_bcd": RuleInfo(
+        MeZOBCD, ref_sgd, variants=({"block_selection": "cyclic"}, {"block_selection": "uniform"},
+                                    {"blocks": 2, "block_selection": "cyclic"}),
+        bad=(({"blocks": 9}, "equal blocks"), ({"blocks": ["("]}, "invalid"))),
+}
+
+class _Classes(Mapping):
+    """Short name -> rule class, always in step with ``REGISTRY`` (a rule registered later appears here too)."""
+
+    def __getitem__(self, name: str) -> type[ZOOptimizer]:
+        return REGISTRY[name].cls
+
+    def __iter__(self):
+        return iter(REGISTRY)
+
+    def __len__(self) -> int:
+        return len(REGISTRY)
+
+    def __repr__(self) -> str:
+        return repr({k: v.__name__ for k, v in self.items()})
+
+
+RULES: Mapping[str, type[ZOOptimizer]] = _Classes()
+# A new rule: its file in zolab/rules/, then here its reference and one entry, e.g.
+#     REGISTRY["zo_lion"] = RuleInfo(ZOLion, ref_lion, state=("m",))      (README: "Adding a rule")
