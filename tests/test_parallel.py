@@ -53,6 +53,32 @@ def _run(rule: str, steps: int, parallel=None, rank=0, world=1, state=None, nan_
     return problem, opt, losses
 
 
+def _run_sharded(rule, rank, world, steps=STEPS):
+    """The tiny problem with W and b split by rows between the processes (each holds its shard, as in a
+    sharded model): the closure gathers the perturbed shards into the whole tensors, as FSDP's forward does."""
+    problem = TinyProblem()
+    W = torch.nn.Parameter(problem.W.detach()[2 * rank:2 * rank + 2].clone())
+    b = torch.nn.Parameter(problem.b.detach()[3 * rank:3 * rank + 3].clone())
+    info = REGISTRY[rule]
+    kw = {"total_steps": 60, "t1": 5} if info.own_directions else {"num_queries": 2}
+    opt = info.make([{"params": [("W", W), ("b", b)], "shards": [(12 * rank, 24), (3 * rank, 6)]}], lr=1e-2,
+                    mu=1e-3, seed=3, **kw)
+    opt.grad_estimator.shard_sum = dist.all_reduce
+
+    def gathered(t):
+        parts = [torch.empty_like(t) for _ in range(world)]
+        dist.all_gather(parts, t.detach())
+        return torch.cat(parts)
+
+    draws = []
+    for _ in range(steps):
+        opt.step(lambda: problem.f(gathered(W), gathered(b)))
+        est = opt.record.blocks[0]
+        if not info.own_directions:
+            draws.append(torch.cat([opt.direction(r, est.queries[0]).flatten() for r in est.refs]))
+    return gathered(W), gathered(b), draws
+
+
 def _worker(rank, world, port, out, job):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
@@ -78,6 +104,9 @@ def _worker(rank, world, port, out, job):
             result["state"] = {"model": problem.state_dict(), "optimizer": opt.state_dict()}
             problem, _, _ = _run("radazo", 30, ParallelPoints(2, 1), rank, world)
             result["uninterrupted"] = problem.W.detach().clone()
+        elif job == "sharded":
+            for rule in REGISTRY:
+                result[rule] = _run_sharded(rule, rank, world)
         elif job == "crash":
             if rank == 1:
                 _run("zo_sgd", 2, ParallelPoints(2, 1), rank, world)
@@ -148,6 +177,54 @@ def test_a_checkpoint_of_two_processes_continues_in_one(tmp_path):
 def test_a_crashed_process_is_an_error_that_names_the_survivor(tmp_path):
     (result,) = _spawn(tmp_path, "crash", ranks=(0,))
     assert result["error"] is not None and "process 0 of 2" in result["error"] and "all-reduce" in result["error"]
+
+
+@pytest.fixture(scope="module")
+def sharded(tmp_path_factory):
+    return _spawn(tmp_path_factory.mktemp("sharded"), "sharded")
+
+
+@pytest.mark.parametrize("rule", list(REGISTRY))
+def test_a_sharded_model_draws_and_updates_what_the_whole_one_does(sharded, rule):
+    """Each process holds half the rows of each tensor and draws its elements of the whole directions: the draws
+    are bitwise the whole's (Gaussian; sphere's norm is summed over the processes: to rounding), the updates
+    agree to 1e-10."""
+    W, b, draws = sharded[0][rule]
+    assert torch.equal(W, sharded[1][rule][0]) and torch.equal(b, sharded[1][rule][1])
+    problem, opt, _ = _run_whole(rule)
+    torch.testing.assert_close(W, problem.W.detach(), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(b, problem.b.detach(), rtol=1e-10, atol=1e-12)
+    if draws:
+        whole = _whole_draws(rule)
+        for t, (d0, d1) in enumerate(zip(draws, sharded[1][rule][2])):
+            full = whole[t]
+            mine = torch.cat([d0[:12], d1[:12], d0[12:], d1[12:]])  # W rows 0-1, 2-3, then b 0-2, 3-5
+            if opt.sampler.name == "sphere":
+                torch.testing.assert_close(mine, full, rtol=1e-12, atol=0)
+            else:
+                assert torch.equal(mine, full), t
+
+
+def _run_whole(rule, steps=STEPS):
+    problem = TinyProblem()
+    info = REGISTRY[rule]
+    kw = {"total_steps": 60, "t1": 5} if info.own_directions else {"num_queries": 2}
+    opt = info.make([("W", problem.W), ("b", problem.b)], lr=1e-2, mu=1e-3, seed=3, **kw)
+    for _ in range(steps):
+        opt.step(problem.loss)
+    return problem, opt, None
+
+
+def _whole_draws(rule, steps=STEPS):
+    problem = TinyProblem()
+    info = REGISTRY[rule]
+    opt = info.make([("W", problem.W), ("b", problem.b)], lr=1e-2, mu=1e-3, seed=3, num_queries=2)
+    out = []
+    for _ in range(steps):
+        opt.step(problem.loss)
+        est = opt.record.blocks[0]
+        out.append(torch.cat([opt.direction(r, est.queries[0]).flatten() for r in est.refs]))
+    return out
 
 
 def test_shards_of_a_batch():

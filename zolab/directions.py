@@ -175,18 +175,25 @@ class SamplerDirections:
     def key(ref, query) -> int:
         return mix(query.seed, ref.index)
 
-    def prepare(self, refs, queries, scratch=None) -> None:
+    def prepare(self, refs, queries, scratch=None, shard_sum=None) -> None:
         """For sphere, 1/‖z_k‖ over the perturbed set into each query (a draw pass that writes nothing with
-        the counter rng; into ``scratch(ref)`` tensors with the torch rng)."""
+        the counter rng; into ``scratch(ref)`` tensors with the torch rng). Shards of tensors add their parts
+        with ``shard_sum`` (one all-reduce of the K sums)."""
         if not self.sampler.normalize:
             return
+        sums = []
         for q in queries:
             if self.sampler.fused:
-                sq = sum(kernels.sumsq(self.key(r, q), r.param, 0, self.sampler.law) for r in refs)
+                sq = sum(kernels.sumsq(self.key(r, q), r.param, r.offset, self.sampler.law) for r in refs)
             else:
                 sq = sum(_wide(self.sampler.sample(self.key(r, q), r.param, out=scratch(r) if scratch else None))
                          .square().sum() for r in refs)
-            q.inv_norm = sq.rsqrt()
+            sums.append(sq)
+        sums = torch.stack([s.to(torch.float64) for s in sums])
+        if shard_sum is not None and any(r.full_numel is not None for r in refs):
+            shard_sum(sums)
+        for q, sq in zip(queries, sums.rsqrt()):
+            q.inv_norm = sq
 
     def point(self, ref, query, radius, out=None, base=None) -> torch.Tensor:
         """``base + radius·u`` (``radius·u`` without base) on one tensor, into ``out`` when given."""
@@ -194,7 +201,7 @@ class SamplerDirections:
         if self.sampler.fused:
             if out is None:
                 out = torch.empty_like(ref.param, memory_format=torch.contiguous_format)
-            return kernels.axpz(out, [self.key(ref, query)], [coef], base, 0, self.sampler.law)
+            return kernels.axpz(out, [self.key(ref, query)], [coef], base, ref.offset, self.sampler.law)
         u = self.sampler.sample(self.key(ref, query), ref.param, out=out)
         if base is None:
             return u.mul_(coef)
@@ -208,7 +215,7 @@ class SamplerDirections:
             if out is None:
                 out = torch.empty_like(ref.param, memory_format=torch.contiguous_format)
             coefs = [c if q.inv_norm is None else c * q.inv_norm for c, q in zip(coefs, queries)]
-            return kernels.axpz(out, [self.key(ref, q) for q in queries], coefs, None, 0, self.sampler.law)
+            return kernels.axpz(out, [self.key(ref, q) for q in queries], coefs, None, ref.offset, self.sampler.law)
         g = self.point(ref, queries[0], coefs[0], out=out)
         for q, c in zip(queries[1:], coefs[1:]):
             g.add_(self.point(ref, q, c))
@@ -218,7 +225,7 @@ class SamplerDirections:
         """The K directions of a one-tensor block as the rows of ``out`` (K, n), in the compute type, unit
         rows for sphere (their 1/‖z‖ stored in the queries)."""
         if self.sampler.fused:
-            kernels.fill_rows(out, [self.key(ref, q) for q in queries], 0, self.sampler.law)
+            kernels.fill_rows(out, [self.key(ref, q) for q in queries], ref.offset, self.sampler.law)
         else:
             for k, q in enumerate(queries):
                 out[k].copy_(self.sampler.sample(self.key(ref, q), ref.param).reshape(-1))
@@ -266,7 +273,7 @@ class RuleDirections:
 
     key = staticmethod(SamplerDirections.key)
 
-    def prepare(self, refs, queries, scratch=None) -> None:
+    def prepare(self, refs, queries, scratch=None, shard_sum=None) -> None:
         """Nothing to normalise: the rule's function is the direction."""
 
     def _noise(self, views, tag: str):
@@ -315,7 +322,7 @@ class RuleDirections:
             count = max((int(n[5:n.index("@")]) + 1 for n in names), default=0)
             if self.sampler.fused:
                 for i in range(count):
-                    slots[f"noise{i}@{k}"] = kernels.Slot("gaussian", [self.key(ref, q)], [1.0], i * p.numel())
+                    slots[f"noise{i}@{k}"] = kernels.Slot("gaussian", [self.key(ref, q)], [1.0], i * ref.numel)
             else:
                 gen = self.sampler.generator(self.key(ref, q), p.device)
                 for i in range(count):
@@ -329,7 +336,7 @@ class RuleDirections:
             tensors["base"] = base
         scalars = self.rule.hyper(ref)
         scalars.update({f"c{k}": c for k, c in enumerate(coefs)})
-        kernels.run(program, tensors, {"out": out}, scalars, slots, compute_type(ref.param))
+        kernels.run(program, tensors, {"out": out}, scalars, slots, compute_type(ref.param), ref.offset)
         return out
 
     def point(self, ref, query, radius, out=None, base=None) -> torch.Tensor:

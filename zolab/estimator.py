@@ -37,6 +37,13 @@ class ParamRef:
     param: torch.Tensor
     name: str
     group: dict
+    offset: int = 0  # a shard of a larger tensor: the element index of its first element in the whole
+    full_numel: int | None = None  # the whole tensor's size (None: not a shard)
+
+    @property
+    def numel(self) -> int:
+        """The whole tensor's size (a shard's own size is ``param.numel()``)."""
+        return self.param.numel() if self.full_numel is None else self.full_numel
 
 
 @dataclass
@@ -104,13 +111,14 @@ class Estimator:
             raise ValueError(f"unknown scale {scale!r}; allowed: {list(SCALES)}")
         self.directions, self.difference, self.num_queries, self.scale = directions, difference, num_queries, scale
         self.parallel = Local()
+        self.shard_sum = None  # for sharded tensors: sums a tensor over the processes holding the shards
 
     def queries(self, seed: int, t: int, position: int) -> list[Query]:
         """Query k of block position ``position`` at step t owns the seed mix(seed, t, position, k)."""
         return [Query(s) for s in mix_each((seed, t, position), range(self.num_queries))]
 
     def scale_of(self, refs: list[ParamRef]) -> float:
-        return float(sum(r.param.numel() for r in refs)) if self.scale == "dimension" else 1.0
+        return float(sum(r.numel for r in refs)) if self.scale == "dimension" else 1.0
 
     def points(self, queries: list[Query]) -> list[tuple[Query | None, float]]:
         """The step's points in their loss order: (None, 0) is θ itself."""
@@ -127,7 +135,7 @@ class Estimator:
                 raise ValueError(f"a batched objective needs a block of one tensor; block {block!r} has {len(refs)}")
             return self._batched(block, refs[0], queries, batched, scratch)
         self.directions.prepare(refs, queries, None if scratch is None else lambda r: scratch(
-            (r.index, "u"), r.param.shape, r.param.dtype, r.param.device))
+            (r.index, "u"), r.param.shape, r.param.dtype, r.param.device), self.shard_sum)
         points = self.points(queries)
         owned = self.parallel.owned(len(points))
         losses = [as_loss(evaluate(*points[i])) for i in owned]

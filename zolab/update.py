@@ -122,7 +122,7 @@ class Updater:
             if f"state:{name}" in program.inputs:
                 tensors[f"state:{name}"] = t
         outputs = {"theta": p.data, **{f"state:{k}": state[k] for k in written}}
-        return program, tensors, outputs, scalars, slots, compute_type(p), written
+        return program, tensors, outputs, scalars, slots, compute_type(p), written, ref.offset
 
     def apply(self, est, transaction: Transaction | None = None) -> None:
         """Update every tensor of ``est``: all plans first (host state restored if one fails), then the writes."""
@@ -138,9 +138,9 @@ class Updater:
             opt.zo.clear()
             opt.zo.update(zo_before)
             raise
-        for ref, (program, tensors, outputs, scalars, slots, ct, written) in plans:
+        for ref, (program, tensors, outputs, scalars, slots, ct, written, offset) in plans:
             if transaction is not None:
                 outputs = transaction.outputs(ref.param, opt.state[ref.param], written, before[id(ref.param)])
-            kernels.run(program, tensors, outputs, scalars, slots, ct)
+            kernels.run(program, tensors, outputs, scalars, slots, ct, offset)
             if transaction is not None:
                 transaction.swap_in(ref.param, opt.state[ref.param], outputs)

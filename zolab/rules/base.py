@@ -76,7 +76,11 @@ class ZOOptimizer(torch.optim.Optimizer):
         tensors (one more copy of the parameters and state) until every block has a finite loss.
     granularity: ``"model"`` or ``"tensor"`` (R-AdaZO's code: each tensor its own block, all per step).
 
-    Parameters may be given as ``model.named_parameters()`` (needed for ``blocks="module"``/regexes).
+    Parameters may be given as ``model.named_parameters()`` (needed for ``blocks="module"``/regexes). A param
+    group may hold shards of larger tensors (a sharded model: each process holds a part of each tensor):
+    ``shards`` lists per tensor None or (offset, numel of the whole); a shard then draws and updates exactly its
+    elements of the whole tensor's directions, c counts the whole, and sphere's norms are summed over the
+    processes by ``grad_estimator.shard_sum`` (e.g. ``torch.distributed.all_reduce``).
     """
 
     static_options: tuple[str, ...] = ()  # a rule's own options that fix its maths (saved and checked on load)
@@ -162,6 +166,8 @@ class ZOOptimizer(torch.optim.Optimizer):
                 raise ValueError(f"parameter of type {what} is not supported; allowed: real floating-point tensors "
                                  "(float16, bfloat16, float32, float64)")
         param_group["params"] = params
+        if "shards" in param_group:
+            self._check_shards(params, param_group["shards"])
         # Decay applies to 1-D tensors only when the group itself asks for decay (docs/algorithms.md §2).
         param_group.setdefault("decay_1d", "weight_decay" in param_group)
         for k, v in list(param_group.items()):
@@ -170,6 +176,24 @@ class ZOOptimizer(torch.optim.Optimizer):
         self._check_group({**self.defaults, **param_group})
         super().add_param_group(param_group)
         self._partition = None
+
+    def _check_shards(self, params, shards) -> None:
+        """A group's ``shards``: per tensor None or (offset, full numel) of the whole tensor it is a part of."""
+        if not isinstance(shards, list | tuple) or len(shards) != len(params):
+            raise ValueError(f"shards must list one (offset, full numel) or None per tensor ({len(params)}), "
+                             f"got {shards!r}")
+        for p, part in zip(params, shards):
+            if part is None:
+                continue
+            ok = (isinstance(part, list | tuple) and len(part) == 2 and all(isinstance(x, int) for x in part)
+                  and 0 <= part[0] and part[0] + p.numel() <= part[1])
+            if not ok:
+                raise ValueError(f"shard {part!r} of a tensor of {p.numel()} elements; allowed: (offset, full "
+                                 "numel) with 0 <= offset and offset + its numel <= full numel")
+        if any(s is not None for s in shards) and not self.sampler.fused:
+            raise ValueError("shards need rng='counter' (each shard draws its own part of the whole tensor)")
+        if any(s is not None for s in shards) and self.perturb == "module":
+            raise ValueError("shards are perturbed whole (perturb='copy'): the forward gathers them")
 
     def _check_group(self, g: dict) -> None:
         check_range("lr", g["lr"], 0.0, float("inf"))
@@ -182,8 +206,10 @@ class ZOOptimizer(torch.optim.Optimizer):
         refs, i = [], 0
         for group in self.param_groups:
             names = group.get("param_names") or [None] * len(group["params"])
-            for p, name in zip(group["params"], names):
-                refs.append(ParamRef(i, p, name or f"param{i}", group))
+            shards = group.get("shards") or [None] * len(group["params"])
+            for p, name, part in zip(group["params"], names, shards):
+                offset, full = part if part is not None else (0, None)
+                refs.append(ParamRef(i, p, name or f"param{i}", group, offset, full))
                 i += 1
         return refs
 
@@ -297,7 +323,7 @@ class ZOOptimizer(torch.optim.Optimizer):
             return self.perturb
         refs = [r for _, rs in self.partition() for r in rs]
         ok = (self._model is not None and self.sampler.fused and not self._copy_only
-              and owned_by_submodules(self._model, refs))
+              and all(r.full_numel is None for r in refs) and owned_by_submodules(self._model, refs))
         return "module" if ok else "copy"
 
     def direction(self, ref: ParamRef, query: Query) -> torch.Tensor:
