@@ -79,6 +79,39 @@ def _run_sharded(rule, rank, world, steps=STEPS):
     return gathered(W), gathered(b), draws
 
 
+def _mlp():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 5), torch.nn.Tanh(), torch.nn.Linear(5, 1)).double()
+    gen = torch.Generator().manual_seed(1)
+    X, Y = torch.randn(6, 8, generator=gen, dtype=torch.float64), torch.randn(6, 1, generator=gen, dtype=torch.float64)
+    return model, X, Y
+
+
+def _mlp_steps(rule, model, X, Y, parallel=None, steps=10):
+    info = REGISTRY[rule]
+    kw = {"total_steps": 60, "t1": 5} if info.own_directions else {"num_queries": 2}
+    opt = info.make(list(model.named_parameters()), lr=1e-2, mu=1e-3, seed=3, **kw)
+    if parallel is not None:
+        opt.grad_estimator.parallel, opt.grad_estimator.shard_sum = parallel, dist.all_reduce
+        parallel.weight = float(len(X))
+    for _ in range(steps):
+        opt.step(lambda: (model(X) - Y).square().mean())
+    return opt
+
+
+def _run_fsdp(rule, rank, world):
+    """FSDP2's fully_shard on the CPU (gloo): each process holds torch.chunk's rows of every tensor and its half
+    of the batch; the optimizer takes the DTensor parameters as they are."""
+    from torch.distributed.fsdp import fully_shard
+
+    model, X, Y = _mlp()
+    for layer in (model[0], model[2]):
+        fully_shard(layer)
+    fully_shard(model)
+    _mlp_steps(rule, model, shard(X, rank, world), shard(Y, rank, world), ParallelPoints(world, 1))
+    return {n: p.full_tensor().detach().clone() for n, p in model.named_parameters()}
+
+
 def _worker(rank, world, port, out, job):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
@@ -107,6 +140,9 @@ def _worker(rank, world, port, out, job):
         elif job == "sharded":
             for rule in REGISTRY:
                 result[rule] = _run_sharded(rule, rank, world)
+        elif job == "fsdp":
+            for rule in REGISTRY:
+                result[rule] = _run_fsdp(rule, rank, world)
         elif job == "crash":
             if rank == 1:
                 _run("zo_sgd", 2, ParallelPoints(2, 1), rank, world)
@@ -225,6 +261,23 @@ def _whole_draws(rule, steps=STEPS):
         est = opt.record.blocks[0]
         out.append(torch.cat([opt.direction(r, est.queries[0]).flatten() for r in est.refs]))
     return out
+
+
+@pytest.fixture(scope="module")
+def fsdp(tmp_path_factory):
+    pytest.importorskip("torch.distributed.fsdp", reason="FSDP2 (torch.distributed.fsdp.fully_shard) is needed")
+    return _spawn(tmp_path_factory.mktemp("fsdp"), "fsdp")
+
+
+@pytest.mark.parametrize("rule", list(REGISTRY))
+def test_an_fsdp2_sharded_model_steps_as_the_whole_model_on_the_global_batch(fsdp, rule):
+    """FSDP2 on two CPU processes, data parallel over its shards: every rule's run equals one process with the
+    whole model on the global batch (1e-10, float64), and both processes hold the same whole parameters."""
+    model, X, Y = _mlp()
+    _mlp_steps(rule, model, X, Y)
+    for name, value in model.named_parameters():
+        assert torch.equal(fsdp[0][rule][name], fsdp[1][rule][name]), name
+        torch.testing.assert_close(fsdp[0][rule][name], value.detach(), rtol=1e-10, atol=1e-12, msg=name)
 
 
 def test_shards_of_a_batch():

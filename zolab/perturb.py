@@ -43,13 +43,20 @@ class NotPerturbed(RuntimeError):
 def evaluate_copy(refs: list[ParamRef], query: Query | None, sign: float, directions, closure, buffer=None):
     """The closure's value at θ + sign·μ·u (θ itself for ``query=None``), θ bitwise restored afterwards.
 
-    ``buffer(ref)`` (optional) gives a reusable tensor to write the perturbed point into."""
+    ``buffer(ref)`` (optional) gives a reusable tensor to write the perturbed point into. A shard of a larger
+    tensor (``ref.full_numel``) is perturbed in its own storage, where a sharded model's forward gathers it
+    from, and copied back from a saved copy afterwards."""
     if query is None:
         return closure()
-    originals = []
+    originals, saved = [], []
     try:
         for r in refs:
             p = r.param
+            if r.full_numel is not None:  # a shard that a gathering forward reads from its own storage:
+                copy = buffer(r).copy_(p.data) if buffer else p.data.clone()  # written in place, restored
+                saved.append((p, copy))  # from this copy (exact)
+                directions.point(r, query, sign * r.group["mu"], out=p.data, base=copy)
+                continue
             point = directions.point(r, query, sign * r.group["mu"], out=buffer(r) if buffer else None, base=p.data)
             originals.append((p, p.data))
             p.data = point
@@ -57,6 +64,8 @@ def evaluate_copy(refs: list[ParamRef], query: Query | None, sign: float, direct
     finally:
         for p, data in originals:
             p.data = data
+        for p, copy in saved:
+            p.data.copy_(copy)
 
 
 def owned_by_submodules(model: nn.Module, refs: list[ParamRef]) -> bool:

@@ -165,6 +165,12 @@ class ZOOptimizer(torch.optim.Optimizer):
                 what = p.dtype if isinstance(p, torch.Tensor) else type(p).__name__
                 raise ValueError(f"parameter of type {what} is not supported; allowed: real floating-point tensors "
                                  "(float16, bfloat16, float32, float64)")
+        if any(_is_dtensor(p) for p in params):  # FSDP2's sharded parameters: their local shards, with offsets
+            shards = list(param_group.get("shards") or [None] * len(params))
+            for i, p in enumerate(params):
+                if _is_dtensor(p):
+                    params[i], shards[i] = _local_shard(p)
+            param_group["shards"] = shards
         param_group["params"] = params
         if "shards" in param_group:
             self._check_shards(params, param_group["shards"])
@@ -193,7 +199,8 @@ class ZOOptimizer(torch.optim.Optimizer):
         if any(s is not None for s in shards) and not self.sampler.fused:
             raise ValueError("shards need rng='counter' (each shard draws its own part of the whole tensor)")
         if any(s is not None for s in shards) and self.perturb == "module":
-            raise ValueError("shards are perturbed whole (perturb='copy'): the forward gathers them")
+            raise ValueError("shards are perturbed whole, in place (perturb='copy' or 'auto'): the forward "
+                             "gathers them")
 
     def _check_group(self, g: dict) -> None:
         check_range("lr", g["lr"], 0.0, float("inf"))
@@ -222,7 +229,7 @@ class ZOOptimizer(torch.optim.Optimizer):
             named = any("param_names" in g for g in self.param_groups)
             if self.block_spec not in (None, "tensor") and not named and not isinstance(self.block_spec, int):
                 raise ValueError(f"blocks={self.block_spec!r} needs parameter names: pass model.named_parameters()")
-            parts = _blocks.partition([r.name for r in refs], [r.param.numel() for r in refs], self.block_spec)
+            parts = _blocks.partition([r.name for r in refs], [r.numel for r in refs], self.block_spec)
             self._partition = [(name, [refs[i] for i in idx]) for name, idx in parts]
         return self._partition
 
@@ -446,6 +453,29 @@ class ZOOptimizer(torch.optim.Optimizer):
         if self.block_spec is not None:
             opts += f", blocks={self.block_spec!r}, block_selection={self.block_selection!r}"
         return f"{type(self).__name__}({opts}, groups={len(self.param_groups)})"
+
+
+def _is_dtensor(p) -> bool:
+    return type(p).__name__ == "DTensor" or any(c.__name__ == "DTensor" for c in type(p).__mro__)
+
+
+def _local_shard(p) -> tuple[torch.Tensor, tuple[int, int]]:
+    """(local tensor, (offset, whole numel)) of a DTensor sharded by rows on a 1-D mesh (FSDP2's layout:
+    ``torch.chunk`` rows per process); the local tensor shares the DTensor's storage, so writes reach it."""
+    from torch.distributed.tensor import Shard
+
+    mesh, placements = p.device_mesh, tuple(p.placements)
+    if mesh.ndim != 1 or placements != (Shard(0),):
+        raise ValueError(f"a DTensor parameter sharded as {placements} on a {mesh.ndim}-D mesh; allowed: "
+                         "Shard(0) on a 1-D mesh (FSDP2's fully_shard)")
+    local = p.to_local().detach().requires_grad_(p.requires_grad)  # a leaf that shares the shard's storage
+    rows, world, rank = p.shape[0], mesh.size(), mesh.get_local_rank()
+    chunk = -(-rows // world)
+    start = min(rank * chunk, rows)
+    if local.shape[0] != max(0, min(start + chunk, rows) - start) or not local.is_contiguous():
+        raise ValueError(f"DTensor shard of shape {tuple(local.shape)} on process {rank} of {world} is not "
+                         f"torch.chunk's rows {start}..{min(start + chunk, rows)} of {tuple(p.shape)}")
+    return local, (start * (p.numel() // rows if rows else 0), p.numel())
 
 
 def _has_schedule(v) -> bool:
