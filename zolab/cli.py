@@ -31,6 +31,7 @@ Each stops with ``zolab: error: ...`` naming the field or file (exit status 2) a
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -40,7 +41,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, OnExceptionCh
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import CheckpointIO
-from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from typing_extensions import override
 
 from zolab.module import ZOModule, check_precision
@@ -58,7 +59,8 @@ RUNS_DIR = "runs"
 PROGRESS_REFRESH_RATE = 20
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 SPECIAL_CKPT = ("last", "best", "hpc", "registry")  # Lightning's ckpt_path keywords
-SETUP_ERRORS = (ValueError, TypeError, OSError, ImportError)  # raised before training: a config or data problem
+# raised before training: a config or data problem (Lightning's own config errors are MisconfigurationException)
+SETUP_ERRORS = (ValueError, TypeError, OSError, ImportError, MisconfigurationException)
 
 
 class ConfigError(ValueError):
@@ -207,6 +209,7 @@ class ZOLabCLI(LightningCLI):
         self._progress_bar = progress_bar
         self._started = _TrainingStarted()
         self._lock = None
+        self._new_run_dir = None
         self._resume = None  # (path, loaded checkpoint) of fit's --ckpt_path
         self._optimizer = None  # the rule as built from the config, for the resume check
         _CURRENT.append(self)
@@ -271,7 +274,7 @@ class ZOLabCLI(LightningCLI):
             super().instantiate_classes()
         except ConfigError:
             raise
-        except (ValueError, TypeError, ImportError) as err:
+        except (ValueError, TypeError, ImportError, MisconfigurationException) as err:
             raise ConfigError(f"{_component(err, config)}: {err}") from err
         module = self.model
         try:
@@ -281,6 +284,14 @@ class ZOLabCLI(LightningCLI):
             where = f"model.{'resume_overrides' if 'resume_overrides' in str(err) else 'optimizer'}"
             where += f" ({opt.class_path})" if opt is not None and "resume_overrides" not in str(err) else ""
             raise ConfigError(f"{where}: {err}") from err
+        if module.lr_scheduler_factory is not None:  # its first step on a throwaway rule: errors of step 1 now
+            try:
+                module.lr_scheduler_factory(module.build_optimizer(self.trainer.max_steps)).step()
+            except Exception as err:
+                sched = config.model.get("lr_scheduler")
+                where = f"model.lr_scheduler ({sched.class_path})" if getattr(sched, "class_path", None) else (
+                    "model.lr_scheduler")
+                raise ConfigError(f"{where}: {type(err).__name__}: {err}") from err
         task = config.model.task
         module.extra_hparams.update({f"task.{k}": v for k, v in dict(task.get("init_args") or {}).items()})
         module.extra_hparams["max_steps"] = self.trainer.max_steps
@@ -377,6 +388,7 @@ class ZOLabCLI(LightningCLI):
                     raise ConfigError(
                         f"--ckpt_path={self._resume[0]} (step {step}): {p} in the same run is newer (step {other}) and "
                         "would be overwritten: resume from it, or write to another --version")
+        self._new_run_dir = None if run_dir.exists() else run_dir  # removed again if the run fails before training
         try:
             self._lock = RunLock(run_dir).acquire()
         except ValueError as err:
@@ -393,9 +405,20 @@ class ZOLabCLI(LightningCLI):
         except SETUP_ERRORS as err:
             if self._started.started:
                 raise
+            self._remove_new_run_dir()
             raise ConfigError(f"before training: {err}") from err
         finally:
             self.release()
+
+    def _remove_new_run_dir(self) -> None:
+        """A run that failed before training leaves no run directory behind, if this process made it (its
+        config.yaml, an empty event file and its lock: nothing trained, no checkpoint)."""
+        run_dir = getattr(self, "_new_run_dir", None)
+        if run_dir is not None and run_dir.is_dir() and not checkpoint_files(run_dir):
+            for logger in self.trainer.loggers:
+                logger.finalize("failed")  # close the event file before its folder goes
+            self.release()
+            shutil.rmtree(run_dir, ignore_errors=True)
 
     def release(self) -> None:
         """Release the run directory (for in-process sweeps: the next run may be this one resumed)."""

@@ -166,6 +166,10 @@ class ZOModule(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         check_precision(self.trainer.precision)
+        every = self.trainer.log_every_n_steps
+        if self.log_every_n_steps is None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+            raise ValueError(f"trainer.log_every_n_steps={every!r}; allowed: an integer >= 1 (zolab logs train/* every "
+                             "that many steps)")
 
     def configure_optimizers(self):
         optimizer = self.build_optimizer(self.trainer.max_steps if self._trainer is not None else None)
