@@ -37,7 +37,14 @@ import sys
 import threading
 from pathlib import Path
 
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, OnExceptionCheckpoint, ProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks import (
+    Callback,
+    ModelCheckpoint,
+    ModelSummary,
+    OnExceptionCheckpoint,
+    ProgressBar,
+    TQDMProgressBar,
+)
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import CheckpointIO
@@ -330,6 +337,9 @@ class ZOLabCLI(LightningCLI):
             isinstance(c, ProgressBar) for c in callbacks
         ):
             extra.append(self._progress_bar or TQDMProgressBar(refresh_rate=PROGRESS_REFRESH_RATE))
+        if self._progress_bar is not None and trainer_cfg.get("enable_model_summary") is not False and not any(
+                isinstance(c, ModelSummary) for c in callbacks):
+            extra.append(ModelSummary(max_depth=0))  # a sweep's display: no model table per run
         if trainer_cfg.get("enable_checkpointing") is not False:
             # Lightning adds its default ModelCheckpoint only when no Checkpoint callback is given
             if not any(isinstance(c, ModelCheckpoint) for c in callbacks):

@@ -435,7 +435,8 @@ class SweepProgress:
             self.stream.write(text + "\n")
         self.stream.flush()
 
-    def summary(self, runs: list[Run]) -> str:
+    @staticmethod
+    def summary(runs: list[Run]) -> str:
         """A table: run, status, steps, last train/loss, seconds."""
         rows = [("run", "status", "steps", "train/loss", "seconds")]
         for r in runs:
