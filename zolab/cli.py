@@ -124,6 +124,7 @@ class InterruptCheckpoint(Callback):
         self._start_step = None  # global_step when training started (None: not started)
         self._signum = None  # the signal seen, its step not finished yet
         self._saved_step = None  # the step whose end was saved because of a signal
+        self.late_signal = None  # a signal that came after the last step: the run finished, its caller should stop
         self._previous = {}
 
     @property
@@ -157,7 +158,7 @@ class InterruptCheckpoint(Callback):
 
     @override
     def on_train_start(self, trainer, pl_module):
-        self._signum, self._saved_step = None, None
+        self._signum, self._saved_step, self.late_signal = None, None, None
         self._start_step = trainer.global_step
         if threading.current_thread() is threading.main_thread():
             self._previous = {s: signal.signal(s, self._on_signal) for s in SIGNALS}
@@ -180,6 +181,8 @@ class InterruptCheckpoint(Callback):
     @override
     def on_train_end(self, trainer, pl_module):
         self._restore()
+        if self._signum is not None and self._saved_step is None:  # no step left to finish: the run is complete
+            self.late_signal = self._signum
 
     @override
     def on_exception(self, trainer, pl_module, exception):

@@ -281,6 +281,9 @@ def _execute(run: Run, use_subprocess: bool, signals: _Signals, progress=None) -
     finally:
         signals.in_run = False
     run.steps = cli.trainer.global_step
+    late = [c.late_signal for c in cli.trainer.callbacks if getattr(c, "late_signal", None)]
+    if late:  # a signal during the run's last step or validation: the run is done, the sweep stops after it
+        signals.signum = late[0]
     return "done"
 
 

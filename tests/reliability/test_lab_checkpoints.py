@@ -14,7 +14,7 @@ import zolab
 from tests.reliability._lab import final_state, quadratic_args, snapshot
 from zolab import sweep
 from zolab.cli import ConfigError, cli_main, main
-from zolab.rundir import AtomicCheckpointIO
+from zolab.rundir import AtomicCheckpointIO, RunLock
 from zolab.tasks.synthetic import Quadratic
 
 
@@ -105,6 +105,20 @@ def test_item02_a_checkpoint_save_that_fails_midway_leaves_the_old_file_whole(tm
         io.save_checkpoint({"global_step": 2, "x": torch.zeros(1000)}, path)
     assert path.read_bytes() == good
     assert sorted(p.name for p in path.parent.iterdir()) == ["on_exception.ckpt"]
+
+
+def test_item02_a_second_process_writing_the_same_run_is_refused(tmp_path, capsys):
+    """Two processes writing one run directory would interleave their checkpoints and events: the second one is
+    refused (the lock is an flock: here held through another open file, as another process would hold it)."""
+    run_dir = tmp_path / "t" / "v"
+    lock = RunLock(run_dir).acquire()
+    try:
+        _fails_before_training(capsys, quadratic_args(tmp_path, "--version=v"), r"in use by zolab process \d+")
+        with pytest.raises(ValueError, match="in use by"):  # nor may a sweep's --overwrite delete it
+            sweep._clear(run_dir, tmp_path)
+    finally:
+        lock.release()
+    assert cli_main(quadratic_args(tmp_path, "--version=v", steps=2)).trainer.global_step == 2
 
 
 # ---------------------------------------------------------------- item 4: sweep --resume after kill -9
