@@ -209,6 +209,25 @@ class ZOModule(L.LightningModule):
         hp.update(self.extra_hparams)
         return {k: _hparam_value(v) for k, v in hp.items()}
 
+    # ------------------------------------------------------------------ global RNG in checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """The global torch RNG (dropout during ZO forwards with ``zo_dropout=True`` draws from it), so that a
+        resumed run draws what the uninterrupted one would (Lightning re-seeds it at start)."""
+        rng = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        checkpoint["zolab_rng"] = rng
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._rng_to_restore = checkpoint.get("zolab_rng")
+
+    def on_train_start(self) -> None:
+        rng, self._rng_to_restore = getattr(self, "_rng_to_restore", None), None
+        if rng is not None:
+            torch.set_rng_state(rng["cpu"])
+            if "cuda" in rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+
     def on_fit_start(self) -> None:
         hp = self.zo_hparams()
         for logger in self.loggers:

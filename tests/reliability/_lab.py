@@ -41,6 +41,19 @@ class SignalAt(Callback):
             os.kill(os.getpid(), self.signum)
 
 
+class DropoutQuadratic(Quadratic):
+    """½‖dropout(x)‖²: with ``zo_dropout=True`` every ZO forward draws a dropout mask from the global RNG."""
+
+    supports_batched = False
+
+    def __init__(self, dim: int = 16, init_seed: int = 0, p: float = 0.3):
+        super().__init__(dim=dim, init_seed=init_seed)
+        self.drop = torch.nn.Dropout(p)
+
+    def loss(self, batch=None):
+        return 0.5 * self.drop(self.x).square().sum()
+
+
 class SlowQuadratic(Quadratic):
     """A Quadratic whose steps take at least ``sleep`` seconds (so that a signal from outside lands mid-run)."""
 

@@ -101,6 +101,22 @@ def test_item06_sst2_resumes_exactly_after_ctrl_c_mid_epoch_and_from_an_epoch_ch
     assert all(torch.equal(p, _lora(full)[n]) for n, p in _lora(second).items())
 
 
+def test_item06_dropout_during_zo_forwards_resumes_exactly(tmp_path):
+    """zo_dropout=True draws dropout masks from the global RNG, which Lightning re-seeds when a run starts: the
+    resumed run drew other masks. The checkpoint now holds the RNG state."""
+    task = ["--model.task=tests.reliability._lab.DropoutQuadratic", "--model.zo_dropout=true"]
+    full = cli_main(quadratic_args(tmp_path, *task, steps=12, name="full"))
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(Interrupted) as stop:
+            cli_main(quadratic_args(tmp_path, *task, f"--trainer.callbacks+={SIGNAL_AT}", "--trainer.callbacks.step=5",
+                                    steps=12, name="cut"))
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    resumed = cli_main(quadratic_args(tmp_path, *task, f"--ckpt_path={stop.value.saved}", steps=12, name="cut"))
+    assert resumed.trainer.global_step == 12 and torch.equal(full.model.task.x, resumed.model.task.x)
+
+
 # ---------------------------------------------------------------- item 7: logging positions
 @pytest.mark.parametrize("steps_per_batch", [1, 2])
 def test_item07_a_run_resumed_from_a_periodic_checkpoint_logs_where_the_uninterrupted_one_does(tmp_path,
