@@ -13,7 +13,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 
 import zolab
 from paper_figures._tb import event_files, read_scalars
-from zolab.cli import ConfigError, InterruptCheckpoint, cli_main, main
+from zolab.cli import ConfigError, InterruptCheckpoint, Interrupted, cli_main, main
 from zolab.tasks.synthetic import Quadratic
 
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
@@ -101,9 +101,7 @@ def test_missing_task_is_named(tmp_path, capsys):
 
 
 def test_main_prints_config_errors_without_a_traceback(tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_:
-        main(fit_args(tmp_path, "--model.optimizer.init_args.mu=0"))
-    assert exit_.value.code == 2
+    assert main(fit_args(tmp_path, "--model.optimizer.init_args.mu=0")) == 2
     err = capsys.readouterr().err
     assert "zolab: error: model.optimizer (zolab.RAdaZO): invalid mu: 0" in err and "Traceback" not in err
 
@@ -185,12 +183,12 @@ def test_ctrl_c_leaves_a_checkpoint_at_a_step_boundary_that_resumes_exactly(tmp_
     full = cli_main(fit_args(tmp_path, *rule, task=f"{__name__}.InterruptingQuadratic", steps=12, name="full"))
     handler = signal.getsignal(signal.SIGINT)
     try:
-        with pytest.raises(SystemExit) as exit_:  # Lightning: KeyboardInterrupt -> checkpoint -> sys.exit(1)
+        with pytest.raises(Interrupted) as stop:  # the step finishes, its checkpoint is saved, then the run stops
             cli_main(fit_args(tmp_path, *rule, f"--model.task.init_args.at_call={5 * (k + 1) + 2}",
                               task=f"{__name__}.InterruptingQuadratic", steps=12, name="cut"))
     finally:
-        signal.signal(signal.SIGINT, handler)  # Lightning leaves SIGINT ignored
-    assert exit_.value.code == 1
+        signal.signal(signal.SIGINT, handler)
+    assert stop.value.exit_status == 130 and stop.value.step == 6
     ckpt = tmp_path / "cut" / "version_0" / "checkpoints" / "on_exception.ckpt"
     state = _checkpoint_is_plain(ckpt)
     assert state["global_step"] == 6  # the interrupted step finished; nothing half-applied

@@ -211,3 +211,36 @@ def test_readme_sweep_example(tmp_path):
     assert name == "beta1"
     assert [r.run_id for r in runs] == ["betas=0.0,0.99", "betas=0.5,0.99", "betas=0.9,0.99", "betas=0.99,0.99"]
     assert all(r.args[2].endswith("radazo/base.yaml") and "--trainer.max_steps=2000" in r.args for r in runs)
+
+
+# ---------------------------------------------------------------- one display for the whole sweep
+def test_sweep_prints_one_line_per_run_and_a_summary_when_not_on_a_terminal(tmp_path, capsys):
+    """Not a terminal: no progress bar per run, one line per run, then a table (claims issue, item 5)."""
+    spec = tmp_path / "s.yaml"
+    tiny = _tiny_spec(**{"model.optimizer.init_args.lr": [0.01, 0.02]})
+    tiny["args"] = ["--trainer.log_every_n_steps=1"]  # progress bar and model summary left on, as in a user's config
+    spec.write_text(yaml.safe_dump(tiny))
+    assert sweep.main([str(spec), "--root", str(tmp_path / "r")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"sweep abl: 2 runs -> {tmp_path / 'r' / 'abl'}"
+    assert re.fullmatch(r"\[1/2\] lr=0\.01: done in [0-9.]+ s", lines[1])
+    assert re.fullmatch(r"\[2/2\] lr=0\.02: done in [0-9.]+ s", lines[2])
+    assert lines[3].split() == ["run", "status", "steps", "train/loss", "seconds"]
+    assert lines[5].split()[:3] == ["lr=0.01", "done", "3"] and lines[6].split()[:3] == ["lr=0.02", "done", "3"]
+    assert lines[-1] == "sweep abl: 2 done of 2 runs" and len(lines) == 8
+
+
+def test_sweep_display_refreshes_one_line_in_place_on_a_terminal(tmp_path):
+    import io
+
+    stream = io.StringIO()
+    display = sweep.SweepProgress("abl", stream=stream, tty=True, refresh_seconds=0.0)
+    tiny = _tiny_spec(**{"model.optimizer.init_args.lr": [0.01, 0.02]})
+    tiny["args"] = ["--trainer.log_every_n_steps=1", "--trainer.enable_model_summary=false"]
+    _, runs = sweep.load(tiny, root=tmp_path)
+    sweep.run_sweep(runs, progress=display, log=lambda line: None)
+    text = stream.getvalue()
+    assert "\n" not in text.split("[1/2] lr=0.01: done")[0]  # updates rewrite one line (carriage returns)
+    assert re.search(r"\rsweep abl  run 1/2 lr=0\.01  step 2/3  loss [0-9.]+  ETA run [0-9:]+, sweep [0-9:?]+", text)
+    assert re.search(r"\rsweep abl  run 2/2 lr=0\.02  step \d/3", text)
+    assert text.count("\n") == 2 and text.endswith("[2/2] lr=0.02: done in " + text.rsplit("done in ", 1)[1])

@@ -14,7 +14,6 @@ ordinary TensorBoard runs: ``tensorboard --logdir runs/demo``.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import time
 import warnings
@@ -40,11 +39,7 @@ def main(argv=None) -> int:
         parser.error(f"need --dim >= 2 (Rosenbrock), --steps >= 1, --num-queries >= 1; got {args.dim}, "
                      f"{args.steps}, {args.num_queries}")
     torch.set_num_threads(1)  # d = 1,000: threads cost more than they bring
-    import lightning.pytorch  # noqa: F401  (it sets its logger's level on import: import first, then quiet it)
-
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)  # no per-run banners
-    warnings.filterwarnings("ignore", module="lightning")
+    warnings.filterwarnings("ignore", module="lightning")  # per-run hints (few dataloader workers, ...)
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
     from paper_figures import radazo_fig1
@@ -60,12 +55,15 @@ def main(argv=None) -> int:
     print(f"R-AdaZO Figure 1, reduced: d={args.dim}, K={k}, {args.steps} iterations, {len(runs)} runs "
           f"-> {Path(args.root) / name}", flush=True)
     start = time.perf_counter()
-    sweep.run_sweep(runs, overwrite=True, log=lambda line: print(line, flush=True))
+    sweep.run_sweep(runs, overwrite=True, log=lambda line: print(line, flush=True),
+                    progress=sweep.SweepProgress(name))  # one display for the 20 runs, not a bar per run
+    print(sweep.SweepProgress.summary(runs))
     failed = [r for r in runs if r.status != "done"]
     for r in failed:
         print(f"run {r.run_id}: {r.status} {r.error}", file=sys.stderr)
-    if any(r.status == "interrupted" for r in runs):
-        return 130
+    stopped = [r.signum for r in runs if r.signum]
+    if stopped:
+        return 128 + stopped[0]
     curves = radazo_fig1.collect(Path(args.root) / name)
     out = radazo_fig1.plot(curves, args.out or Path(args.root) / name / "radazo_fig1.png")
     print(f"\n{len(runs) - len(failed)}/{len(runs)} runs in {time.perf_counter() - start:.0f} s; figure: {out}")

@@ -98,6 +98,13 @@ class ZOModule(L.LightningModule):
         Lightning's batch-counted settings (``trainer.log_every_n_steps``, ``val_check_interval``, the
         progress bar) count batches of N steps (``SyntheticDataModule``'s epoch stays ``steps_per_epoch``
         ZO steps), ``train/*`` is the batch's last step, and diagnostics (which read each step) refuse N > 1.
+    resume_overrides: group hyper-parameters (e.g. ``["lr"]``) that a resumed run takes from this config
+        instead of the checkpoint; any other changed setting makes the resume an error (``ZOOptimizer``'s
+        ``load_state_dict``). Recorded in hparams.
+
+    ``train/*`` goes straight to the loggers at x = the ZO step (``train/loss`` at x = k is f(θ_k)), every
+    ``log_every_n_steps`` steps (batches when N > 1), and ``val/*`` at x = the last step's: positions are a
+    function of the ZO step alone, so a resumed run logs where the uninterrupted one does.
     """
 
     def __init__(
@@ -108,6 +115,7 @@ class ZOModule(L.LightningModule):
         zo_dropout: bool = False,
         log_every_n_steps: int | None = None,
         steps_per_batch: int = 1,
+        resume_overrides: list[str] | None = None,
     ):
         super().__init__()
         if not isinstance(task, Task):
@@ -126,7 +134,13 @@ class ZOModule(L.LightningModule):
         self.optimizer_factory = optimizer or ZOSGD
         self.lr_scheduler_factory = lr_scheduler
         self.zo_dropout = zo_dropout
+        if log_every_n_steps is not None and (isinstance(log_every_n_steps, bool) or not isinstance(
+                log_every_n_steps, int) or log_every_n_steps < 1):
+            raise ValueError(f"log_every_n_steps={log_every_n_steps!r}; allowed: None or an integer >= 1")
         self.log_every_n_steps = log_every_n_steps
+        if isinstance(resume_overrides, str) or not all(isinstance(k, str) for k in resume_overrides or ()):
+            raise ValueError(f"resume_overrides={resume_overrides!r}; allowed: a list of hyper-parameter names")
+        self.resume_overrides = tuple(resume_overrides or ())
         self.extra_hparams: dict = {}  # more hyper-parameters to log (the CLI puts the task's init_args here)
 
     # ------------------------------------------------------------------ optimizer
@@ -142,10 +156,20 @@ class ZOModule(L.LightningModule):
         optimizer = self.optimizer_factory(params, **kwargs)
         if not isinstance(optimizer, ZOOptimizer):
             raise TypeError(f"optimizer must be a zolab rule (ZOOptimizer), got {type(optimizer).__name__}")
+        unknown = sorted(set(self.resume_overrides) - set(optimizer.defaults))
+        if unknown:
+            raise ValueError(f"resume_overrides {unknown} are not hyper-parameters of {type(optimizer).__name__}; "
+                             f"allowed: {sorted(optimizer.defaults)} (the rule, seed, estimator and blocks cannot "
+                             "change on resume)")
+        optimizer.resume_overrides = self.resume_overrides  # Lightning's restore calls load_state_dict(state)
         return optimizer.bind(self.task)  # the modules that own the tensors (for perturb: module)
 
     def setup(self, stage: str) -> None:
         check_precision(self.trainer.precision)
+        every = self.trainer.log_every_n_steps
+        if self.log_every_n_steps is None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+            raise ValueError(f"trainer.log_every_n_steps={every!r}; allowed: an integer >= 1 (zolab logs train/* every "
+                             "that many steps)")
 
     def configure_optimizers(self):
         optimizer = self.build_optimizer(self.trainer.max_steps if self._trainer is not None else None)
@@ -181,8 +205,28 @@ class ZOModule(L.LightningModule):
             hp[k] = getattr(opt, k, None)
         hp["directions"] = opt.sampler.name
         hp["blocks"] = opt.block_spec
+        hp["resume_overrides"] = ",".join(self.resume_overrides)
         hp.update(self.extra_hparams)
         return {k: _hparam_value(v) for k, v in hp.items()}
+
+    # ------------------------------------------------------------------ global RNG in checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """The global torch RNG (dropout during ZO forwards with ``zo_dropout=True`` draws from it), so that a
+        resumed run draws what the uninterrupted one would (Lightning re-seeds it at start)."""
+        rng = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        checkpoint["zolab_rng"] = rng
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._rng_to_restore = checkpoint.get("zolab_rng")
+
+    def on_train_start(self) -> None:
+        rng, self._rng_to_restore = getattr(self, "_rng_to_restore", None), None
+        if rng is not None:
+            torch.set_rng_state(rng["cpu"])
+            if "cuda" in rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
 
     def on_fit_start(self) -> None:
         hp = self.zo_hparams()
@@ -212,7 +256,6 @@ class ZOModule(L.LightningModule):
         # A one-tensor task with a batched objective (synthetic functions) evaluates all K (+1) points of
         # the step in one call (Task.batched_loss); the closure is then not called.
         batched = functools.partial(self.task.batched_loss, batch=batch) if self.task.supports_batched else None
-        every = self.log_every_n_steps or self.trainer.log_every_n_steps
         n = self.steps_per_batch
         if n > 1 and self.trainer.max_steps is not None and self.trainer.max_steps >= 0:  # max_steps stays exact
             n = max(1, min(n, self.trainer.max_steps - self.trainer.global_step))
@@ -222,19 +265,17 @@ class ZOModule(L.LightningModule):
                 self.trainer.should_stop = True
                 break
             loss = zo_step(closure, batched)
-        if self.steps_per_batch == 1:
-            # self.log costs ~0.4 ms: log only at the steps the logger writes (and the first).
-            step = self.trainer.global_step
-            if step % every == 0 or step == 1:
-                self._log_train(loss)
-        elif (batch_idx + 1) % every == 0 or batch_idx == 0 or self.trainer.should_stop:
-            self._log_train(loss)  # the batch's last step, on the ZO-step axis
-            self.log("step", self._x_axis(), batch_size=1)
+        # self.log costs ~0.4 ms: log only at the steps written, which depend on the ZO step alone
+        step = self.trainer.global_step
+        every = self.log_every_n_steps or self.trainer.log_every_n_steps
+        batches = -(-step // self.steps_per_batch)  # batches of steps_per_batch steps so far
+        if batches % every == 0 or step <= self.steps_per_batch:
+            self._log_train(loss, write=batches % every == 0)
         return loss
 
-    def _x_axis(self) -> float:
-        """The step a steps_per_batch > 1 run logs at: global_step − 1, where one step a batch logs."""
-        return float(max(self.trainer.global_step - 1, 0))
+    def _x_axis(self) -> int:
+        """The x at which the last ZO step's values are logged: global_step − 1 (train/loss at x = k is f(θ_k))."""
+        return max(self.trainer.global_step - 1, 0)
 
     def _stepper(self, optimizer):
         """``step(closure, batched) -> loss``: one ZO step inside Lightning's step bookkeeping (global_step,
@@ -258,21 +299,36 @@ class ZOModule(L.LightningModule):
 
         return step
 
-    def _log_train(self, loss) -> None:
+    def _log_train(self, loss, write: bool) -> None:
+        """The progress bar's ``train/loss``; with ``write``, ``train/*`` to every logger at the ZO step's x.
+        Written directly (not through Lightning's step-counted logging, which a resumed run counts differently)."""
+        self.log("train/loss", loss, prog_bar=True, logger=False, batch_size=1)
+        if not write or not self.loggers:
+            return
         zo = self.zo_optimizer
-        self.log("train/loss", loss, prog_bar=True, batch_size=1)
-        self.log("train/lr", float(zo.param_groups[0]["lr"]), batch_size=1)
-        self.log("train/forwards", float(zo.zo["forwards"]), batch_size=1)
-        for name, value in zo.schedule_values().items():
-            self.log(f"train/{name}", float(value), batch_size=1)
+        metrics = {"train/loss": float(loss), "train/lr": float(zo.param_groups[0]["lr"]),
+                   "train/forwards": float(zo.zo["forwards"])}
+        metrics.update({f"train/{name}": float(value) for name, value in zo.schedule_values().items()})
+        for logger in self.loggers:
+            logger.log_metrics(metrics, step=self._x_axis())
 
     # ------------------------------------------------------------------ validation
+    def on_validation_start(self) -> None:
+        self._val_keys: set[str] = set()
+
     def validation_step(self, batch, batch_idx):
-        metrics = self.task.metrics(batch)
-        n = self.task.batch_size(batch)
-        self.log_dict({f"val/{k}": v for k, v in metrics.items()}, prog_bar=True, batch_size=n)
-        if self.steps_per_batch > 1 and self.trainer.state.fn == "fit":  # validation on the ZO-step axis too
-            self.log("step", self._x_axis(), batch_size=1)
+        metrics = {f"val/{k}": v for k, v in self.task.metrics(batch).items()}
+        fitting = self.trainer.state.fn == "fit"  # during fit, on_validation_end writes val/* at the ZO step's x
+        self.log_dict(metrics, prog_bar=True, batch_size=self.task.batch_size(batch), logger=not fitting)
+        self._val_keys.update(metrics)
+
+    def on_validation_end(self) -> None:
+        if self.trainer.state.fn != "fit" or self.trainer.sanity_checking or not self.loggers:
+            return
+        reduced = self.trainer.callback_metrics  # Lightning's batch-size-weighted means of this validation
+        metrics = {k: float(reduced[k]) for k in sorted(self._val_keys) if k in reduced}
+        for logger in self.loggers:
+            logger.log_metrics(metrics, step=self._x_axis())
 
     def test_step(self, batch, batch_idx):
         metrics = self.task.metrics(batch)

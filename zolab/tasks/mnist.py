@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import zlib
 from pathlib import Path
 
 import lightning as L
@@ -24,6 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset, random_split
 from torchmetrics.classification import MulticlassAccuracy
+
+from zolab.tasks.base import ResumableLoader, check_seed, lightning_progress
 
 SPLITS = {"train": "train", "test": "t10k"}
 _DTYPES = {0x08: torch.uint8}
@@ -34,10 +37,17 @@ def read_idx(path: str | Path) -> torch.Tensor:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"MNIST: no file {path}")
-    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
+        raise ValueError(f"{path}: not a complete gzip file ({type(err).__name__}: {err})") from None
+    if len(raw) < 4:
+        raise ValueError(f"{path}: {len(raw)} bytes, too short for an IDX header")
     zero, code, ndim = struct.unpack(">HBB", raw[:4])
     if zero != 0 or code not in _DTYPES:
         raise ValueError(f"{path}: not an IDX file of unsigned bytes (magic {raw[:4].hex()})")
+    if len(raw) < 4 + 4 * ndim:
+        raise ValueError(f"{path}: truncated IDX header ({ndim} dimensions declared, {len(raw)} bytes)")
     shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
     body = raw[4 + 4 * ndim :]
     if len(body) != torch.Size(shape).numel():
@@ -95,6 +105,7 @@ class MNISTDataModule(L.LightningDataModule):
     def __init__(self, data_dir: str, batch_size: int = 64, val_size: int = 5000, seed: int = 0,
                  eval_batch_size: int = 1000):
         super().__init__()
+        check_seed("seed", seed)
         self.data_dir, self.batch_size, self.val_size, self.seed = data_dir, batch_size, val_size, seed
         self.eval_batch_size = eval_batch_size
 
@@ -106,9 +117,8 @@ class MNISTDataModule(L.LightningDataModule):
         self.train_set, self.val_set = random_split(train, [len(train) - self.val_size, self.val_size], gen)
         self.test_set = TensorDataset(*load_mnist(self.data_dir, "test"))
 
-    def train_dataloader(self):
-        gen = torch.Generator().manual_seed(self.seed)
-        return DataLoader(self.train_set, self.batch_size, shuffle=True, generator=gen)
+    def train_dataloader(self):  # resumable mid-epoch: a checkpoint holds the loader's position
+        return ResumableLoader(self.train_set, self.batch_size, self.seed, trained=lightning_progress(self))
 
     def val_dataloader(self):
         return DataLoader(self.val_set, self.eval_batch_size)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from zolab.tasks.base import Task
+from zolab.tasks.base import Task, check_seed
 
 
 class SyntheticFunction(Task):
@@ -25,6 +25,7 @@ class SyntheticFunction(Task):
         super().__init__()
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < self.min_dim:
             raise ValueError(f"{type(self).__name__}: dim={dim!r}; allowed: an integer >= {self.min_dim}")
+        check_seed("init_seed", init_seed)
         if dtype not in ("float32", "float64"):
             raise ValueError(f"{type(self).__name__}: dtype={dtype!r}; allowed: 'float32', 'float64'")
         gen = torch.Generator().manual_seed(init_seed)
@@ -119,7 +120,7 @@ class SyntheticDataModule(L.LightningDataModule):
 
     def __init__(self, steps_per_epoch: int = 1000):
         super().__init__()
-        if steps_per_epoch < 1:
+        if isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, int) or steps_per_epoch < 1:
             raise ValueError(f"steps_per_epoch={steps_per_epoch!r}; allowed: an integer >= 1")
         self.steps_per_epoch = steps_per_epoch
 

@@ -19,7 +19,6 @@ A rendered example is a ``PromptExample`` (plain strings); tokenization belongs 
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 from typing import NamedTuple
@@ -27,6 +26,8 @@ from typing import NamedTuple
 import lightning as L
 import torch
 from torch.utils.data import DataLoader
+
+from zolab.tasks.base import ResumableLoader, check_seed, lightning_progress
 
 SST2_VERBALIZER = ("terrible", "great")
 LOSSES = ("classification", "lm")
@@ -56,19 +57,42 @@ def _existing(path: Path, what: str) -> Path:
     return path
 
 
+def _lines(path: Path) -> list[str]:
+    """The file's lines, each decoded as UTF-8; a ValueError names the file and line of a byte that is not."""
+    lines = []
+    for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{path}, line {number}: not UTF-8 (byte {raw[err.start]:#04x} at column "
+                             f"{err.start + 1}: {err.reason})") from None
+    return lines
+
+
 def read_sst2(path: str | Path) -> list[dict]:
-    """Rows of a GLUE SST-2 TSV (header ``sentence\\tlabel``) as ``{"sentence": str, "label": int}``."""
+    """Rows of a GLUE SST-2 TSV (header ``sentence\tlabel``) as ``{"sentence": str, "label": int}``; a malformed
+    file is a ValueError naming the file and line."""
     path = _existing(Path(path), "SST-2")
-    with path.open(encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
-        missing = [c for c in ("sentence", "label") if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {missing}; found columns {reader.fieldnames}")
-        rows = []
-        for line, row in enumerate(reader, start=2):
-            if row["label"] not in ("0", "1"):
-                raise ValueError(f"{path}, line {line}: label {row['label']!r}; allowed: '0' or '1'")
-            rows.append({"sentence": row["sentence"], "label": int(row["label"])})
+    lines = _lines(path)
+    if not lines:
+        raise ValueError(f"{path}: empty file; expected a header line with the columns sentence and label")
+    header = lines[0].split("\t")
+    missing = [c for c in ("sentence", "label") if c not in header]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; found columns {header}")
+    at = {c: header.index(c) for c in ("sentence", "label")}
+    rows = []
+    for line, text in enumerate(lines[1:], start=2):
+        if not text:
+            continue  # a blank line (csv's readers skip them too)
+        fields = text.split("\t")  # GLUE's TSV: no quoting, so a tab always separates fields
+        if len(fields) != len(header):
+            raise ValueError(f"{path}, line {line}: {len(fields)} tab-separated field(s), the header has "
+                             f"{len(header)} ({header})")
+        label = fields[at["label"]]
+        if label not in ("0", "1"):
+            raise ValueError(f"{path}, line {line}: label {label!r}; allowed: '0' or '1'")
+        rows.append({"sentence": fields[at["sentence"]], "label": int(label)})
     return rows
 
 
@@ -76,25 +100,31 @@ COPA_FIELDS = ("premise", "choice1", "choice2", "question", "label")
 
 
 def read_copa(path: str | Path) -> list[dict]:
-    """Records of a SuperGLUE COPA JSONL file (fields premise, choice1, choice2, question, label)."""
+    """Records of a SuperGLUE COPA JSONL file (fields premise, choice1, choice2, question, label); a malformed
+    record is a ValueError naming the file and line."""
     path = _existing(Path(path), "COPA")
     rows = []
-    with path.open(encoding="utf-8") as fh:
-        for line, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                continue
-            try:
-                row = json.loads(raw)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}, line {line}: not JSON ({err})") from None
-            missing = [c for c in COPA_FIELDS if c not in row]
-            if missing:
-                raise ValueError(f"{path}, line {line}: missing column(s) {missing}; found {sorted(row)}")
-            if row["question"] not in ("cause", "effect"):
-                raise ValueError(f"{path}, line {line}: question {row['question']!r}; allowed: cause, effect")
-            if row["label"] not in (0, 1):
-                raise ValueError(f"{path}, line {line}: label {row['label']!r}; allowed: 0 or 1")
-            rows.append(row)
+    for line, raw in enumerate(_lines(path), start=1):
+        if not raw.strip():
+            continue
+        try:
+            row = json.loads(raw)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}, line {line}: not JSON ({err})") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}, line {line}: a JSON {type(row).__name__}; expected an object with "
+                             f"{list(COPA_FIELDS)}")
+        missing = [c for c in COPA_FIELDS if c not in row]
+        if missing:
+            raise ValueError(f"{path}, line {line}: missing column(s) {missing}; found {sorted(row)}")
+        for key in ("premise", "choice1", "choice2"):
+            if not isinstance(row[key], str):
+                raise ValueError(f"{path}, line {line}: {key} {row[key]!r}; allowed: a string")
+        if row["question"] not in ("cause", "effect"):
+            raise ValueError(f"{path}, line {line}: question {row['question']!r}; allowed: cause, effect")
+        if isinstance(row["label"], bool) or row["label"] not in (0, 1):
+            raise ValueError(f"{path}, line {line}: label {row['label']!r}; allowed: 0 or 1")
+        rows.append(row)
     return rows
 
 
@@ -126,11 +156,17 @@ def copa_prompt(row: dict) -> PromptExample:
 
 
 # ---------------------------------------------------------------------------------------------- sampling
+def _count(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name}={value!r}; allowed: an integer >= 0")
+    return value
+
+
 def split_train_dev(n: int, n_train: int, n_val: int, seed: int) -> tuple[list[int], list[int]]:
     """MeZO's split: a seeded permutation of the training split; its first ``n_train``, then ``n_val``."""
-    for name, value in (("n_train", n_train), ("n_val", n_val)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name}={value!r}; allowed: an integer >= 0")
+    _count("n_train", n_train)
+    _count("n_val", n_val)
+    check_seed("seed", seed)
     if n_train + n_val > n:
         raise ValueError(f"n_train + n_val = {n_train + n_val} exceeds the {n} training examples")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
@@ -146,12 +182,14 @@ class PromptDataModule(L.LightningDataModule):
 
     data_dir: folder with the dataset files (e.g. ``../shared/data/glue-sst2``).
     n_train, n_val: examples drawn from the training split (MeZO's defaults per dataset).
-    seed: the permutation's seed (also seeds the shuffling of training batches).
+    seed: the permutation's seed (also seeds the shuffling of training batches), in [0, 2**63).
     batch_size: training batch (MeZO: 16); eval_batch_size: validation/test batch.
-    n_test: evaluate on the first ``n_test`` validation-split examples (None: all).
+    n_test: evaluate on the first ``n_test`` validation-split examples (None: all; more than there are is an
+        error).
 
     ``val`` is the development sample drawn from the training split; ``test`` is the validation split.
-    Batches are lists of ``PromptExample``.
+    Batches are lists of ``PromptExample``; the training batches come from a ``ResumableLoader``, so a run
+    resumed from a mid-epoch checkpoint continues with the batch the uninterrupted run would train next.
     """
 
     train_file = val_file = ""
@@ -172,9 +210,10 @@ class PromptDataModule(L.LightningDataModule):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r}; allowed: an integer >= 1")
         self.data_dir = Path(data_dir)
-        self.n_train = self.default_n_train if n_train is None else n_train
-        self.n_val = self.default_n_val if n_val is None else n_val
-        self.seed, self.batch_size, self.n_test = seed, batch_size, n_test
+        self.n_train = _count("n_train", self.default_n_train if n_train is None else n_train)
+        self.n_val = _count("n_val", self.default_n_val if n_val is None else n_val)
+        self.n_test = None if n_test is None else _count("n_test", n_test)
+        self.seed, self.batch_size = check_seed("seed", seed), batch_size
         self.eval_batch_size = eval_batch_size
         self.train_set: list[PromptExample] = []
         self.val_set: list[PromptExample] = []
@@ -194,11 +233,14 @@ class PromptDataModule(L.LightningDataModule):
         self.train_set = [self.render(train_rows[i]) for i in train_idx]
         self.val_set = [self.render(train_rows[i]) for i in val_idx]
         test_rows = self.read(self.data_dir / self.val_file)
+        if self.n_test is not None and self.n_test > len(test_rows):
+            raise ValueError(f"n_test={self.n_test} exceeds the {len(test_rows)} examples of "
+                             f"{self.data_dir / self.val_file}")
         self.test_set = [self.render(r) for r in test_rows[: self.n_test]]
 
     def train_dataloader(self):
-        gen = torch.Generator().manual_seed(self.seed)
-        return DataLoader(self.train_set, self.batch_size, shuffle=True, generator=gen, collate_fn=_collate)
+        return ResumableLoader(self.train_set, self.batch_size, self.seed, collate_fn=_collate,
+                               trained=lightning_progress(self))
 
     def val_dataloader(self):
         return DataLoader(self.val_set, self.eval_batch_size, collate_fn=_collate)
