@@ -48,6 +48,7 @@ from lightning.pytorch.callbacks import (
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import CheckpointIO
+from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from typing_extensions import override
 
@@ -61,6 +62,7 @@ from zolab.rundir import (
     inside,
     read_checkpoint,
 )
+from zolab.strategy import ZOStrategy
 
 RUNS_DIR = "runs"
 PROGRESS_REFRESH_RATE = 20
@@ -305,13 +307,13 @@ class ZOLabCLI(LightningCLI):
         task = config.model.task
         module.extra_hparams.update({f"task.{k}": v for k, v in dict(task.get("init_args") or {}).items()})
         module.extra_hparams["max_steps"] = self.trainer.max_steps
-        if self.trainer.world_size > 1:
+        if self.trainer.world_size > 1 and not isinstance(self.trainer.strategy, ZOStrategy):
             strategy = type(self.trainer.strategy).__name__
             raise ConfigError(
                 f"trainer.strategy={config.trainer.get('strategy')!r} ({strategy}) with "
                 f"{self.trainer.num_nodes} node(s) x {self.trainer.num_devices} device(s) runs "
-                f"{self.trainer.world_size} processes: zolab runs on one process for now (its processes would "
-                "not stay in step); allowed: one device on one node")
+                f"{self.trainer.world_size} processes, each of which would step on its own data (unrelated models): "
+                "use --trainer.strategy=zo (zolab.strategy.ZOStrategy: one all-reduce of the losses a step)")
         if self._resume is not None:
             self._check_resume(*self._resume)
 
@@ -382,7 +384,10 @@ class ZOLabCLI(LightningCLI):
         module.extra_hparams["resumed_at_step"] = int(ckpt["global_step"])
 
     def _check_run_dir(self) -> None:
-        """A fresh run needs a run directory without checkpoints; a resumed one, none newer than its own."""
+        """A fresh run needs a run directory without checkpoints; a resumed one, none newer than its own. With
+        several processes, process 0 checks and holds the run (the others write nothing of it)."""
+        if rank_zero_only.rank > 0:
+            return
         run_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
         existing = checkpoint_files(run_dir)
         source = self._resume[0].resolve() if self._resume else None
@@ -481,7 +486,7 @@ def cli_main(args=None, run: bool = True, **kwargs) -> ZOLabCLI:
             run=run,
             save_config_kwargs={"overwrite": True},
             seed_everything_default=0,
-            trainer_defaults={"max_steps": 1000, "num_sanity_val_steps": 0},
+            trainer_defaults={"max_steps": 1000, "num_sanity_val_steps": 0, "use_distributed_sampler": False},
             parser_kwargs={"description": "zolab: zeroth-order optimization with Lightning. Subcommands fit, "
                            "validate, test; and `zolab sweep FILE` (see `zolab sweep --help`)."},
             **kwargs,

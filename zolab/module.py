@@ -29,7 +29,9 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.tensorboard.summary import hparams as _tb_hparams
 
+from zolab.parallel import check_in_step, shard
 from zolab.rules import ZOSGD, ZOOptimizer
+from zolab.strategy import ZOStrategy
 from zolab.tasks.base import Task
 
 OptimizerFactory = Callable[[Iterable], ZOOptimizer]
@@ -166,6 +168,12 @@ class ZOModule(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         check_precision(self.trainer.precision)
+        if self.trainer.world_size > 1 and not isinstance(self.trainer.strategy, ZOStrategy):
+            raise ValueError(
+                f"trainer.strategy={type(self.trainer.strategy).__name__} runs {self.trainer.world_size} processes, "
+                "each of which would step on its own data: unrelated models. Use zolab's strategy "
+                "(--trainer.strategy=zo, or zolab.strategy.ZOStrategy(data=..., query=...)): one all-reduce of the "
+                "losses a step keeps the processes in step")
         every = self.trainer.log_every_n_steps
         if self.log_every_n_steps is None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
             raise ValueError(f"trainer.log_every_n_steps={every!r}; allowed: an integer >= 1 (zolab logs train/* every "
@@ -173,6 +181,8 @@ class ZOModule(L.LightningModule):
 
     def configure_optimizers(self):
         optimizer = self.build_optimizer(self.trainer.max_steps if self._trainer is not None else None)
+        if self._trainer is not None and isinstance(self.trainer.strategy, ZOStrategy):
+            optimizer.grad_estimator.parallel = self.trainer.strategy.points()
         if self.lr_scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": self.lr_scheduler_factory(optimizer)}
@@ -222,6 +232,11 @@ class ZOModule(L.LightningModule):
         self._rng_to_restore = checkpoint.get("zolab_rng")
 
     def on_train_start(self) -> None:
+        if self.trainer.world_size > 1 and isinstance(self.trainer.train_dataloader, torch.utils.data.DataLoader) and \
+                isinstance(self.trainer.train_dataloader.sampler, torch.utils.data.DistributedSampler):
+            raise ValueError("several processes with Lightning's DistributedSampler: each process would read other "
+                             "batches; zolab shards each global batch itself: pass use_distributed_sampler=False to "
+                             "the Trainer (the zolab CLI does)")
         rng, self._rng_to_restore = getattr(self, "_rng_to_restore", None), None
         if rng is not None:
             torch.set_rng_state(rng["cpu"])
@@ -229,6 +244,8 @@ class ZOModule(L.LightningModule):
                 torch.cuda.set_rng_state_all(rng["cuda"])
 
     def on_fit_start(self) -> None:
+        if not self.trainer.is_global_zero:  # loggers write from process 0 only
+            return
         hp = self.zo_hparams()
         for logger in self.loggers:
             if isinstance(logger, TensorBoardLogger):
@@ -252,6 +269,10 @@ class ZOModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         optimizer = self.optimizers()
+        parallel = optimizer.optimizer.grad_estimator.parallel
+        if hasattr(parallel, "data_index"):  # several processes: this one's shard of the global batch
+            batch = shard(batch, parallel.data_index, parallel.data)
+            parallel.weight = float(self.task.batch_size(batch))
         closure = lambda: self.task.loss(batch)  # noqa: E731
         # A one-tensor task with a batched objective (synthetic functions) evaluates all K (+1) points of
         # the step in one call (Task.batched_loss); the closure is then not called.
@@ -265,6 +286,9 @@ class ZOModule(L.LightningModule):
                 self.trainer.should_stop = True
                 break
             loss = zo_step(closure, batched)
+        every_check = getattr(self.trainer.strategy, "verify_every", 0)
+        if hasattr(parallel, "data_index") and every_check and self.trainer.global_step % every_check == 0:
+            check_in_step([p for _, p in self.task.zo_named_parameters()])
         # self.log costs ~0.4 ms: log only at the steps written, which depend on the ZO step alone
         step = self.trainer.global_step
         every = self.log_every_n_steps or self.trainer.log_every_n_steps
@@ -280,19 +304,13 @@ class ZOModule(L.LightningModule):
     def _stepper(self, optimizer):
         """``step(closure, batched) -> loss``: one ZO step inside Lightning's step bookkeeping (global_step,
         profiler), then the lr scheduler; its lookups made once a batch (they cost as much as a small step)."""
-        zo, scheduler = optimizer.optimizer, self.lr_schedulers()
-        # Step the zolab optimizer itself: Lightning's precision plugin would otherwise run the
-        # on_before_optimizer_step hooks after each of the 2K closure calls of a ZO step. Probes read the
-        # step record in on_train_batch_end.
-        before, after = getattr(optimizer, "_on_before_step", None), getattr(optimizer, "_on_after_step", None)
+        scheduler = self.lr_schedulers()
+        # Lightning's public step: it counts the step (global_step) and its precision plugin runs the
+        # on_before_optimizer_step hooks after each closure call (2K a ZO step; none with a batched objective).
+        # Probes read the step record in on_train_batch_end.
 
         def step(closure, batched):
-            if before is not None and after is not None:
-                before()
-                loss = zo.step(closure, batched=batched)
-                after()
-            else:  # another Lightning version: the wrapped (slower) path
-                loss = optimizer.step(closure=closure, batched=batched)
+            loss = optimizer.step(closure=closure, batched=batched)
             if scheduler is not None:
                 scheduler.step()
             return loss

@@ -158,16 +158,35 @@ def test_item10_seeds_outside_the_generators_range_are_refused(tmp_path, make, m
         make(str(tmp_path))
 
 
-# ---------------------------------------------------------------- item 11: one process
+# ---------------------------------------------------------------- item 11: processes stay in step or are refused
 @pytest.mark.parametrize("extra, strategy", [
     (["--trainer.strategy=ddp", "--trainer.devices=2"], "'ddp'"),
     (["--trainer.strategy=ddp_spawn", "--trainer.devices=2"], "'ddp_spawn'"),
     (["--trainer.devices=2"], "'auto'"),
     (["--trainer.num_nodes=2"], "'auto'"),
 ])
-def test_item11_more_than_one_process_is_refused_before_training(tmp_path, capsys, extra, strategy):
-    """Trainer(strategy="ddp", devices=2) left the ranks with different parameters and no warning."""
+def test_item11_a_strategy_that_would_diverge_is_refused_before_training(tmp_path, capsys, extra, strategy):
+    """Trainer(strategy="ddp", devices=2) left the ranks with different parameters and no warning: any strategy
+    but zolab's is refused with more than one process, naming the one to use (tests/test_strategy.py runs it)."""
     args = quadratic_args(tmp_path, "--trainer.accelerator=cpu", *extra)
     _fails_before_training(capsys, tmp_path, args,
-                           rf"trainer\.strategy={strategy} \(DDPStrategy\) .* runs 2 processes: zolab runs on one "
-                           "process for now")
+                           rf"trainer\.strategy={strategy} \(DDPStrategy\) .* runs 2 processes, each of which would "
+                           r"step on its own data \(unrelated models\): use --trainer.strategy=zo")
+
+
+def test_item11_a_plain_trainer_with_ddp_is_refused_by_the_module(tmp_path, monkeypatch):
+    """Without the CLI: ZOModule itself refuses several processes under any strategy but zolab's."""
+    import functools
+
+    import lightning as L
+
+    import zolab
+    from zolab.module import ZOModule
+    from zolab.tasks.synthetic import Quadratic
+
+    module = ZOModule(Quadratic(dim=4), optimizer=functools.partial(zolab.ZOSGD, lr=0.01))
+    trainer = L.Trainer(strategy="ddp", devices=2, accelerator="cpu", max_steps=1, logger=False)
+    monkeypatch.setattr(L.Trainer, "world_size", property(lambda self: 2))  # what the launched processes see
+    module.trainer = trainer
+    with pytest.raises(ValueError, match=r"runs 2 processes, each of which would step on its own data.*strategy=zo"):
+        module.setup("fit")
