@@ -114,3 +114,17 @@ def test_zo_lowers_the_loss_in_the_trainable_modes(mode, lr):
             opt.step(lambda: t.loss(examples))
         after = t.loss(examples).item()
     assert after < before - 0.05, (before, after)
+
+
+def test_eager_attention_by_default_gives_the_probes_hessian_vector_products():
+    from diagnostics.linalg import HessianOperator
+
+    t = task("lora", head_init="verbalizer")
+    assert t.encoder.config._attn_implementation == "eager"
+    examples = batch(4)
+    H = HessianOperator(lambda: t.loss(examples), [p for _, p in t.zo_named_parameters()])
+    v = torch.randn(H.shape[0], generator=torch.Generator().manual_seed(0))
+    hv = H @ v
+    assert hv.shape == v.shape and torch.isfinite(hv).all() and hv.abs().sum() > 0
+    with pytest.raises(ValueError, match="attention='flash'; allowed: \\['eager', 'sdpa'\\]"):
+        task(attention="flash")
