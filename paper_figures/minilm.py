@@ -6,7 +6,8 @@ Reads the event files and ``hparams.yaml`` of ``minilm_seeds``, ``minilm_referen
 under RUNS. Left: each rule's validation loss (500 dev sentences) against the step, the mean over its
 seeds with the seeds' range shaded, from the shared zero-shot start; the references dashed. Middle: each
 rule's final validation loss at every step size of the grid (200 steps), diverged runs as crosses at the
-top (claim M1's robustness). Right: accuracy on the 872 test sentences, mean and range over seeds.
+top (claim M1's robustness). Right: accuracy on the 872 test sentences, mean and range over seeds (grey:
+the zero-shot start). Grey lines elsewhere: the start's validation loss.
 """
 
 from __future__ import annotations
@@ -22,7 +23,15 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from paper_figures._tb import read_scalars, scalar_tags  # noqa: E402
-from paper_figures.minilm_table import RULES, START, diverged, grid, groups, reference_label  # noqa: E402
+from paper_figures.minilm_table import (  # noqa: E402
+    RULES,
+    START,
+    START_TEST_ACC,
+    diverged,
+    grid,
+    groups,
+    reference_label,
+)
 
 
 def curves(runs: list[Path]) -> tuple[np.ndarray, np.ndarray] | None:
@@ -95,6 +104,7 @@ def main(argv=None) -> int:
     hi = [100 * b[1].max() - m if len(b[1]) else 0 for m, b in zip(means, bars)]
     bx.barh(range(len(bars)), means, xerr=[lo, hi], color=[b[2] for b in bars])
     bx.set_yticks(range(len(bars)), names, fontsize=7)
+    bx.axvline(100 * START_TEST_ACC, color="grey", lw=0.8)  # the zero-shot start
     bx.invert_yaxis()
     finite = [m for m in means if math.isfinite(m)]
     if finite:
