@@ -1,10 +1,14 @@
 """MiniLM-L6 on SST-2 (issue 16): the step-size grid, each rule's best step size, and the study's table.
 
+    python paper_figures/minilm_table.py pilot --runs /work/main/runs
     python paper_figures/minilm_table.py grid --runs /work/main/runs [--write-best experiments/minilm/best]
     python paper_figures/minilm_table.py table --runs /work/main/runs
 
-Reads the event files and ``hparams.yaml`` of the sweeps ``minilm_grid``, ``minilm_seeds``,
+Reads the event files and ``hparams.yaml`` of the sweeps ``minilm_pilot``, ``minilm_grid``, ``minilm_seeds``,
 ``minilm_references`` and ``minilm_cost`` under RUNS (experiments/minilm/).
+
+``pilot``: per pilot run (mode, lr), the validation loss at each validation, the test accuracy and the
+median StepCost wall-clock per step (step 1 excluded).
 
 ``grid``: each rule's final validation loss (500 dev sentences) at every step size and its best step size
 by the rule fixed before the grid ran (experiments/minilm/grid.yaml): the lowest final val/loss; a run
@@ -63,6 +67,20 @@ def last(run, tag) -> tuple[int, float]:
 
 def runs_of(root: Path) -> list[tuple[Path, dict]]:
     return [(run, read_hparams(run)) for run in find_runs(root)] if root.is_dir() else []
+
+
+# ---------------------------------------------------------------------------------------------- pilot
+def pilot(root: Path) -> str:
+    lines = ["| mode | lr | val loss (step: value) | test acc | ms / step (shared) |", "|---|---|---|---|---|"]
+    rows = []
+    for run, hp in runs_of(root):
+        steps, vals = read_scalars(run, "val/loss")
+        s = summarise([run])
+        curve = ", ".join(f"{t + 1}: {v:.4f}" if v < 10 else f"{t + 1}: {v:.3g}" for t, v in zip(steps, vals))
+        rows.append((hp.get("task.mode", "?"), float(hp["lr"]),
+                     f"| {hp.get('task.mode', '?')} | {float(hp['lr']):g} | {curve} | {fmt(s['test_acc'], 2, 100)} | "
+                     f"{s['wall_ms']:.0f} |"))
+    return "\n".join(lines + [r for *_, r in sorted(rows)])
 
 
 # ---------------------------------------------------------------------------------------------- grid
@@ -215,7 +233,7 @@ def table(runs_root: Path, start: float = START) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["grid", "table"])
+    parser.add_argument("what", choices=["pilot", "grid", "table"])
     parser.add_argument("--runs", default="/work/main/runs", help="the runs root holding the minilm_* sweeps")
     parser.add_argument("--start", type=float, default=START, help="the zero-shot start's val/loss")
     parser.add_argument("--write-best", default=None, help="grid: write DIR/<rule>.yaml with the chosen lr")
@@ -223,6 +241,9 @@ def main(argv=None) -> int:
     parser.add_argument("--long-steps", type=int, default=1500, help="the long runs' T (ZO-AdaMU's T1 = T/20)")
     args = parser.parse_args(argv)
     runs = Path(args.runs)
+    if args.what == "pilot":
+        print(pilot(runs / "minilm_pilot"))
+        return 0
     if args.what == "grid":
         found = grid(runs / "minilm_grid", args.start)
         if not found:

@@ -98,3 +98,12 @@ def test_figure_is_written(tmp_path):
     assert minilm.main(["--runs", str(tmp_path), "--out", str(out)]) == 0
     assert out.stat().st_size > 10_000
     assert minilm.main(["--runs", str(tmp_path / "nothing"), "--out", str(out)]) == 1
+
+
+def test_pilot_table(tmp_path):
+    for mode, lr, loss in (("lora", 1e-3, 0.53), ("full", 3e-5, 1e4)):
+        fake_run(tmp_path / "minilm_pilot" / f"{mode}-{lr}", {"rule": "ZOSGD", "lr": lr, "task.mode": mode},
+                 {"val/loss": {99: 0.536, 199: loss}, "test/acc": {199: 0.7}, minilm_table.WALL: {0: 9.0, 49: 4.0}})
+    text = minilm_table.pilot(tmp_path / "minilm_pilot")
+    assert text.splitlines()[2:] == ["| full | 3e-05 | 100: 0.5360, 200: 1e+04 | 70.00 | 4 |",
+                                     "| lora | 0.001 | 100: 0.5360, 200: 0.5300 | 70.00 | 4 |"]
