@@ -64,11 +64,17 @@ def test_evaluate_restores_modes_and_refuses_an_empty_loader(folders):
     assert task.training and task.encoder.training and not task.head.training
 
 
-def test_a_run_without_a_datamodule_is_refused():
+def test_a_run_it_cannot_test_is_refused_before_training():
     class Trainer:
         datamodule = None
 
+    class Module:
+        task = None
+
     with pytest.raises(ValueError, match="needs a LightningDataModule with test_dataloader"):
-        FinalTest().on_train_end(Trainer(), None)
+        FinalTest().setup(Trainer(), Module(), "fit")
+    with pytest.raises(TypeError, match="Module has no 'task'"):
+        FinalTest().setup(Trainer(), object.__new__(type("Module", (), {})), "fit")
+    FinalTest().setup(Trainer(), Module(), "validate")  # only fit is tested at its end
     with pytest.raises(ValueError, match="prefix=''"):
         FinalTest(prefix="")

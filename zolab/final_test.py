@@ -30,11 +30,18 @@ class FinalTest(Callback):
         self.prefix = prefix
         self.metrics: dict[str, float] = {}
 
-    def on_train_end(self, trainer, pl_module):
+    def setup(self, trainer, pl_module, stage):
+        """Refuse, before training, a run it cannot test."""
+        if stage != "fit":
+            return
+        if not hasattr(pl_module, "task"):
+            raise TypeError(f"FinalTest evaluates a module's task; {type(pl_module).__name__} has no 'task'")
         datamodule = trainer.datamodule
-        if datamodule is None or not hasattr(datamodule, "test_dataloader"):
+        if datamodule is None or not callable(getattr(datamodule, "test_dataloader", None)):
             raise ValueError("FinalTest needs a LightningDataModule with test_dataloader(); the run has none")
-        self.metrics = evaluate(pl_module.task, datamodule.test_dataloader(), pl_module.device)
+
+    def on_train_end(self, trainer, pl_module):
+        self.metrics = evaluate(pl_module.task, trainer.datamodule.test_dataloader(), pl_module.device)
         named = {f"{self.prefix}/{k}": v for k, v in self.metrics.items()}
         for logger in trainer.loggers:
             logger.log_metrics(named, step=max(trainer.global_step - 1, 0))
