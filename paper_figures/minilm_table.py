@@ -230,7 +230,25 @@ def table(runs_root: Path, start: float = START) -> str:
     for label in sorted(refs):
         s, lr = refs[label]
         row(label, lr, s, s if label.endswith("full fine-tuning") else None)
-    return "\n".join(lines)
+    return "\n".join(lines + hessian_lines(runs_root / "minilm_seeds"))
+
+
+HESSIAN = ("effective_rank", "stable_rank", "lambda_max", "trace")
+
+
+def hessian_lines(root: Path) -> list[str]:
+    """The Hessian probe's values along the run that has it (claim Z1), one row per probe step."""
+    out = []
+    for run, _ in runs_of(root):
+        tags = scalar_tags(run)
+        if f"diagnostics/hessian/{HESSIAN[0]}" not in tags:
+            continue
+        series = {k: read_scalars(run, f"diagnostics/hessian/{k}") for k in HESSIAN}
+        out += ["", f"Hessian probe on {run.name} (trainable tensors, stochastic path; step = t):", "",
+                "| step | " + " | ".join(HESSIAN) + " |", "|---" * (len(HESSIAN) + 1) + "|"]
+        for i, x in enumerate(series[HESSIAN[0]][0]):
+            out.append(f"| {x + 1} | " + " | ".join(f"{series[k][1][i]:.4g}" for k in HESSIAN) + " |")
+    return out
 
 
 def main(argv=None) -> int:

@@ -80,7 +80,10 @@ def study_runs(root):
 
 def test_table_rows_seeds_references_and_full_fine_tuning_cost(tmp_path):
     study_runs(tmp_path)
+    fake_run(tmp_path / "minilm_seeds" / "hessian", {"rule": "Other", "lr": 1.0},
+             {f"diagnostics/hessian/{k}": {0: 2.0, 249: 3.5} for k in minilm_table.HESSIAN})
     text = minilm_table.table(tmp_path)
+    assert "Hessian probe on hessian" in text and "| 250 | 3.5 | 3.5 | 3.5 | 3.5 |" in text
     assert "Common validation loss (R6): 0.5210" in text  # ZO-RMSProp's last mean, the highest of the three
     rows = {line.split(" | ")[0]: line for line in text.splitlines() if line.startswith("| ")}
     radazo = rows["| ZO, R-AdaZO: LoRA + head"]
