@@ -13,10 +13,11 @@ median StepCost wall-clock per step (step 1 excluded).
 ``grid``: each rule's final validation loss (500 dev sentences) at every step size and its best step size
 by the rule fixed before the grid ran (experiments/minilm/grid.yaml): the lowest final val/loss; a run
 whose val/loss is not finite or above the start (``--start``, the zero-shot head's 0.5388 printed by
-``zolab validate --config experiments/minilm/base.yaml``) is diverged and never chosen (when every step
-size diverged, the smallest is used, marked); ties within 1e-4 go to the smaller step size. "moved" counts
-the step sizes that lowered the loss. ``--write-best DIR`` writes DIR/<rule>.yaml (the rule's grid file
-with the chosen lr; ZO-AdaMU's T1 set to T/20 of the long runs, ``--long-steps``).
+``zolab validate --config experiments/minilm/base.yaml``) is never chosen (when no step size qualifies,
+the smallest is used, marked; the report says "diverged" for a loss not finite or above twice the
+start); ties within 1e-4 go to the smaller step size. "moved" counts the step sizes that lowered the loss.
+``--write-best DIR`` writes DIR/<rule>.yaml (the rule's grid file with the chosen lr; ZO-AdaMU's T1 set
+to T/20 of the long runs, ``--long-steps``).
 
 ``table``: per rule (3 seeds of minilm_seeds) and reference: accuracy on the 872 sentences (test/acc,
 mean ± std over seeds), test loss, the last validation loss, the steps to a common validation loss (the
@@ -106,12 +107,19 @@ def best_lr(losses: dict[float, float], start: float = START) -> tuple[float, bo
     return min(lr for lr, v in ok.items() if v <= low + TIE), False
 
 
+def cell(loss: float, start: float = START) -> str:
+    """A grid entry: the loss, marked when above the start; "diverged" when not finite or above twice it."""
+    if not math.isfinite(loss) or loss > 2 * start:
+        return "diverged" if not math.isfinite(loss) else f"diverged ({loss:.3g})"
+    return f"{loss:.4f}" + (" (above the start)" if loss > start else "")
+
+
 def grid_report(table: dict[str, dict[float, float]], start: float = START) -> str:
     lines = ["| rule | " + " | ".join(["final val loss at each step size (200 steps)", "best", "moved"]) + " |",
              "|---|---|---|---|"]
     for rule in [r for r in RULES if r in table] + sorted(set(table) - set(RULES)):
         losses = table[rule]
-        cells = ", ".join(f"{lr:g}: {'diverged' if diverged(v, start) else f'{v:.4f}'}" for lr, v in losses.items())
+        cells = ", ".join(f"{lr:g}: {cell(v, start)}" for lr, v in losses.items())
         lr, all_diverged = best_lr(losses, start)
         moved = sum(not diverged(v, start) and v < start for v in losses.values())
         label = RULES.get(rule, (rule, rule))[1]

@@ -37,7 +37,7 @@ def test_steps_to_interpolates_from_the_start():
 
 
 def grid_runs(root):
-    losses = {"ZOSGD": {1e-3: 0.535, 3e-3: 0.530, 1e-2: 1e4}, "ZOAdaMU": {1e-4: 0.536, 1e-3: math.nan}}
+    losses = {"ZOSGD": {1e-3: 0.535, 3e-3: 0.530, 1e-2: 1e4}, "ZOAdaMU": {1e-4: 0.536, 1e-3: math.nan, 1e-2: 0.54}}
     for rule, by_lr in losses.items():
         for lr, loss in by_lr.items():
             fake_run(root / "minilm_grid" / f"{rule}-{lr}", {"rule": rule, "lr": lr, "seed": 0},
@@ -54,8 +54,8 @@ def test_grid_report_and_best_files(tmp_path, capsys):
     assert minilm_table.main(["grid", "--runs", str(tmp_path), "--write-best", str(best), "--rules-dir", str(rules),
                               "--long-steps", "1500"]) == 0
     text = capsys.readouterr().out
-    assert "| ZO-SGD (MeZO) | 0.001: 0.5350, 0.003: 0.5300, 0.01: diverged | 0.003 | 2/3 |" in text
-    assert "| ZO-AdaMU | 0.0001: 0.5360, 0.001: diverged | 0.0001 | 1/2 |" in text
+    assert "| ZO-SGD (MeZO) | 0.001: 0.5350, 0.003: 0.5300, 0.01: diverged (1e+04) | 0.003 | 2/3 |" in text
+    assert "| ZO-AdaMU | 0.0001: 0.5360, 0.001: diverged, 0.01: 0.5400 (above the start) | 0.0001 | 1/3 |" in text
     assert yaml.safe_load((best / "zo_sgd.yaml").read_text()) == {"class_path": "zolab.ZOSGD",
                                                                    "init_args": {"lr": 3e-3}}
     assert yaml.safe_load((best / "zo_adamu.yaml").read_text())["init_args"] == {"lr": 1e-4, "t1": 75}
