@@ -15,7 +15,11 @@ by the rule fixed before the grid ran (experiments/minilm/grid.yaml): the lowest
 whose val/loss is not finite or above the start (``--start``, the zero-shot head's 0.5388 printed by
 ``zolab validate --config experiments/minilm/base.yaml``) is never chosen (when no step size qualifies,
 the smallest is used, marked; the report says "diverged" for a loss not finite or above twice the
-start); ties within 1e-4 go to the smaller step size. "moved" counts the step sizes that lowered the loss.
+start); ties within 1e-4 go to the smaller step size. One extension, declared after ZO-SGD's and
+MeZO-BCD's grid ran and before the others' had: when a rule's best is an end of its grid (the smallest
+step size when it is the smallest, or when all failed; else the largest), the next point of the 1-3-10
+sequence beyond it is run too (``--write-edges DIR`` writes that sweep, run ids with "-edge-") and joins the
+choice; the extension is not extended. "moved" counts the step sizes that lowered the loss.
 ``--write-best DIR`` writes DIR/<rule>.yaml (the rule's grid file with the chosen lr; ZO-AdaMU's T1 set
 to T/20 of the long runs, ``--long-steps``).
 
@@ -86,16 +90,23 @@ def pilot(root: Path) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- grid
-def grid(root: Path, start: float = START) -> dict[str, dict[float, float]]:
-    """rule -> {lr: final val/loss} of the grid runs."""
+EDGE = "-edge-"  # in the run id of an extension run (write_edges)
+
+
+def grid(root: Path, start: float = START, edges: bool = True) -> dict[str, dict[float, float]]:
+    """rule -> {lr: final val/loss} of the grid runs (``edges=False``: without the extension runs)."""
     out: dict[str, dict[float, float]] = {}
     for run, hp in runs_of(root):
-        out.setdefault(hp["rule"], {})[float(hp["lr"])] = last(run, "val/loss")[1]
+        if not edges and EDGE in run.name:
+            continue
+        step, loss = last(run, "val/loss")
+        out.setdefault(hp["rule"], {})[float(hp["lr"])] = loss if step >= 0 else None  # None: no validation yet
     return {r: dict(sorted(v.items())) for r, v in out.items()}
 
 
-def diverged(loss: float, start: float = START) -> bool:
-    return not math.isfinite(loss) or loss > start
+def diverged(loss: float | None, start: float = START) -> bool:
+    """Never chosen: no validation (running or failed), not finite, or above the start."""
+    return loss is None or not math.isfinite(loss) or loss > start
 
 
 def best_lr(losses: dict[float, float], start: float = START) -> tuple[float, bool]:
@@ -109,6 +120,8 @@ def best_lr(losses: dict[float, float], start: float = START) -> tuple[float, bo
 
 def cell(loss: float, start: float = START) -> str:
     """A grid entry: the loss, marked when above the start; "diverged" when not finite or above twice it."""
+    if loss is None:
+        return "no val/loss (running or failed)"
     if not math.isfinite(loss) or loss > 2 * start:
         return "diverged" if not math.isfinite(loss) else f"diverged ({loss:.3g})"
     return f"{loss:.4f}" + (" (above the start)" if loss > start else "")
@@ -122,10 +135,49 @@ def grid_report(table: dict[str, dict[float, float]], start: float = START) -> s
         cells = ", ".join(f"{lr:g}: {cell(v, start)}" for lr, v in losses.items())
         lr, all_diverged = best_lr(losses, start)
         moved = sum(not diverged(v, start) and v < start for v in losses.values())
+        if all(v is None for v in losses.values()):
+            lines.append(f"| {RULES.get(rule, (rule, rule))[1]} | {cells} | — | — |")
+            continue
         label = RULES.get(rule, (rule, rule))[1]
         lines.append(f"| {label} | {cells} | {lr:g}{' (all diverged)' if all_diverged else ''} | "
                      f"{moved}/{len(losses)} |")
     return "\n".join(lines)
+
+
+def beyond(lr: float, up: bool) -> float:
+    """The next point of the 1-3-10 sequence above (below) ``lr``: 1e-2 -> 3e-2, 1e-3 -> 3e-4, 3e-5 -> 1e-5."""
+    exp = math.floor(math.log10(lr) + 1e-9)
+    mant = round(lr / 10**exp, 6)
+    if up:
+        return float(f"{3 if mant < 3 else 1}e{exp if mant < 3 else exp + 1}")
+    return float(f"{1 if mant > 1 else 3}e{exp if mant > 1 else exp - 1}")
+
+
+def write_edges(table, rules_dir: Path, out_dir: Path, start: float = START) -> Path | None:
+    """One extension of the grid (module doc): for every rule whose best step size is an end of its grid,
+    DIR/<rule>-edge-lr=<lr>.yaml one 1-3-10 point beyond it, and DIR/grid_edges.yaml, the sweep of them
+    (None and nothing written when no best is at an end). ``table`` must hold the grid without extensions."""
+    files = []
+    for rule, losses in table.items():
+        lr, _ = best_lr(losses, start)
+        if lr not in (min(losses), max(losses)):
+            continue
+        new = beyond(lr, up=lr == max(losses) and lr != min(losses))
+        stem = RULES[rule][0]
+        spec = yaml.safe_load((rules_dir / f"{stem}.yaml").read_text())
+        spec["init_args"]["lr"] = new
+        files.append(f"{stem}{EDGE}lr={new:g}.yaml")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / files[-1]).write_text(yaml.safe_dump(spec, sort_keys=False))
+    if not files:
+        return None
+    sweep = {"name": "minilm_grid", "base": str((rules_dir.parent / "base.yaml").resolve()),
+             "grid": {"model.optimizer": files},
+             "args": ["--trainer.max_steps=200", "--trainer.val_check_interval=100"]}
+    path = out_dir / "grid_edges.yaml"
+    path.write_text("# Written by `python paper_figures/minilm_table.py grid --write-edges`: one grid point "
+                    "beyond each best step size at an end of its grid.\n" + yaml.safe_dump(sweep, sort_keys=False))
+    return path
 
 
 def write_best(table, rules_dir: Path, out_dir: Path, long_steps: int, start: float = START) -> list[Path]:
@@ -265,6 +317,8 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", default="/work/main/runs", help="the runs root holding the minilm_* sweeps")
     parser.add_argument("--start", type=float, default=START, help="the zero-shot start's val/loss")
     parser.add_argument("--write-best", default=None, help="grid: write DIR/<rule>.yaml with the chosen lr")
+    parser.add_argument("--write-edges", default=None,
+                        help="grid: write DIR/grid_edges.yaml, the one extension beyond best step sizes at an end")
     parser.add_argument("--rules-dir", default=str(Path(__file__).resolve().parents[1] / "experiments/minilm/rules"))
     parser.add_argument("--long-steps", type=int, default=1500, help="the long runs' T (ZO-AdaMU's T1 = T/20)")
     args = parser.parse_args(argv)
@@ -278,6 +332,10 @@ def main(argv=None) -> int:
             print(f"no grid runs under {runs / 'minilm_grid'}", file=sys.stderr)
             return 1
         print(grid_report(found, args.start))
+        if args.write_edges:
+            path = write_edges(grid(runs / "minilm_grid", args.start, edges=False), Path(args.rules_dir),
+                               Path(args.write_edges), args.start)
+            print(f"wrote {path}" if path else "no best step size at an end of its grid: no extension")
         if args.write_best:
             for path in write_best(found, Path(args.rules_dir), Path(args.write_best), args.long_steps, args.start):
                 print(f"wrote {path}")

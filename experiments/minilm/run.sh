@@ -1,6 +1,7 @@
 #!/bin/bash
-# The MiniLM study of issue 16, in order, one run at a time, one thread, niced: the grid, the choice of each
-# rule's step size, the full fine-tuning cost runs, the references, then the long runs. Resumable: run it
+# The MiniLM study of issue 16, in order, one run at a time, one thread, niced: the grid (and its one
+# extension), the choice of each rule's step size, the full fine-tuning cost runs, the references, then
+# the long runs. Resumable: run it
 # again and finished runs are skipped (zolab sweep --resume). CPU times of each sweep go to $RUNS/logs.
 #   nohup setsid nice -n 10 experiments/minilm/run.sh /work/main/runs /work/shared/data/glue-sst2 \
 #       > /work/main/runs/logs/minilm_study.log 2>&1 &
@@ -18,6 +19,9 @@ sweep() {  # one sweep, its CPU seconds (user + system, children included) appen
 }
 sweep grid_sgd
 sweep grid
+# one extension beyond any best step size at an end of its grid (paper_figures/minilm_table.py's doc)
+"$PY" paper_figures/minilm_table.py grid --runs "$RUNS" --write-edges experiments/minilm/edges
+[ -f experiments/minilm/edges/grid_edges.yaml ] && sweep edges/grid_edges
 "$PY" paper_figures/minilm_table.py grid --runs "$RUNS" --write-best experiments/minilm/best --long-steps 1500
 sweep cost
 sweep references

@@ -27,6 +27,7 @@ def test_selection_rule_skips_diverged_breaks_ties_low_and_marks_all_diverged():
     assert best_lr({1e-4: 0.52, 1e-3: 0.51995, 1e-2: 5.0}) == (1e-4, False)  # within 1e-4: the smaller
     assert best_lr({1e-3: 0.50, 1e-2: START + 0.01}) == (1e-3, False)  # above the start: diverged
     assert best_lr({1e-3: math.inf, 1e-2: 7.0}) == (1e-3, True)
+    assert best_lr({1e-3: None, 1e-2: 0.53}) == (1e-2, False)  # no validation (running or failed)
 
 
 def test_steps_to_interpolates_from_the_start():
@@ -110,3 +111,27 @@ def test_pilot_table(tmp_path):
     text = minilm_table.pilot(tmp_path / "minilm_pilot")
     assert text.splitlines()[2:] == ["| full | 3e-05 | 100: 0.5360, 200: 1e+04 | 70.00 | 4 |",
                                      "| lora | 0.001 | 100: 0.5360, 200: 0.5300 | 70.00 | 4 |"]
+
+
+def test_one_extension_beyond_a_best_at_an_end(tmp_path):
+    assert [minilm_table.beyond(x, up) for x, up in ((1e-2, True), (3e-3, True), (1e-3, False), (3e-5, False))] == [
+        3e-2, 1e-2, 3e-4, 1e-5]
+    grid_runs(tmp_path)  # ZO-SGD's best 3e-3 is inside its grid; ZO-AdaMU's 1e-4 is its smallest
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "zo_adamu.yaml").write_text("class_path: zolab.ZOAdaMU\ninit_args: {lr: 1.0e-4, t1: 10}\n")
+    (tmp_path / "base.yaml").write_text("seed_everything: 0\n")
+    table = minilm_table.grid(tmp_path / "minilm_grid", edges=False)
+    path = minilm_table.write_edges(table, rules, tmp_path / "edges")
+    sweep = yaml.safe_load(path.read_text())
+    assert sweep["name"] == "minilm_grid" and sweep["grid"] == {"model.optimizer": ["zo_adamu-edge-lr=3e-05.yaml"]}
+    assert yaml.safe_load((tmp_path / "edges" / "zo_adamu-edge-lr=3e-05.yaml").read_text())["init_args"] == {
+        "lr": 3e-5, "t1": 10}
+    # the extension joins the choice but is not extended again
+    fake_run(tmp_path / "minilm_grid" / "zo_adamu-edge-lr=3e-05", {"rule": "ZOAdaMU", "lr": 3e-5},
+             {"val/loss": {199: 0.530}})
+    assert best_lr(minilm_table.grid(tmp_path / "minilm_grid")["ZOAdaMU"]) == (3e-5, False)
+    assert list(minilm_table.grid(tmp_path / "minilm_grid", edges=False)["ZOAdaMU"]) == [1e-4, 1e-3, 1e-2]
+    table["ZOAdaMU"] = {1e-4: 0.53, 1e-3: 0.52, 1e-2: 0.535}  # best inside: nothing to extend
+    del table["ZOSGD"]
+    assert minilm_table.write_edges(table, rules, tmp_path / "none") is None
