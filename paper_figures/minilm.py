@@ -89,8 +89,9 @@ def main(argv=None) -> int:
     top = max([v for losses in table.values() for v in losses.values() if not diverged(v)] + [START]) + 0.005
     for rule in [r for r in RULES if r in table]:
         lrs = np.array(list(table[rule]))
-        losses = np.array([table[rule][lr] for lr in lrs])
+        losses = [table[rule][lr] for lr in lrs]
         ok = np.array([not diverged(v) for v in losses])
+        losses = np.array([np.nan if v is None else v for v in losses], dtype=float)
         gx.plot(lrs[ok], losses[ok], "o-", color=colors[rule], label=RULES[rule][1])
         gx.plot(lrs[~ok], np.full((~ok).sum(), top), "x", color=colors[rule], ms=9)
     gx.axhline(START, color="grey", lw=0.8)
