@@ -2,6 +2,8 @@
 
     python benchmarks/step_cost.py --device cpu                      # SmolLM2-135M shape, fp32, 8 x 128
     python benchmarks/step_cost.py --device cuda --model opt-1.3b --dtype float16 --batch 16 --seq 256
+    python benchmarks/step_cost.py --device cpu --model minilm --batch 16 --seq 32 --threads 1 --steps 10
+                                    # MiniLM-L6 + head, full fine-tuning of SST-2 batches (issue 16)
 
 Times, in one run: two forward passes alone; a MeZO-pattern step written here (re-seed, then
 ``torch.normal`` and an in-place add per tensor: +μz, −2μz, +μz, update; Malladi et al. 2023); and
@@ -38,18 +40,37 @@ MODELS = {
                      num_attention_heads=12, max_position_embeddings=2048, word_embed_proj_dim=768),
     "opt-1.3b": dict(kind="opt", vocab_size=50272, hidden_size=2048, ffn_dim=8192, num_hidden_layers=24,
                      num_attention_heads=32, max_position_embeddings=2048, word_embed_proj_dim=2048),
+    # all-MiniLM-L6-v2's shape + a 2-class head on the mean-pooled states (zolab.tasks.encoder, mode full;
+    # eager attention as there), no pooler: 22.6M numbers
+    "minilm": dict(kind="bert", vocab_size=30522, hidden_size=384, intermediate_size=1536, num_hidden_layers=6,
+                   num_attention_heads=12, max_position_embeddings=512, attn_implementation="eager"),
 }
 
 
+class EncoderHead(torch.nn.Module):
+    """A BERT encoder + a linear head on its mean-pooled last states (EncoderClassifier's model)."""
+
+    def __init__(self, encoder, classes: int = 2):
+        super().__init__()
+        self.encoder, self.head = encoder, torch.nn.Linear(encoder.config.hidden_size, classes)
+
+    def forward(self, input_ids, labels):
+        logits = self.head(self.encoder(input_ids=input_ids).last_hidden_state.mean(1))
+        return torch.nn.functional.cross_entropy(logits, labels)
+
+
 def build_model(name: str, dtype: torch.dtype, device: str):
-    from transformers import LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalLM
+    from transformers import BertConfig, BertModel, LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalLM
 
     spec = dict(MODELS[name])
     kind = spec.pop("kind")
-    config = LlamaConfig(**spec) if kind == "llama" else OPTConfig(**spec)
-    cls = LlamaForCausalLM if kind == "llama" else OPTForCausalLM
     torch.manual_seed(0)
-    model = cls(config).to(device=device, dtype=dtype).eval()
+    if kind == "bert":
+        model = EncoderHead(BertModel(BertConfig(**spec), add_pooling_layer=False))
+    else:
+        config = LlamaConfig(**spec) if kind == "llama" else OPTConfig(**spec)
+        model = (LlamaForCausalLM if kind == "llama" else OPTForCausalLM)(config)
+    model = model.to(device=device, dtype=dtype).eval()
     model.requires_grad_(True)
     return model
 
@@ -106,12 +127,17 @@ def build_methods(args, rules):
     torch.set_num_threads(args.threads)
     model = build_model(args.model, getattr(torch, args.dtype), args.device)
     gen = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, model.config.vocab_size, (args.batch, args.seq), generator=gen).to(args.device)
+    vocab = (model.encoder if isinstance(model, EncoderHead) else model).config.vocab_size
+    ids = torch.randint(0, vocab, (args.batch, args.seq), generator=gen).to(args.device)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     params = [p for _, p in named]
 
+    labels = torch.randint(0, 2, (args.batch,), generator=gen).to(args.device)
+
     @torch.no_grad()
     def closure():
+        if isinstance(model, EncoderHead):
+            return model(ids, labels)
         return model(input_ids=ids, labels=ids).loss
 
     def two_forwards():

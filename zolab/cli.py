@@ -470,17 +470,28 @@ def _component(err: Exception, config) -> str:
     return "config"
 
 
+FIRST_ORDER = "--first_order"  # zolab fit --first_order ...: the module is zolab.firstorder.FirstOrderModule
+
+
 def cli_main(args=None, run: bool = True, **kwargs) -> ZOLabCLI:
     """Build (and by default run) the CLI; ``args`` as on the command line (a list) or a config dict,
-    None to read ``sys.argv``. Raises ``ConfigError`` for anything wrong before training (nothing trained,
-    no checkpoint written) and ``Interrupted`` when a signal stopped training."""
+    None to read ``sys.argv``. ``--first_order`` anywhere in the list trains by backprop instead
+    (``zolab.firstorder.FirstOrderModule``: the first-order references). Raises ``ConfigError`` for anything
+    wrong before training (nothing trained, no checkpoint written) and ``Interrupted`` when a signal stopped
+    training."""
     argv = sys.argv
+    module = ZOModule
+    given = sys.argv[1:] if args is None else args
+    if isinstance(given, list) and FIRST_ORDER in given:
+        from zolab.firstorder import FirstOrderModule
+
+        module, args = FirstOrderModule, [a for a in given if a != FIRST_ORDER]
     if args is not None:  # in-process use (tests, sweeps): the caller's own argv is not ours
         sys.argv = sys.argv[:1]
     depth = len(_CURRENT)
     try:
         return ZOLabCLI(
-            ZOModule,
+            module,
             subclass_mode_data=True,
             args=args,
             run=run,

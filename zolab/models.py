@@ -85,12 +85,20 @@ def load_causal_lm(name: str, dtype: str = "float32"):
     return model, tokenizer
 
 
-def load_encoder(name: str = MINILM, dtype: str = "float32"):
-    """(model, tokenizer) of a transformers encoder (``AutoModel``), by default the packaged MiniLM-L6."""
+ATTENTIONS = ("eager", "sdpa")
+
+
+def load_encoder(name: str = MINILM, dtype: str = "float32", attention: str | None = None):
+    """(model, tokenizer) of a transformers encoder (``AutoModel``), by default the packaged MiniLM-L6.
+    ``attention``: transformers' ``attn_implementation`` (``"eager"``, ``"sdpa"``; None: its default)."""
     from transformers import AutoModel, AutoTokenizer
 
     torch_dtype = resolve_dtype(dtype)
+    if attention is not None and attention not in ATTENTIONS:
+        raise ValueError(f"attention={attention!r}; allowed: {list(ATTENTIONS)}")
     where, extra = _source(name)
+    if attention is not None:
+        extra = {**extra, "attn_implementation": attention}
     tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=True, **extra)
     model = AutoModel.from_pretrained(where, dtype=torch_dtype, local_files_only=True, **extra)
     return model, tokenizer
