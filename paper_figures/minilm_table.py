@@ -23,7 +23,7 @@ choice; the extension is not extended. "moved" counts the step sizes that lowere
 ``--write-best DIR`` writes DIR/<rule>.yaml (the rule's grid file with the chosen lr; ZO-AdaMU's T1 set
 to T/20 of the long runs, ``--long-steps``).
 
-``table``: per rule (3 seeds of minilm_seeds) and reference: accuracy on the 872 sentences (test/acc,
+``table``: per rule (3 seeds: minilm_seeds and, as seed 0, its grid run; ``seed_runs``) and reference: accuracy on the 872 sentences (test/acc,
 mean ± std over seeds), test loss, the last validation loss, the steps to a common validation loss (the
 highest last mean val/loss of R-AdaZO, ZO-AdaMM and ZO-RMSProp among those below the start, so that they
 reach it; linear interpolation on the seed-mean curve, from the start at step 0), the peak resident
@@ -263,8 +263,26 @@ def reference_label(hp) -> str:
     return f"{how}: {what}"
 
 
+def seed_runs(runs_root: Path) -> dict[str, list[Path]]:
+    """Each rule's seed runs: minilm_seeds, plus its minilm_grid run as seed 0 where minilm_seeds has none and
+    the grid run has the same step size and length (experiments/minilm/seeds.yaml)."""
+    out: dict[str, list[Path]] = {}
+    seen: dict[str, dict] = {}
+    for run, hp in runs_of(runs_root / "minilm_seeds"):
+        out.setdefault(hp["rule"], []).append(run)
+        seen.setdefault(hp["rule"], {"seeds": set(), "lr": float(hp["lr"]), "steps": hp.get("max_steps")})
+        seen[hp["rule"]]["seeds"].add(int(hp["seed"]))
+    for run, hp in runs_of(runs_root / "minilm_grid"):
+        s = seen.get(hp["rule"])
+        if (s and int(hp["seed"]) not in s["seeds"] and float(hp["lr"]) == s["lr"]
+                and hp.get("max_steps") == s["steps"]):
+            out[hp["rule"]].append(run)
+            s["seeds"].add(int(hp["seed"]))
+    return out
+
+
 def table(runs_root: Path, start: float = START) -> str:
-    seeds = {k: summarise(v) for k, v in groups(runs_root / "minilm_seeds", lambda hp: hp["rule"]).items()}
+    seeds = {k: summarise(v) for k, v in seed_runs(runs_root).items()}
     refs = {k: (summarise(v), float(read_hparams(v[0]).get("lr", math.nan)))
             for k, v in groups(runs_root / "minilm_references", reference_label).items()}
     cost = {k: summarise(v) for k, v in groups(runs_root / "minilm_cost", lambda hp: hp["rule"]).items()}
@@ -320,7 +338,7 @@ def main(argv=None) -> int:
     parser.add_argument("--write-edges", default=None,
                         help="grid: write DIR/grid_edges.yaml, the one extension beyond best step sizes at an end")
     parser.add_argument("--rules-dir", default=str(Path(__file__).resolve().parents[1] / "experiments/minilm/rules"))
-    parser.add_argument("--long-steps", type=int, default=1500, help="the long runs' T (ZO-AdaMU's T1 = T/20)")
+    parser.add_argument("--long-steps", type=int, default=200, help="the long runs' T (ZO-AdaMU's T1 = T/20)")
     args = parser.parse_args(argv)
     runs = Path(args.runs)
     if args.what == "pilot":
