@@ -16,7 +16,7 @@ R2 says cos_m > cos_g, rising with β1 with a small drop at very high β1.
 
 from __future__ import annotations
 
-from diagnostics.probe import Probe, cosine, sq_norm, step_gradient, trainable, true_gradient
+from diagnostics.probe import Probe, cosine, sq_norm, step_gradient, trainable
 
 MOMENT_KEYS = ("m", "momentum_buffer")
 
@@ -75,7 +75,7 @@ class GradientAlignment(Probe):
         self.moment_key = moment_key
 
     def measure(self, trainer, pl_module, batch, t):
-        true_gradient(pl_module, batch, t)
+        self.true_gradient(pl_module, batch, t)
 
     def collect(self, trainer, pl_module, batch, t):
         opt = pl_module.zo_optimizer

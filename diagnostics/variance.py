@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import torch
 
-from diagnostics.probe import Probe, parameters_at, true_gradient, untouched
+from diagnostics.probe import Probe, parameters_at, untouched
 from zolab.directions import mix
 
 LAWS = ("gaussian", "sphere", "rademacher")
@@ -102,7 +102,7 @@ class EstimatorVariance(Probe):
 
     def measure(self, trainer, pl_module, batch, t):
         opt = pl_module.zo_optimizer
-        grad = true_gradient(pl_module, batch, t)
+        grad = self.true_gradient(pl_module, batch, t)
         law, K, central = opt.sampler.name, opt.num_queries, opt.estimator == "central"
         blocks = [refs for _, refs in opt.blocks_of_step(t)]  # the block(s) step t estimates
         estimated = {r.name for refs in blocks for r in refs}
