@@ -6,7 +6,7 @@ import torch
 
 import diagnostics as D
 from tests.diagnostics._helpers import TinyNet, fit
-from zolab import MeZOBCD, RAdaZO, ZOAdaMU, ZOSGD
+from zolab import ZOSGD, MeZOBCD, RAdaZO, ZOAdaMU
 
 WALL_CLOCK = ("diagnostics/step_cost/wall_ms", "diagnostics/step_cost/peak_rss_mib")
 
