@@ -1015,10 +1015,11 @@ def run_missing(selection, root: Path, data: str, dry_run: bool = False, log=pri
         log(f"{'would run' if dry_run else 'running'}: {shlex.join(command)}")
         if dry_run:
             continue
-        argv = [sys.executable, "-m", "zolab.cli", *command[1:]] if command[0] == "zolab" else (
+        argv = [sys.executable, "-m", f"zolab.{command[1]}", *command[2:]] if command[0] == "zolab" else (
             [sys.executable, *command[1:]] if command[0] == "python" else command)
         start = time.perf_counter()
         status = subprocess.run(argv, cwd=REPO, check=False).returncode
+        status = status or (0 if job.done(root) else 1)  # a sweep with failed runs is not done
         seconds = time.perf_counter() - start
         times = (yaml.safe_load(times_path.read_text()) or {}) if times_path.exists() else {}
         times[job.key] = {"seconds": round(seconds, 1) + float(times.get(job.key, {}).get("seconds", 0)),
