@@ -198,11 +198,15 @@ def sweep_job(path: str) -> Job:
     return Job(sweep=path)
 
 
+CONTRACT = {"experiments/minilm/grid.yaml": "minilm_grid", "experiments/minilm/seeds.yaml": "minilm_seeds"}
+
+
 def sweep_name(path: str) -> str:
-    """The name a sweep file gives its runs (its ``name:``, else its stem)."""
+    """The name a sweep file gives its runs (its ``name:``, else its stem; the MiniLM study's names are fixed
+    by contract, so they are known before its files are)."""
     file = REPO / path
     data = yaml.safe_load(file.read_text()) if file.exists() else {}
-    return str((data or {}).get("name") or file.stem)
+    return str((data or {}).get("name") or CONTRACT.get(path) or file.stem)
 
 
 # ------------------------------------------------------------------ R1, R4: R-AdaZO Figure 1
@@ -765,21 +769,31 @@ def b2_points(root: Path) -> dict[str, list[dict]] | None:
     return out
 
 
+def partition_label(key: str) -> str:
+    """'one block' for None, 'per module', 'per tensor', 'N by name' for a list of regexes."""
+    import ast
+
+    if key.startswith("["):
+        return f"{len(ast.literal_eval(key))} by name"
+    return {"None": "one block"}.get(key, f"per {key}")
+
+
 def read_b2(root: Path) -> Result | None:
     points = b2_points(root)
     if not points:
         return None
+    points = {partition_label(k): v for k, v in points.items()}
     order = sorted(points, key=lambda k: -mean_std([p["n"] for p in points[k]])[0])  # largest blocks first
     seeds = sorted({p["seed"] for ps in points.values() for p in ps})
     nu = {k: [mean_std([p["nu"] for p in points[k] if p["seed"] == s])[0] for s in seeds] for k in order}
     falls = all(mean_std(nu[a])[0] > mean_std(nu[b])[0] for a, b in zip(order, order[1:]))
     relation = {k: sum(p["measured"] for p in points[k]) / sum(p["theory"] for p in points[k]) for k in order}
     rho_nu = []  # Spearman(ρ, ν) per seed over the equal-size blocks of the module partition
-    if "module" in points:
-        sizes = [p["n"] for p in points["module"]]
+    if "per module" in points:
+        sizes = [p["n"] for p in points["per module"]]
         size = max(set(sizes), key=sizes.count)
         for s in seeds:
-            pts = [p for p in points["module"] if p["seed"] == s and p["n"] == size]
+            pts = [p for p in points["per module"] if p["seed"] == s and p["n"] == size]
             rho_nu.append(spearman([p["rho"] for p in pts], [p["nu"] for p in pts]))
     rs = mean_std(rho_nu)[0] if rho_nu else math.nan
     overlap_lowers = rs <= -0.3
@@ -793,8 +807,7 @@ def read_b2(root: Path) -> Result | None:
 
     def plot(ax):
         for i, k in enumerate(order):
-            ax.scatter([p["rho"] for p in points[k]], [p["nu"] for p in points[k]], s=6, color=f"C{i}",
-                       label=f"blocks = {k}")
+            ax.scatter([p["rho"] for p in points[k]], [p["nu"] for p in points[k]], s=6, color=f"C{i}", label=k)
         ax.set(yscale="log", xlabel="gradient overlap ‖P_B∇F‖²/‖∇F‖²", ylabel="E‖ĝ − ∇F‖² / ‖∇F‖²",
                title="MeZO-BCD on the digits MLP: every probe step")
         ax.legend(fontsize=8)
@@ -972,7 +985,8 @@ def _missing_text(row: Row, root: str, data: str) -> str:
     return "; ".join(out)
 
 
-def print_board(rows: list[Row], root: str, data: str, out=sys.stdout) -> None:
+def print_board(rows: list[Row], root: str, data: str, out=None) -> None:
+    out = out or sys.stdout
     counts = {v: sum(r.verdict == v for r in rows) for v in VERDICTS}
     print(f"zolab claims: {len(rows)} claims from the runs under {root}: "
           + ", ".join(f"{n} {v}" for v, n in counts.items() if n), file=out)
