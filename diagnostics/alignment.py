@@ -54,6 +54,9 @@ def first_moment(opt, refs, key: str | None = None) -> dict:
 class GradientAlignment(Probe):
     """Cosines of ĝ_t, m_t and u_t with the true gradient, every ``every_n_steps`` steps.
 
+    Cost class: cheap. Per probe step ∇F (one backward, shared with the step's other probes) and K
+    direction regenerations; nothing at other steps.
+
     Args:
         every_n_steps: probe at step 1 and every n-th step (costs one backward at those steps).
         moment_key: the state key of the first moment; None: ``m`` or ``momentum_buffer``, whichever the

@@ -33,6 +33,9 @@ from zolab.directions import mix
 class BlockOverlap(Probe):
     """Gradient and curvature overlap of the active block, and the perturbation's stable rank.
 
+    Cost class: cheap for one block or ``curvature=False`` (the shared ∇F only); Hessian-vector products
+    for the curvature overlap of block-wise rules (d for the exact diagonal, else ``num_samples``).
+
     Args:
         every_n_steps: probe at step 1 and every n-th step.
         exact_max_dim: exact Hessian diagonal up to this d, Hutchinson above (5,000).

@@ -60,6 +60,9 @@ def relative_error(v: dict[str, torch.Tensor], v_star: dict[str, torch.Tensor]) 
 class SecondMomentError(Probe):
     """Relative errors of the rule's v and of the conventional ĝ²-based v against v* (see module doc).
 
+    Cost class: expensive at any interval. ∇F at **every** step (batched over windows, or one backward a
+    step above a million parameters) and one ĝ regeneration a step; ``every_n_steps`` only thins the logging.
+
     Args:
         every_n_steps: log at step 1 and every n-th step (it tracks every step regardless).
         beta2: the β2 of v* and v^conv; None: the rule's β2 of each step (an error for rules without one).

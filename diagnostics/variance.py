@@ -50,6 +50,9 @@ def variance_theory(law: str, scaled: bool, grad_sq_blocks: list[float], sizes: 
 class EstimatorVariance(Probe):
     """Measured E‖ĝ − ∇F‖² against the Gaussian/sphere/Rademacher theory (see module doc).
 
+    Cost class: cheap with few samples. Per probe step ``num_samples`` × K × (1 or 2) forwards, as many
+    direction draws, and the shared ∇F; nothing at other steps.
+
     Args:
         every_n_steps: probe at step 1 and every n-th step.
         num_samples: independent estimates ĝ per probe step (each with the optimizer's K queries).
