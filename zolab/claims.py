@@ -1045,6 +1045,16 @@ def run_missing(selection, root: Path, data: str, dry_run: bool = False, log=pri
     return failed
 
 
+def job_minutes(job: Job, root: Path) -> float | None:
+    """Minutes a job took where it ran: its runs' ``sweep_run.yaml`` seconds, or what ``--run`` recorded."""
+    if job.sweep:
+        files = list((root / sweep_name(job.sweep)).glob("*/sweep_run.yaml"))
+        seconds = [float((yaml.safe_load(f.read_text()) or {}).get("seconds", 0)) for f in files]
+        return sum(seconds) / 60 if files else None
+    times = (yaml.safe_load((root / TIMES_FILE).read_text()) or {}) if (root / TIMES_FILE).exists() else {}
+    return float(times[job.key]["seconds"]) / 60 if job.key in times else None
+
+
 # ---------------------------------------------------------------------------------------------- docs/claims.md
 def write_docs(rows: list[Row], root: str, data: str, out: Path) -> list[Path]:
     """docs/claims.md: the table, then per claim its reading, rule, prediction, figure and commands."""
@@ -1091,6 +1101,19 @@ def write_docs(rows: list[Row], root: str, data: str, out: Path) -> list[Path]:
                 plt.close(fig)
                 written.append(path)
                 lines += ["", f"![{c.id} {name}](figures/claims/{path.name})"]
+    lines += ["", "## Cost", "", "CPU minutes each measurement took where it ran (the runs' own clocks, "
+              "on the machine and load they ran under), and the plan for 2 cores:", "",
+              "| claim part | jobs | minutes | planned CPU-hours |", "|---|---|---|---|"]
+    seen: set[str] = set()
+    for row in rows:
+        for part in row.claim.parts:
+            if not part.cpu or all(j.key in seen for j in part.jobs):
+                continue
+            new = [j for j in part.jobs if j.key not in seen]
+            seen.update(j.key for j in new)
+            minutes = [job_minutes(j, Path(root)) for j in new]
+            took = f"{sum(m for m in minutes if m is not None):.0f}" if any(m is not None for m in minutes) else "—"
+            lines.append(f"| {row.claim.id}.{part.name} | {', '.join(j.key for j in new)} | {took} | {part.hours:g} |")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
     return [out, *written]
