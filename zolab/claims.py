@@ -139,6 +139,7 @@ class Job:
     sweep: str = ""  # path relative to the repository
     argv: tuple[str, ...] = ()
     output: str = ""
+    in_repo: bool = False  # output is relative to the repository, not to ROOT
 
     @property
     def key(self) -> str:
@@ -151,10 +152,13 @@ class Job:
 
     def done(self, root: Path) -> bool:
         if not self.sweep:
-            return (root / self.output).exists()
+            return ((REPO if self.in_repo else root) / self.output).exists()
         from zolab import sweep
 
-        _, runs = sweep.load(REPO / self.sweep, root=str(root))
+        try:
+            _, runs = sweep.load(REPO / self.sweep, root=str(root))
+        except ValueError:  # a file it needs is made by an earlier job (the best lr of a grid)
+            return False
         return all(_status(r.run_dir) == "done" for r in runs)
 
 
@@ -198,7 +202,8 @@ def sweep_job(path: str) -> Job:
     return Job(sweep=path)
 
 
-CONTRACT = {"experiments/minilm/grid.yaml": "minilm_grid", "experiments/minilm/seeds.yaml": "minilm_seeds"}
+CONTRACT = {"grid": "minilm_grid", "grid_sgd": "minilm_grid", "seeds": "minilm_seeds", "seeds_zo_sgd": "minilm_seeds",
+            "seeds_zo_sgd_hessian": "minilm_seeds", "cost": "minilm_cost"}  # experiments/minilm/<file>.yaml
 
 
 def sweep_name(path: str) -> str:
@@ -206,7 +211,8 @@ def sweep_name(path: str) -> str:
     by contract, so they are known before its files are)."""
     file = REPO / path
     data = yaml.safe_load(file.read_text()) if file.exists() else {}
-    return str((data or {}).get("name") or CONTRACT.get(path) or file.stem)
+    contract = CONTRACT.get(file.stem) if path.startswith("experiments/minilm/") else None
+    return str((data or {}).get("name") or contract or file.stem)
 
 
 # ------------------------------------------------------------------ R1, R4: R-AdaZO Figure 1
@@ -511,9 +517,16 @@ def read_a2(root: Path) -> Result | None:
 
 
 # ------------------------------------------------------------------ the MiniLM study (R6, A1, B1, M1, Z1)
-GRID, SEEDS = "experiments/minilm/grid.yaml", "experiments/minilm/seeds.yaml"
-MINILM_JOBS = (sweep_job(GRID), sweep_job(SEEDS))
-MINILM_SETTINGS = ("MiniLM-L6 full fine-tuning + linear head on SST-2 (MeZO's protocol: 1,000 train, 500 dev, "
+# The study's sweeps (its sweep names are the contract): the lr grid, the best lr of each rule written by its
+# table script, 3 seeds at the best, and the full fine-tuning cost runs (time per step, memory).
+GRID, SEEDS, COST = "experiments/minilm/grid.yaml", "experiments/minilm/seeds.yaml", "experiments/minilm/cost.yaml"
+BEST = Job(argv=("python", "paper_figures/minilm_table.py", "grid", "--write-best", "experiments/minilm/best"),
+           output="experiments/minilm/best/radazo.yaml", in_repo=True)
+MINILM_JOBS = (sweep_job(GRID), sweep_job("experiments/minilm/grid_sgd.yaml"), BEST, sweep_job(SEEDS),
+               sweep_job("experiments/minilm/seeds_zo_sgd.yaml"),
+               sweep_job("experiments/minilm/seeds_zo_sgd_hessian.yaml"), sweep_job(COST))
+MINILM_SETTINGS = ("MiniLM-L6 + linear head on SST-2, the encoder adapted by LoRA (the study's choice; memory and "
+                   "time per step from full fine-tuning runs) (MeZO's protocol: 1,000 train, 500 dev, "
                    "test = the 872 validation sentences), each rule at its best lr of the grid, 3 seeds")
 
 
@@ -568,6 +581,10 @@ def _accuracy(rules, name) -> list[float]:
     return [100 * r.last("test/acc") for r in rules.get(name, [])]
 
 
+def _cost(root: Path) -> dict[str, list[Run]]:
+    return by_rule(root, sweep_name(COST)) or {}
+
+
 def _peak_mib(rules, name) -> float:
     return max((max(r.series("diagnostics/step_cost/peak_rss_mib")[1] or [math.nan]) for r in rules.get(name, [])),
                default=math.nan)
@@ -579,12 +596,12 @@ def _similar(a: list[float], b: list[float]) -> tuple[float, float]:
 
 
 def read_a1(root: Path) -> Result | None:
-    rules = by_rule(root, sweep_name(SEEDS))
-    if rules is None or "ZOAdaMU" not in rules or "ZOSGD" not in rules:
+    rules, cost = by_rule(root, sweep_name(SEEDS)), _cost(root)
+    if rules is None or "ZOAdaMU" not in rules or "ZOSGD" not in rules or not cost:
         return None
     a, b = _accuracy(rules, "ZOAdaMU"), _accuracy(rules, "ZOSGD")
     diff, tol = _similar(a, b)
-    memory = _peak_mib(rules, "ZOAdaMU") / _peak_mib(rules, "ZOSGD")
+    memory = _peak_mib(cost, "ZOAdaMU") / _peak_mib(cost, "ZOSGD")
     better = diff > tol
     verdict = "fails" if diff < -tol else "holds" if better and memory <= 1.1 else "partly"
     number = (f"test accuracy ZO-AdaMU {pm(a)}% vs MeZO {pm(b)}% ({diff:+.1f} points, tolerance {tol:.1f}); "
@@ -593,8 +610,8 @@ def read_a1(root: Path) -> Result | None:
 
 
 def read_b1(root: Path) -> Result | None:
-    rules = by_rule(root, sweep_name(SEEDS))
-    if rules is None or "MeZOBCD" not in rules or "ZOSGD" not in rules:
+    rules, cost = by_rule(root, sweep_name(SEEDS)), _cost(root)
+    if rules is None or "MeZOBCD" not in rules or "ZOSGD" not in rules or not cost:
         return None
     a, b = _accuracy(rules, "MeZOBCD"), _accuracy(rules, "ZOSGD")
     diff, tol = _similar(a, b)
@@ -602,23 +619,23 @@ def read_b1(root: Path) -> Result | None:
     def wall(name):
         import numpy as np
 
-        values = [v for r in rules[name] for v in r.series("diagnostics/step_cost/wall_ms")[1]]
+        values = [v for r in cost.get(name, []) for v in r.series("diagnostics/step_cost/wall_ms")[1]]
         return float(np.median(values)) if values else math.nan
 
     speed = wall("ZOSGD") / wall("MeZOBCD")
     verdict = two_rule(diff >= -tol, speed >= 1.5)
     number = (f"test accuracy MeZO-BCD {pm(a)}% vs MeZO {pm(b)}% ({diff:+.1f} points, tolerance {tol:.1f}); "
-              f"time per step MeZO / MeZO-BCD {speed:.2f}× (StepCost medians, shared machine)")
+              f"time per step MeZO / MeZO-BCD {speed:.2f}× (full fine-tuning, StepCost medians, shared machine)")
     return Result(verdict, number, plot=_curves_plot(rules, "val/loss", ("MeZOBCD", "ZOSGD"), "validation loss"))
 
 
 def read_m1(root: Path) -> Result | None:
-    rules, grid = by_rule(root, sweep_name(SEEDS)), by_rule(root, sweep_name(GRID))
-    if rules is None or grid is None or any(n not in rules for n in ("MEAZO", "ZOAdaMM", "ZOSGD")):
+    rules, grid, cost = by_rule(root, sweep_name(SEEDS)), by_rule(root, sweep_name(GRID)), _cost(root)
+    if rules is None or grid is None or not cost or any(n not in rules for n in ("MEAZO", "ZOAdaMM", "ZOSGD")):
         return None
     a, b = _accuracy(rules, "MEAZO"), _accuracy(rules, "ZOAdaMM")
     diff, tol = _similar(a, b)
-    memory = _peak_mib(rules, "MEAZO") / _peak_mib(rules, "ZOSGD")
+    memory = _peak_mib(cost, "MEAZO") / _peak_mib(cost, "ZOSGD")
     finals = {n: {float(r.hp["lr"]): r.last("val/loss") for r in runs} for n, runs in grid.items()}
     start = max(r.series("val/loss")[1][0] for runs in grid.values() for r in runs if r.series("val/loss")[1])
     best = min(v for f in finals.values() for v in f.values() if math.isfinite(v))
@@ -738,7 +755,7 @@ def read_z1_minilm(root: Path) -> Result | None:
     _, ranks = run.series("diagnostics/hessian/effective_rank")
     d = run.last("diagnostics/hessian/dim") or float(run.hp.get("task_params", math.nan))
     median = float(np.median(ranks))
-    verdict = "holds" if 0 < median <= 1e-3 * d else "fails"
+    verdict = "holds" if 0 < median <= 1e-2 * d else "fails"
     number = (f"Hessian effective rank tr H/‖H‖ along the {LABELS.get(run.hp.get('rule'), '')} run: median "
               f"{median:.3g} (range {min(ranks):.3g} to {max(ranks):.3g}, {len(ranks)} probe steps), d = {d:.3g}, "
               f"r/d = {median / d:.2g}")
@@ -866,7 +883,7 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("A1", "ZO-AdaMU beats MeZO in accuracy at similar memory",
           "SST-2 92.1 vs 91.4, COPA 89.0 vs 88.0 (OPT-13B; ZO-AdaMU Tab. 1)",
           "test accuracy, mean over seeds: holds when ZO-AdaMU is higher by more than max(1 point, seed std) at "
-          "≤ 1.1× MeZO's peak memory; fails when lower by more than that; partly otherwise",
+          "≤ 1.1× MeZO's peak memory (full fine-tuning); fails when lower by more than that; partly otherwise",
           (Part("minilm", MINILM_SETTINGS, MINILM_JOBS, read_a1, hours=0),
            gpu(["experiments/llm/sst2_opt1.3b_mezo.yaml", "experiments/llm/sst2_opt1.3b_zo_adamu.yaml",
                 "experiments/llm/copa_opt1.3b_mezo.yaml", "experiments/llm/copa_opt1.3b_zo_adamu.yaml"],
@@ -895,7 +912,8 @@ CLAIMS: tuple[Claim, ...] = (
                      "we expect a positive Spearman correlation (about +0.5). Expected verdict: partly."),
     Claim("M1", "MEAZO matches ZO-Adam at ZO-SGD memory and is robust to the step size",
           "abstract only (no number)",
-          "three checks: test accuracy within max(1 point, seed std) of ZO-AdaMM; peak memory ≤ 1.05× MeZO's; at "
+          "three checks: test accuracy within max(1 point, seed std) of ZO-AdaMM; peak memory ≤ 1.05× MeZO's "
+          "(full fine-tuning); at "
           "least as many grid lrs as ZO-AdaMM and MeZO reach 75% of the grid's best validation-loss improvement: "
           "holds when all three pass, fails when none does, partly otherwise",
           (Part("minilm", MINILM_SETTINGS, MINILM_JOBS, read_m1, hours=0),)),
@@ -903,7 +921,7 @@ CLAIMS: tuple[Claim, ...] = (
           "quadratics: holds when (a) at r = 16 the best-lr steps to 1% of f(x₀) vary by ≤ 1.25× over d = 256…16,384 "
           "and (b) at d = 4,096 their log-log slope against r = 4…256 is in [0.75, 1.25]; fails when neither, partly "
           "when one. MiniLM: holds when the Hessian probe's median tr H/‖H‖ along the ZO-SGD run is positive and "
-          "≤ 10⁻³ d",
+          "≤ 10⁻² d (d: the probed trainable numbers)",
           (Part("quadratics", "ZO-SGD (Gaussian, central, K = 1, μ = 1e-3) on ½ Σ λ_i x_i², λ_i = (1 − 1/r)^(i−1), "
                               "x₀ ~ N(0, I); η ∈ {2^-1, …, 2^-9}, 3 direction seeds; (a) r = 16, d = 256…16,384; "
                               "(b) d = 4,096, r = 4…256", (sweep_job(Z1_DIM), sweep_job(Z1_RANK)), read_z1, hours=0.7),
@@ -911,7 +929,9 @@ CLAIMS: tuple[Claim, ...] = (
                 read_z1_minilm, hours=0)),
           prediction="(a) the steps do not change with d: theory 1,432 steps at η = 2^-4 for every d (x₀ shares its "
                      "first 256 entries); (b) they grow about like r: theory 276, 1,432, 6,382, 26,299 steps at r = "
-                     "4, 16, 64, 256 (slope 1.10). MiniLM: a small effective rank, r/d ≪ 10⁻³ (MeZO's premise)."),
+                     "4, 16, 64, 256 (slope 1.10). MiniLM: a small effective rank, r/d ≤ 10⁻² "
+                     "(MeZO's premise; the threshold was 10⁻³ of full fine-tuning's 22.7M parameters until the "
+                     "study chose LoRA, 74,498 trainable numbers, before any MiniLM run)."),
 )
 
 
@@ -951,7 +971,8 @@ class Row:
 
     @property
     def missing(self) -> list[Part]:
-        return [p for p in self.claim.parts if self.results.get(p.name) is None]
+        """The selected parts without a reading."""
+        return [p for p in self.claim.parts if p.name in self.results and self.results[p.name] is None]
 
 
 def score(root: Path, selection=None) -> list[Row]:
