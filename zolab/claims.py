@@ -348,7 +348,7 @@ def beta_table(root: Path, sweep: str, tags: tuple[str, str], index: int) -> dic
     return dict(sorted(table.items()))
 
 
-def _beta_plot(table, labels, xlabel, log=False):
+def _beta_plot(table, labels, xlabel, ylabel, log=False):
     def plot(ax):
         betas = list(table)
         for i, label in enumerate(labels):
@@ -356,7 +356,7 @@ def _beta_plot(table, labels, xlabel, log=False):
             ax.errorbar(range(len(betas)), [m for m, _ in stats], yerr=[s for _, s in stats], marker="o",
                         capsize=3, label=label)
         ax.set_xticks(range(len(betas)), [f"{b:g}" for b in betas])
-        ax.set_xlabel(xlabel)
+        ax.set(xlabel=xlabel, ylabel=ylabel, title="second-half means ± std over seeds")
         if log:
             ax.set_yscale("log")
         ax.legend(fontsize=8)
@@ -381,7 +381,8 @@ def read_r2(root: Path) -> Result | None:
               f"{pm(table[hi][1])} (β1 = {hi:g}); cos(ĝ, ∇F) {pm(table[top][0])}")
     detail = (f"cos(m) > cos(ĝ) at every β1 > 0: {above}; rises up to β1 = {top:g}: {rising}; "
               f"drops at β1 = {hi:g} beyond the seed spread: {drop}")
-    return Result(verdict, number, detail, _beta_plot(table, ("cos(ĝ, ∇F)", "cos(m, ∇F)"), "β1"))
+    return Result(verdict, number, detail, _beta_plot(table, ("cos(ĝ, ∇F)", "cos(m, ∇F)"), "β1",
+                                                      "cosine with the true gradient"))
 
 
 def read_r3(root: Path) -> Result | None:
@@ -400,7 +401,7 @@ def read_r3(root: Path) -> Result | None:
               f"(β2 = {betas[-1]:g}); conventional / refined error {pm(factor, 2)} over all β2")
     detail = f"refined < conventional at every β2: {lower}; refined error falls as β2 grows: {falling}"
     return Result(verdict, number, detail,
-                  _beta_plot(table, ("conventional v (ĝ²)", "R-AdaZO's v (m²)"), "β2", log=True))
+                  _beta_plot(table, ("conventional v (ĝ²)", "R-AdaZO's v (m²)"), "β2", "‖v − v*‖ / ‖v*‖", log=True))
 
 
 # ------------------------------------------------------------------ R5 (and R4): the black-box attack
@@ -1078,13 +1079,21 @@ def job_minutes(job: Job, root: Path) -> float | None:
 
 # ---------------------------------------------------------------------------------------------- docs/claims.md
 def write_docs(rows: list[Row], root: str, data: str, out: Path) -> list[Path]:
-    """docs/claims.md: the table, then per claim its reading, rule, prediction, figure and commands."""
+    """docs/claims.md: the table, then per claim its reading, rule, prediction, figure and commands (written
+    with the default runs root and data folder, as a checkout runs them)."""
+    shown_root, shown_data = "runs", "../shared/data"
     figures = out.parent / "figures" / "claims"
     written = []
+    hours = sum(p.hours for c in CLAIMS for p in c.parts if p.cpu)
     lines = ["# Claims: what holds here", "",
              "Written by `zolab claims --write docs/claims.md` from the runs on disk (the registry is "
-             "`zolab/claims.py`; the claims are docs/algorithms.md §5). Verdicts follow rules fixed before the runs; "
-             "a claim that fails here is a result at these settings, not a refutation of the paper.", "",
+             "`zolab/claims.py`; the claims are docs/algorithms.md §5). Each verdict follows a rule written in the "
+             "registry before its runs (Z1's and B2's predictions too); a claim that fails here is a result at "
+             "these settings, not a refutation of the paper. Numbers are mean ± standard deviation over seeds.", "",
+             f"`make claims` (`zolab claims --run --write docs/claims.md`) runs every CPU-feasible measurement "
+             f"that is missing, resumably, then writes this page: about {hours:.0f} CPU-hours planned on 2 cores, "
+             "8 of them the MiniLM study (measured minutes per part: \"Cost\" below). `zolab claims --run ID` "
+             "runs one claim; GPU-only parts print their commands.", "",
              "| claim | paper | zolab | verdict | re-run |", "|---|---|---|---|---|"]
     for row in rows:
         c = row.claim
@@ -1104,7 +1113,7 @@ def write_docs(rows: list[Row], root: str, data: str, out: Path) -> list[Path]:
             lines.append(f"- {part.name} ({part.settings}): {status}")
             if res and res.detail:
                 lines.append(f"  ({res.detail})")
-            commands = [shlex.join(j.command(root, data)) for j in part.jobs]
+            commands = [shlex.join(j.command(shown_root, shown_data)) for j in part.jobs]
             lines.append("  Commands: " + "; ".join(f"`{cmd}`" for cmd in commands))
         for name, res in row.results.items():
             if res is not None and res.plot is not None:
