@@ -91,7 +91,10 @@ def pm(xs, digits: int = 3) -> str:
 
 
 def _g(x: float, digits: int = 3) -> str:
-    return "inf" if x == math.inf else "nan" if x != x else f"{x:.{digits}g}"
+    """``digits`` significant digits, whole numbers without an exponent below 10⁷."""
+    if x != x or abs(x) == math.inf:
+        return "nan" if x != x else ("inf" if x > 0 else "-inf")
+    return f"{x:.0f}" if 10**digits <= abs(x) < 1e7 else f"{x:.{digits}g}"
 
 
 def spearman(x, y) -> float:
