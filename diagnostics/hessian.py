@@ -68,6 +68,10 @@ def hessian_metrics(H: HessianOperator, method: str, exact_max_dim: int, top_k: 
 class HessianSpectrum(Probe):
     """Top eigenvalues, trace, ‖H‖_F² and ranks of the loss Hessian (see module doc).
 
+    Cost class: expensive. Per probe step d Hessian-vector products (exact path) or Lanczos's (tens,
+    sequential) and ``num_samples`` Hutchinson products (stochastic path), each about two backwards; use a
+    sparse interval (hundreds to thousands of steps).
+
     Args:
         every_n_steps: probe at step 1 and every n-th step.
         params: None (all trainable tensors) or name regexes (one layer, one block, ...).

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 from scipy.sparse.linalg import LinearOperator, eigsh
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 WHICH = ("LA", "SA", "LM")
 
@@ -69,7 +70,8 @@ class HessianOperator:
         self.shape = (sum(p.numel() for p in self.params),) * 2
         self.batch_size = batch_size or max(1, 2**26 // self.shape[0])
         self.dtype, self.device = self.params[0].dtype, self.params[0].device
-        with torch.enable_grad():
+        # SDPA's fused CPU/GPU attention kernels have no double backward: build the graph with its math one
+        with torch.enable_grad(), sdpa_kernel([SDPBackend.MATH]):
             loss = loss_fn()
             if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
                 raise TypeError(f"loss_fn must return a scalar tensor, got {type(loss).__name__}")

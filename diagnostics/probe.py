@@ -13,11 +13,14 @@ extra forwards and backwards:
 - gradients come from ``torch.autograd.grad`` (``p.grad`` is never written); perturbed points are made by
   pointing ``p.data`` at a new tensor and back (bitwise restore).
 
-The true gradient ∇F_t = ∇f(θ_{t−1}; ξ_t) is computed once per step and shared by all probes of that
-step. Metrics go to every logger of the trainer (``logger.log_metrics``) under
-``diagnostics/<probe>/<name>``, at x = t − 1, the x at which Lightning logs the same step's ``train/loss``
-(the point θ_{t−1} the step and the probe measure). A probe runs at step 1 and at every step t with
-t % ``every_n_steps`` == 0.
+The true gradient ∇F_t = ∇f(θ_{t−1}; ξ_t) is computed once per step and shared by the probes of that
+step: the first probe that asks for it computes it, each probe that asked releases it after its
+``collect``, and the last release frees it, so no probe depends on the others' order or presence (alone,
+in any order, or bundled in a ``diagnostics.presets.ProbeSet``). The shared data of a module's probes lives
+in a context keyed weakly by the module (``context``). Metrics go to every logger of the trainer
+(``logger.log_metrics``) under ``diagnostics/<probe>/<name>``, at x = t − 1, the x at which Lightning logs
+the same step's ``train/loss`` (the point θ_{t−1} the step and the probe measure). A probe runs at step 1
+and at every step t with t % ``every_n_steps`` == 0.
 """
 
 from __future__ import annotations
@@ -43,12 +46,23 @@ def _check_every(every_n_steps) -> int:
 
 
 class _StepContext:
-    """Per-module scratch shared by the probes of one step (the true gradient, the probes' own time)."""
+    """Per-module scratch shared by the probes of one step: the true gradient, the probes holding it, and
+    the probes' own time so far."""
 
     def __init__(self):
         self.step = -1
         self.gradient: dict[str, torch.Tensor] | None = None
+        self.holders: set[int] = set()  # ids of the probes that asked for this step's gradient
         self.probe_seconds = 0.0
+
+    def reset(self) -> None:
+        self.step, self.gradient, self.holders = -1, None, set()
+
+    def release(self, holder) -> None:
+        """``holder`` is done with the step's gradient; the last one frees it (d numbers) until the next step."""
+        self.holders.discard(id(holder))
+        if not self.holders:
+            self.gradient = None
 
 
 _CONTEXTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -86,9 +100,14 @@ def untouched(pl_module) -> Iterator[None]:
             m.training = mode
 
 
-def true_gradient(pl_module, batch, step: int) -> dict[str, torch.Tensor]:
-    """∇f(θ_{t−1}; ξ_t) per trainable tensor name, by autograd on the same batch (shared per step)."""
+def true_gradient(pl_module, batch, step: int, holder=None) -> dict[str, torch.Tensor]:
+    """∇f(θ_{t−1}; ξ_t) per trainable tensor name, by autograd on the same batch, computed once per step;
+    ``holder`` (the asking probe) keeps it until it calls ``context(pl_module).release(holder)``."""
     ctx = context(pl_module)
+    if holder is not None:
+        if ctx.step != step:
+            ctx.holders = set()  # holders of an earlier step that never released it (a skipped batch)
+        ctx.holders.add(id(holder))
     if ctx.step != step or ctx.gradient is None:
         refs = trainable(pl_module.zo_optimizer)
         with untouched(pl_module), torch.enable_grad():
@@ -206,6 +225,7 @@ class Probe(Callback):
         self.every_n_steps = _check_every(every_n_steps)
         self.last_metrics: dict[str, float] = {}
         self._pending: int | None = None  # the step measured in on_train_batch_start
+        self._optimizer = None  # the module's zolab optimizer (set at on_train_start)
 
     def is_probe_step(self, t: int) -> bool:
         return t == 1 or t % self.every_n_steps == 0
@@ -224,7 +244,8 @@ class Probe(Callback):
         if getattr(pl_module, "steps_per_batch", 1) != 1:
             raise ValueError(f"{type(self).__name__} reads every ZO step's record: it needs steps_per_batch=1, "
                              f"got {pl_module.steps_per_batch}")
-        context(pl_module).step, context(pl_module).gradient = -1, None  # nothing from an earlier fit
+        context(pl_module).reset()  # nothing from an earlier fit
+        self._optimizer = pl_module.zo_optimizer
         self.check(trainer, pl_module)
 
     # ------------------------------------------------------------------ hooks
@@ -235,9 +256,13 @@ class Probe(Callback):
         """After step t (``pl_module.zo_optimizer.record``); returns the metrics to log at probe steps."""
         return None
 
+    def true_gradient(self, pl_module, batch, t: int) -> dict[str, torch.Tensor]:
+        """The step's ∇F (``probe.true_gradient``), held by this probe until its ``collect`` is done."""
+        return true_gradient(pl_module, batch, t, holder=self)
+
     @override
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        t = pl_module.zo_optimizer.zo["step"] + 1
+        t = self._optimizer.zo["step"] + 1
         if not (self.every_step or self.is_probe_step(t)):
             self._pending = None
             return
@@ -248,14 +273,15 @@ class Probe(Callback):
     @override
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         t, self._pending = self._pending, None
-        record = pl_module.zo_optimizer.record
-        if t is not None and record is not None and record.step == t:
+        if t is None:
+            return
+        record = self._optimizer.record
+        if record is not None and record.step == t:
             with self._timed(pl_module):
                 metrics = self.collect(trainer, pl_module, batch, t)
                 if metrics and self.is_probe_step(t):
                     self.log_metrics(trainer, metrics, t)
-        if [c for c in trainer.callbacks if isinstance(c, Probe)][-1] is self:
-            context(pl_module).gradient = None  # the step's last probe: free ∇F (d numbers) until the next step
+        context(pl_module).release(self)
 
     @contextmanager
     def _timed(self, pl_module):

@@ -40,11 +40,11 @@ from diagnostics.probe import (
     sq_norm,
     step_gradient,
     trainable,
-    true_gradient,
 )
 
 
-def _rule_beta2(group: dict) -> float | None:
+def rule_beta2(group: dict) -> float | None:
+    """The rule's β2 (``betas[1]``, or ``beta`` for ZO-RMSProp), None for a rule without one."""
     if "betas" in group:
         return group["betas"][1]
     return group.get("beta")
@@ -59,6 +59,9 @@ def relative_error(v: dict[str, torch.Tensor], v_star: dict[str, torch.Tensor]) 
 
 class SecondMomentError(Probe):
     """Relative errors of the rule's v and of the conventional ĝ²-based v against v* (see module doc).
+
+    Cost class: expensive at any interval. ∇F at **every** step (batched over windows, or one backward a
+    step above a million parameters) and one ĝ regeneration a step; ``every_n_steps`` only thins the logging.
 
     Args:
         every_n_steps: log at step 1 and every n-th step (it tracks every step regardless).
@@ -99,7 +102,7 @@ class SecondMomentError(Probe):
 
     def check(self, trainer, pl_module):
         group = pl_module.zo_optimizer.param_groups[0]
-        if self.beta2 is None and _rule_beta2(group) is None:
+        if self.beta2 is None and rule_beta2(group) is None:
             raise ValueError(
                 f"SecondMomentError: {type(pl_module.zo_optimizer).__name__} has no β2 "
                 "(no 'betas' or 'beta'); pass beta2=... to compare against v* anyway"
@@ -119,7 +122,7 @@ class SecondMomentError(Probe):
 
     def measure(self, trainer, pl_module, batch, t):
         if self._size == 1:
-            true_gradient(pl_module, batch, t)
+            self.true_gradient(pl_module, batch, t)
             return
         i = len(self._stored)
         refs = trainable(pl_module.zo_optimizer)
@@ -130,7 +133,7 @@ class SecondMomentError(Probe):
         opt = pl_module.zo_optimizer
         record = opt.record
         if not record.skipped:
-            active = [(r.name, self.beta2 if self.beta2 is not None else _rule_beta2(r.group))
+            active = [(r.name, self.beta2 if self.beta2 is not None else rule_beta2(r.group))
                       for block in record.blocks for r in block.refs]
             _average(self.v_conv, opt.grad_estimate(), active)
             if self._size == 1:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import torch
 
-from diagnostics.probe import Probe, parameters_at, true_gradient, untouched
+from diagnostics.probe import Probe, parameters_at, untouched
 from zolab.directions import mix
 
 LAWS = ("gaussian", "sphere", "rademacher")
@@ -49,6 +49,9 @@ def variance_theory(law: str, scaled: bool, grad_sq_blocks: list[float], sizes: 
 
 class EstimatorVariance(Probe):
     """Measured E‖ĝ − ∇F‖² against the Gaussian/sphere/Rademacher theory (see module doc).
+
+    Cost class: cheap with few samples. Per probe step ``num_samples`` × K × (1 or 2) forwards, as many
+    direction draws, and the shared ∇F; nothing at other steps.
 
     Args:
         every_n_steps: probe at step 1 and every n-th step.
@@ -102,7 +105,7 @@ class EstimatorVariance(Probe):
 
     def measure(self, trainer, pl_module, batch, t):
         opt = pl_module.zo_optimizer
-        grad = true_gradient(pl_module, batch, t)
+        grad = self.true_gradient(pl_module, batch, t)
         law, K, central = opt.sampler.name, opt.num_queries, opt.estimator == "central"
         blocks = [refs for _, refs in opt.blocks_of_step(t)]  # the block(s) step t estimates
         estimated = {r.name for refs in blocks for r in refs}

@@ -145,3 +145,21 @@ def test_trace_and_frobenius_from_shared_products_equal_the_separate_estimates()
     trace, fro = hutchinson_trace_frobenius(H, 40, torch.Generator().manual_seed(3), batch_size=7)
     assert torch.equal(trace, hutchinson_trace(H, 40, torch.Generator().manual_seed(3), batch_size=7))
     assert torch.equal(fro, hutchinson_frobenius(H, 40, torch.Generator().manual_seed(3), batch_size=7))
+
+
+def test_hessian_through_scaled_dot_product_attention():
+    """Transformers call F.scaled_dot_product_attention, whose fused CPU kernel has no double backward: the
+    operator builds its graph with the math kernel (MiniLM's HessianSpectrum failed without it)."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 2, 5, 8)  # (batch, heads, tokens, features): the fused kernel's case
+    w = torch.nn.Parameter(torch.randn(3, 8, 8) / 8**0.5)
+    H = HessianOperator(lambda: _attention_loss(x, w), [w])
+    with torch.nn.attention.sdpa_kernel([torch.nn.attention.SDPBackend.MATH]):
+        dense = torch.autograd.functional.hessian(lambda flat: _attention_loss(x, flat.view(3, 8, 8)),
+                                                  w.detach().reshape(-1))
+    assert torch.allclose(exact_hessian(H), dense, atol=1e-5)
+
+
+def _attention_loss(x, w):
+    q, k, v = (x @ w[i] for i in range(3))
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v).square().mean()
