@@ -23,7 +23,8 @@ choice; the extension is not extended. "moved" counts the step sizes that lowere
 ``--write-best DIR`` writes DIR/<rule>.yaml (the rule's grid file with the chosen lr; ZO-AdaMU's T1 set
 to T/20 of the long runs, ``--long-steps``).
 
-``table``: per rule (3 seeds: minilm_seeds and, as seed 0, its grid run; ``seed_runs``) and reference: accuracy on the 872 sentences (test/acc,
+``table``: per rule (3 seeds: minilm_seeds and, as seed 0, its grid run; ``seed_runs``) and reference:
+accuracy on the 872 sentences (test/acc,
 mean ± std over seeds), test loss, the last validation loss, the steps to a common validation loss (the
 highest last mean val/loss of R-AdaZO, ZO-AdaMM and ZO-RMSProp among those below the start, so that they
 reach it; linear interpolation on the seed-mean curve, from the start at step 0), the peak resident

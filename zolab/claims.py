@@ -555,8 +555,9 @@ def seed_runs(root: Path) -> dict[str, list[Run]] | None:
         return None
     for r in runs_of(root, sweep_name(GRID)):
         mine = rules.get(r.hp.get("rule"), [])
-        if (mine and r.hp.get("seed") not in {m.hp.get("seed") for m in mine}
-                and float(r.hp["lr"]) == float(mine[0].hp["lr"]) and r.hp.get("max_steps") == mine[0].hp.get("max_steps")):
+        same = mine and all(r.hp.get(k) == mine[0].hp.get(k) for k in ("max_steps", "mu", "num_queries"))
+        if same and r.hp.get("seed") not in {m.hp.get("seed") for m in mine} and float(r.hp["lr"]) == float(
+                mine[0].hp["lr"]):
             mine.append(r)
     return rules
 
