@@ -46,7 +46,8 @@ class FinalTest(Callback):
         for logger in trainer.loggers:
             logger.log_metrics(named, step=max(trainer.global_step - 1, 0))
         trainer.callback_metrics.update({k: torch.tensor(v) for k, v in named.items()})
-        print("final test: " + ", ".join(f"{k} {v:.4f}" for k, v in named.items()))
+        if trainer.is_global_zero:  # every process evaluates the whole test set; one prints it
+            print("final test: " + ", ".join(f"{k} {v:.4f}" for k, v in named.items()))
 
 
 @torch.no_grad()
