@@ -1,4 +1,4 @@
-"""Gradient alignment probe (R-AdaZO Fig. 2a, claim R2; ALGORITHMS.md §4 "Alignment").
+"""Gradient alignment probe (R-AdaZO Fig. 2a, claim R2; docs/algorithms.md §4 "Alignment").
 
 Logs cos(a, ∇F_t) = ⟨a, ∇F_t⟩/(‖a‖‖∇F_t‖) over all trainable tensors for
 

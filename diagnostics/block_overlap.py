@@ -1,4 +1,4 @@
-"""Block overlap probe for block-coordinate ZO (MeZO-BCD, claim B2; ALGORITHMS.md §4 "BCD block overlap").
+"""Block overlap probe for block-coordinate ZO (MeZO-BCD, claim B2; docs/algorithms.md §4 "BCD block overlap").
 
 For the block(s) B that step t perturbs (the record's active blocks), with P_B the coordinate projector,
 at θ_{t−1} on batch ξ_t:

@@ -1,4 +1,4 @@
-"""Hessian spectrum probe (MeZO's local effective rank, ZO-AdaMU Lemma 3, claim Z1; ALGORITHMS.md §4).
+"""Hessian spectrum probe (MeZO's local effective rank, ZO-AdaMU Lemma 3, claim Z1; docs/algorithms.md §4).
 
 At θ_{t−1} on batch ξ_t, before step t, for the whole model or the tensors whose names match ``params``:
 

@@ -1,4 +1,4 @@
-"""Hessian linear algebra for the probes (ALGORITHMS.md §4, "Hessian spectrum").
+"""Hessian linear algebra for the probes (docs/algorithms.md §4, "Hessian spectrum").
 
 An operator and free estimator functions, after curvlinops (``hessian.py``, ``trace/hutchinson.py``):
 

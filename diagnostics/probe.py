@@ -1,4 +1,4 @@
-"""What every probe shares (ALGORITHMS.md §4): scheduling, the true gradient, side-effect guards, logging.
+"""What every probe shares (docs/algorithms.md §4): scheduling, the true gradient, side-effect guards, logging.
 
 A probe is a Lightning ``Callback`` on a ``zolab.module.ZOModule``. Step t of the optimizer estimates
 ĝ_t at θ_{t−1} on batch ξ_t, so the probe measures before the update, in ``on_train_batch_start``

@@ -1,4 +1,4 @@
-"""Second-moment relative error probe (R-AdaZO Fig. 2b, claim R3; ALGORITHMS.md §4).
+"""Second-moment relative error probe (R-AdaZO Fig. 2b, claim R3; docs/algorithms.md §4).
 
 Along the run's own trajectory it keeps, per trainable tensor,
 

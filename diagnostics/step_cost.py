@@ -1,4 +1,4 @@
-"""Step cost probe (MeZO-BCD claim B1; ALGORITHMS.md §4 "Cost").
+"""Step cost probe (MeZO-BCD claim B1; docs/algorithms.md §4 "Cost").
 
 At probe steps it logs
 

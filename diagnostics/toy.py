@@ -1,7 +1,7 @@
 """Tasks whose diagnostics have closed forms, to check the probes (and to time them).
 
 - ``QuadraticForm``: f(x) = ½ xᵀ H x with H = Q diag(λ) Qᵀ for a chosen spectrum λ and a seeded random
-  orthogonal Q (``rotate=False``: Q = I): every Hessian quantity of ALGORITHMS.md §4 is a function of λ.
+  orthogonal Q (``rotate=False``: Q = I): every Hessian quantity of docs/algorithms.md §4 is a function of λ.
 - ``Linear``: f(x) = aᵀx, where finite differences are exact, so the estimator variance equals its
   Gaussian/sphere/Rademacher theory.
 - ``DigitsMLP``: a 64–h–…–h–10 tanh MLP with cross-entropy on a fixed slice of scikit-learn's bundled

@@ -1,4 +1,4 @@
-"""Estimator variance probe (ALGORITHMS.md §4 "Estimator variance"; MeZO-BCD claim B2).
+"""Estimator variance probe (docs/algorithms.md §4 "Estimator variance"; MeZO-BCD claim B2).
 
 At θ_{t−1} on batch ξ_t, before step t, it draws ``num_samples`` independent estimates ĝ with the
 optimizer's own settings (direction law, scale c, estimator, K, μ of each group, and the block(s) step t
@@ -40,7 +40,7 @@ def _wide(x: torch.Tensor) -> torch.Tensor:
 
 def variance_theory(law: str, scaled: bool, grad_sq_blocks: list[float], sizes: list[int], rest_sq: float,
                     num_queries: int) -> float:
-    """E‖ĝ − ∇F‖² with exact directional derivatives (ALGORITHMS.md §4); nan for unscaled sphere."""
+    """E‖ĝ − ∇F‖² with exact directional derivatives (docs/algorithms.md §4); nan for unscaled sphere."""
     if law == "sphere" and not scaled:
         return float("nan")
     extra = 1 if law == "gaussian" else -1

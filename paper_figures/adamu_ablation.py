@@ -1,4 +1,4 @@
-"""ZO-AdaMU schedule ablation (claim A2 of ALGORITHMS.md §5) from TensorBoard event files.
+"""ZO-AdaMU schedule ablation (claim A2 of docs/algorithms.md §5) from TensorBoard event files.
 
     zolab sweep experiments/ablations/adamu_schedules.yaml
     python paper_figures/adamu_ablation.py [--runs runs/adamu_schedules] [--out docs/figures/adamu_ablation.png]

@@ -5,7 +5,7 @@
 Reads every run under RUNS_DIR (``zolab sweep experiments/radazo/fig1.yaml`` writes them), takes the task
 and the rule from each run's ``hparams.yaml`` and its ``train/loss`` curve (f(θ_k) at step k), draws one
 log-scale panel per function with one line per rule, and prints the rules ranked by final loss per
-function, with the two claims these runs test (ALGORITHMS.md §5): R1, R-AdaZO converges faster than the
+function, with the two claims these runs test (docs/algorithms.md §5): R1, R-AdaZO converges faster than the
 four others on most functions; R4, ZO-AdaMM ≈ ZO-RMSProp. A run whose loss overflowed is drawn up to its
 last finite point and ranked last as "diverged".
 """

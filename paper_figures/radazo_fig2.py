@@ -1,4 +1,4 @@
-"""R-AdaZO Figure 2 from TensorBoard event files: claims R2 (panel a) and R3 (panel b) of ALGORITHMS.md §5.
+"""R-AdaZO Figure 2 from TensorBoard event files: claims R2 (panel a) and R3 (panel b) of docs/algorithms.md §5.
 
     zolab sweep experiments/radazo/fig2a.yaml && zolab sweep experiments/radazo/fig2b.yaml
     python paper_figures/radazo_fig2.py [--runs runs] [--out docs/figures/radazo_fig2.png]

@@ -1,4 +1,4 @@
-"""Blocks of parameters for block-coordinate ZO (MeZO-BCD, ALGORITHMS.md §3.9) and their selection.
+"""Blocks of parameters for block-coordinate ZO (MeZO-BCD, docs/algorithms.md §3.9) and their selection.
 
 A block is a list of tensor positions (indices into the optimizer's flattened parameter list). Any rule
 can run block-wise: the optimizer perturbs and updates only the active block(s) of a step.

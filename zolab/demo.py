@@ -1,7 +1,7 @@
 """``python -m zolab.demo`` (``make demo``): R-AdaZO's Figure 1, reduced to run in a few minutes on 2 cores.
 
 The same 20 runs as ``zolab sweep experiments/radazo/fig1.yaml`` (4 functions × ZO-SGD, ZO-signSGD,
-ZO-AdaMM, ZO-RMSProp, R-AdaZO; one initial point, one estimator, shared hyper-parameters; ALGORITHMS.md
+ZO-AdaMM, ZO-RMSProp, R-AdaZO; one initial point, one estimator, shared hyper-parameters; docs/algorithms.md
 §5 R1/R4, §6), made smaller: d = 1,000 with K = 1 query per step keeps d/K = 1,000 (Figure 1: d = 10,000,
 K = 10), and η, μ, β, x0 stay as they are, so each curve follows its full-size counterpart (loss relative
 to the start) over the first ``--steps`` iterations (default 4,000 of 20,000): measured against the

@@ -1,4 +1,4 @@
-"""Schedules for lr, β and α: pure functions of the step t = 1, 2, ... (ALGORITHMS.md §3.8).
+"""Schedules for lr, β and α: pure functions of the step t = 1, 2, ... (docs/algorithms.md §3.8).
 
 Any hyper-parameter of any rule (``lr``, each entry of ``betas``, ZO-AdaMU's ``alpha``) takes a float or a
 ``Schedule``, so ablations swap them from a config (``class_path: zolab.schedules.Cosine``). A schedule
@@ -69,7 +69,7 @@ class Cosine(Schedule):
 
 @dataclass(frozen=True)
 class ThreePhase(Schedule):
-    """ZO-AdaMU's annealing (Jiang et al., AAAI 2024, eq. 7; ALGORITHMS.md §3.8).
+    """ZO-AdaMU's annealing (Jiang et al., AAAI 2024, eq. 7; docs/algorithms.md §3.8).
 
     - t < t1: 1 (warm-up);
     - t1 <= t < t2: 0.5 + 0.5 cos(π min(1, (t - t1)/L_t)), L_t = T - φ (T - t2)(t - t1)/(t2 - t1) **[open]**

@@ -1,4 +1,4 @@
-"""Acceptance 1: probes never change the run (ALGORITHMS.md §4). Every rule trains 30 steps with every probe
+"""Acceptance 1: probes never change the run (docs/algorithms.md §4). Every rule trains 30 steps with every probe
 at every_n_steps=1 and without probes: parameters, optimizer state, logged losses and the global RNG are
 bitwise equal."""
 

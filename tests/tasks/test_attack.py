@@ -1,4 +1,4 @@
-"""The black-box attack task: clipping, margin loss, success detection, the stop (ALGORITHMS.md §6)."""
+"""The black-box attack task: clipping, margin loss, success detection, the stop (docs/algorithms.md §6)."""
 
 import lightning as L
 import pytest

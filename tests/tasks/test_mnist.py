@@ -1,4 +1,4 @@
-"""MNIST IDX loading, the CNN and its checkpoint (ALGORITHMS.md §6)."""
+"""MNIST IDX loading, the CNN and its checkpoint (docs/algorithms.md §6)."""
 
 import gzip
 import struct

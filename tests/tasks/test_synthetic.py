@@ -1,4 +1,4 @@
-"""The synthetic functions of R-AdaZO App. B.1 (ALGORITHMS.md §6) and their data module."""
+"""The synthetic functions of R-AdaZO App. B.1 (docs/algorithms.md §6) and their data module."""
 
 import math
 

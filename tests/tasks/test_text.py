@@ -1,4 +1,4 @@
-"""SST-2/COPA loading, MeZO prompts, option scoring and the LM task (ALGORITHMS.md §6)."""
+"""SST-2/COPA loading, MeZO prompts, option scoring and the LM task (docs/algorithms.md §6)."""
 
 from pathlib import Path
 

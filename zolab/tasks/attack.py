@@ -1,4 +1,4 @@
-"""Black-box targeted attack on the MNIST CNN (R-AdaZO Sec. 6.2, App. B.2, Table 1; ALGORITHMS.md §6).
+"""Black-box targeted attack on the MNIST CNN (R-AdaZO Sec. 6.2, App. B.2, Table 1; docs/algorithms.md §6).
 
 The variable is δ ∈ R^784, starting at δ₀ = 0. The attacked image is
 

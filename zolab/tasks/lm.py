@@ -1,4 +1,4 @@
-"""Fine-tuning a causal language model on prompted examples (MeZO's protocol, ALGORITHMS.md §6).
+"""Fine-tuning a causal language model on prompted examples (MeZO's protocol, docs/algorithms.md §6).
 
 Each option of a ``PromptExample`` is scored as in MeZO (arXiv 2305.17333, App. E): the full text is
 tokenized, and the option's tokens are the difference between the tokenized full text and the tokenized

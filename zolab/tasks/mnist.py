@@ -1,4 +1,4 @@
-"""MNIST: the IDX loader, the CNN of the black-box attack (ALGORITHMS.md §6) and its first-order training.
+"""MNIST: the IDX loader, the CNN of the black-box attack (docs/algorithms.md §6) and its first-order training.
 
 The CNN is conv32–conv64–maxpool–dropout–fc128–fc10 with log-softmax outputs (PyTorch's MNIST example, the
 architecture R-AdaZO's attack reuses from Shu et al., 2023; App. B.2); inputs in [0, 1] are normalised

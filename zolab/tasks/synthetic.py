@@ -1,4 +1,4 @@
-"""R-AdaZO's synthetic benchmarks (App. B.1; ALGORITHMS.md §6): x ∈ R^d, every minimum 0.
+"""R-AdaZO's synthetic benchmarks (App. B.1; docs/algorithms.md §6): x ∈ R^d, every minimum 0.
 
 Quadratic ½‖x‖², Cubic Σ|x_i|³ **[open]**, Levy, Rosenbrock. The initial point is x₀ ~ N(0, I) from
 ``init_seed`` (same seed, same point, for every rule). A batch carries nothing: the objective is exact, so

@@ -1,4 +1,4 @@
-"""SST-2 and COPA with MeZO's prompts (ALGORITHMS.md §6; Malladi et al., NeurIPS 2023, arXiv 2305.17333).
+"""SST-2 and COPA with MeZO's prompts (docs/algorithms.md §6; Malladi et al., NeurIPS 2023, arXiv 2305.17333).
 
 Data come from a local folder given in the config (GLUE ``train.tsv``/``dev.tsv`` for SST-2, SuperGLUE
 ``train.jsonl``/``val.jsonl`` for COPA); nothing is downloaded. A seeded permutation of the training split
