@@ -1,6 +1,6 @@
 """``zolab``: the LightningCLI entry point.
 
-    zolab fit --config experiments/radazo/quadratic.yaml [--model.optimizer.init_args.lr=1e-2 ...]
+    zolab fit --config experiments/radazo/base.yaml [--model.optimizer.init_args.lr=1e-2 ...]
     zolab validate --config X.yaml --ckpt_path runs/NAME/version_0/checkpoints/....ckpt
     zolab fit --config X.yaml --print_config        # the full config, every default filled in
     zolab sweep experiments/radazo/fig1.yaml [--dry-run]   # see zolab.sweep

@@ -7,7 +7,7 @@ loops stay Lightning's). Dropout is off during ZO forwards by default (MeZO's co
 keeps the task in train mode.
 
 Precisions: ``32``, ``64``, ``bf16-mixed``, ``bf16-true``, ``16-true``. ``16-mixed`` is refused before
-training: its GradScaler steps without a closure and rejects closure optimizers (STYLE.md, Lightning facts).
+training: its GradScaler steps without a closure and rejects closure optimizers.
 At the start of ``fit`` the rule's hyper-parameters (``zo_hparams()``) go to every logger, and to
 TensorBoard's HPARAMS tab with ``train/loss`` and ``val/loss`` as its metrics.
 
