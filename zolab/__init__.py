@@ -1,24 +1,22 @@
 """zolab: zeroth-order optimization as torch optimizers, run from Lightning, measured by probes."""
 
-from zolab.directions import Gaussian, Rademacher, Sphere
-from zolab.rules import (
-    MEAZO,
-    RULES,
-    ZOSGD,
-    MeZOBCD,
-    RAdaZO,
-    ZOAdaMM,
-    ZOAdaMU,
-    ZOOptimizer,
-    ZORMSProp,
-    ZOSGDMomentum,
-    ZOSignSGD,
-)
-from zolab.schedules import Constant, Cosine, Linear, ThreePhase, adamu_schedules
+from importlib import import_module
 
 __version__ = "0.1.0"
-__all__ = [
-    "RULES", "ZOOptimizer", "ZOSGD", "ZOSGDMomentum", "ZOSignSGD", "ZOAdaMM", "ZORMSProp", "RAdaZO",
-    "ZOAdaMU", "MEAZO", "MeZOBCD", "Gaussian", "Sphere", "Rademacher",
-    "Constant", "Linear", "Cosine", "ThreePhase", "adamu_schedules",
-]
+_HOMES = {  # public name -> the module that defines it (imported on first use: `zolab claims` needs no torch)
+    **dict.fromkeys(("RULES", "ZOOptimizer", "ZOSGD", "ZOSGDMomentum", "ZOSignSGD", "ZOAdaMM", "ZORMSProp",
+                     "RAdaZO", "ZOAdaMU", "MEAZO", "MeZOBCD"), "zolab.rules"),
+    **dict.fromkeys(("Gaussian", "Sphere", "Rademacher"), "zolab.directions"),
+    **dict.fromkeys(("Constant", "Linear", "Cosine", "ThreePhase", "adamu_schedules"), "zolab.schedules"),
+}
+__all__ = list(_HOMES)
+
+
+def __getattr__(name: str):
+    if name in _HOMES:
+        return getattr(import_module(_HOMES[name]), name)
+    raise AttributeError(f"module 'zolab' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)
