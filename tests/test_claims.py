@@ -313,3 +313,14 @@ def test_a_malformed_run_is_reported_not_fatal(tmp_path, capsys):
     assert rows[0].verdict == "not run" and "KeyError" in rows[0].errors["quadratic"]
     C.print_board(rows, str(tmp_path), "data")
     assert "quadratic: unreadable (KeyError" in capsys.readouterr().out
+
+
+def test_minilm_seed_zero_comes_from_the_grid_run_of_the_same_settings(tmp_path):
+    for seed in (1, 2):
+        fake_run(tmp_path, "minilm_seeds", f"zo_sgd-{seed}", {"rule": "ZOSGD", "lr": 1e-3, "seed": seed,
+                                                             "max_steps": 200}, {"test/acc": [(199, 0.7)]})
+    for lr, steps in ((1e-3, 200), (3e-3, 200), (1e-3, 400)):
+        fake_run(tmp_path, "minilm_grid", f"zo_sgd-{lr}-{steps}", {"rule": "ZOSGD", "lr": lr, "seed": 0,
+                                                                   "max_steps": steps}, {"test/acc": [(199, 0.7)]})
+    runs = C.seed_runs(tmp_path)["ZOSGD"]
+    assert sorted(r.path.name for r in runs) == ["zo_sgd-0.001-200", "zo_sgd-1", "zo_sgd-2"]

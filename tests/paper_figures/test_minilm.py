@@ -135,3 +135,17 @@ def test_one_extension_beyond_a_best_at_an_end(tmp_path):
     table["ZOAdaMU"] = {1e-4: 0.53, 1e-3: 0.52, 1e-2: 0.535}  # best inside: nothing to extend
     del table["ZOSGD"]
     assert minilm_table.write_edges(table, rules, tmp_path / "none") is None
+
+
+def test_seed_zero_is_the_grid_run_of_the_same_step_size_and_length(tmp_path):
+    seeds, grid = tmp_path / "minilm_seeds", tmp_path / "minilm_grid"
+    for seed in (1, 2):
+        fake_run(seeds / f"s{seed}", {"rule": "ZOSGD", "lr": 1e-3, "seed": seed, "max_steps": 200},
+                 {"test/acc": {199: 0.7}})
+    fake_run(grid / "same", {"rule": "ZOSGD", "lr": 1e-3, "seed": 0, "max_steps": 200}, {"test/acc": {199: 0.7}})
+    fake_run(grid / "other_lr", {"rule": "ZOSGD", "lr": 3e-3, "seed": 0, "max_steps": 200}, {"test/acc": {199: 0.7}})
+    fake_run(grid / "other_rule", {"rule": "MEAZO", "lr": 1e-3, "seed": 0, "max_steps": 200}, {})
+    runs = minilm_table.seed_runs(tmp_path)
+    assert sorted(p.name for p in runs["ZOSGD"]) == ["s1", "s2", "same"] and "MEAZO" not in runs
+    fake_run(seeds / "s0", {"rule": "ZOSGD", "lr": 1e-3, "seed": 0, "max_steps": 200}, {})  # a seed-0 run of its own
+    assert sorted(p.name for p in minilm_table.seed_runs(tmp_path)["ZOSGD"]) == ["s0", "s1", "s2"]
