@@ -28,9 +28,9 @@ static inline float log_unit(float u) {
     uint32_t bits = float_to_bits(u);
     int32_t e = (int32_t)(bits >> 23) - 127;
     float m = bits_to_float((bits & 0x7FFFFFu) | 0x3F800000u);
-    int big = m > 0x1.6a09e6p+0f;
-    m = big ? m * 0.5f : m;
-    e = big ? e + 1 : e;
+    uint32_t big = (uint32_t)(m > 0x1.6a09e6p+0f);      /* m in [√2, 2): halve it (exact) */
+    m = m * bits_to_float(0x3F800000u - (big << 23));    /* × 1 or × 0.5: no branch, so loops vectorise */
+    e = e + (int32_t)big;
     float x = m - 1.0f;
     float fe = (float)e;
     float z = x * x;
