@@ -304,7 +304,7 @@ typedef struct {
 #define VM_BODY(T, SQRT, GAUSS_FN)                                                              \
     Prog *c = (Prog *)ctx;                                                                      \
     T *regs = (T *)malloc((size_t)(c->nreg > 0 ? c->nreg : 1) * VM_CHUNK * sizeof(T));          \
-    T *sc = (T *)malloc((size_t)(c->nins > 0 ? c->nins : 1) * 3 * sizeof(T));                   \
+    T *sc = (T *)malloc((size_t)3 * VM_CHUNK * sizeof(T)); /* scalar operands, broadcast */      \
     if (!regs || !sc) { free(regs); free(sc); c->failed = 1; return; }                          \
     for (int64_t s = a; s < b; s += VM_CHUNK) {                                                 \
         const int64_t len = b - s < VM_CHUNK ? b - s : VM_CHUNK;                                \
@@ -332,42 +332,42 @@ typedef struct {
                 }                                                                               \
                 continue;                                                                       \
             }                                                                                   \
-            /* operands: a register's chunk, or a scalar held in sc[3q + j] (stride 0) */       \
-            const T *x[3]; int64_t inc[3];                                                      \
+            /* operands: a register's chunk, or a scalar broadcast into sc (unit stride: loops vectorise) */ \
+            const T *x[3];                                                                      \
             for (int j = 0; j < 3; j++) {                                                       \
                 if (kinds & (1 << j)) {                                                         \
-                    sc[3 * q + j] = (T)c->scalars[in[2 + j]];                                   \
-                    x[j] = sc + 3 * q + j; inc[j] = 0;                                          \
+                    T *v = sc + (int64_t)j * VM_CHUNK; const T val = (T)c->scalars[in[2 + j]];  \
+                    for (int64_t i = 0; i < len; i++) v[i] = val;                               \
+                    x[j] = v;                                                                   \
                 } else {                                                                        \
-                    x[j] = regs + (int64_t)(in[2 + j] < 0 ? 0 : in[2 + j]) * VM_CHUNK; inc[j] = 1; \
+                    x[j] = regs + (int64_t)(in[2 + j] < 0 ? 0 : in[2 + j]) * VM_CHUNK;          \
                 }                                                                               \
             }                                                                                   \
             const T *A = x[0], *B = x[1], *C = x[2];                                            \
-            const int64_t ia = inc[0], ib = inc[1], ic = inc[2];                                \
             switch (op) {                                                                       \
-            case OP_NEG: for (int64_t i = 0; i < len; i++) d[i] = -A[i * ia]; break;            \
-            case OP_SQRT: for (int64_t i = 0; i < len; i++) d[i] = SQRT(A[i * ia]); break;      \
+            case OP_NEG: for (int64_t i = 0; i < len; i++) d[i] = -A[i]; break;            \
+            case OP_SQRT: for (int64_t i = 0; i < len; i++) d[i] = SQRT(A[i]); break;      \
             case OP_SIGN:                                                                       \
-                for (int64_t i = 0; i < len; i++) d[i] = (T)((A[i * ia] > 0) - (A[i * ia] < 0)); break; \
-            case OP_ABS: for (int64_t i = 0; i < len; i++) d[i] = A[i * ia] < 0 ? -A[i * ia] : (A[i * ia] == 0 ? (T)0 : A[i * ia]); break; \
-            case OP_ADD: for (int64_t i = 0; i < len; i++) d[i] = A[i * ia] + B[i * ib]; break;  \
-            case OP_SUB: for (int64_t i = 0; i < len; i++) d[i] = A[i * ia] - B[i * ib]; break;  \
-            case OP_MUL: for (int64_t i = 0; i < len; i++) d[i] = A[i * ia] * B[i * ib]; break;  \
-            case OP_DIV: for (int64_t i = 0; i < len; i++) d[i] = A[i * ia] / B[i * ib]; break;  \
+                for (int64_t i = 0; i < len; i++) d[i] = (T)((A[i] > 0) - (A[i] < 0)); break; \
+            case OP_ABS: for (int64_t i = 0; i < len; i++) d[i] = A[i] < 0 ? -A[i] : (A[i] == 0 ? (T)0 : A[i]); break; \
+            case OP_ADD: for (int64_t i = 0; i < len; i++) d[i] = A[i] + B[i]; break;  \
+            case OP_SUB: for (int64_t i = 0; i < len; i++) d[i] = A[i] - B[i]; break;  \
+            case OP_MUL: for (int64_t i = 0; i < len; i++) d[i] = A[i] * B[i]; break;  \
+            case OP_DIV: for (int64_t i = 0; i < len; i++) d[i] = A[i] / B[i]; break;  \
             case OP_MAX:                                                                        \
                 for (int64_t i = 0; i < len; i++) {                                             \
-                    T u = A[i * ia], v = B[i * ib];                                             \
+                    T u = A[i], v = B[i];                                             \
                     d[i] = u != u ? u : (v != v ? v : (u > v ? u : v));                         \
                 } break;                                                                        \
             case OP_MIN:                                                                        \
                 for (int64_t i = 0; i < len; i++) {                                             \
-                    T u = A[i * ia], v = B[i * ib];                                             \
+                    T u = A[i], v = B[i];                                             \
                     d[i] = u != u ? u : (v != v ? v : (u < v ? u : v));                         \
                 } break;                                                                        \
-            case OP_GT: for (int64_t i = 0; i < len; i++) d[i] = (T)(A[i * ia] > B[i * ib]); break; \
-            case OP_LT: for (int64_t i = 0; i < len; i++) d[i] = (T)(A[i * ia] < B[i * ib]); break; \
+            case OP_GT: for (int64_t i = 0; i < len; i++) d[i] = (T)(A[i] > B[i]); break; \
+            case OP_LT: for (int64_t i = 0; i < len; i++) d[i] = (T)(A[i] < B[i]); break; \
             case OP_WHERE:                                                                      \
-                for (int64_t i = 0; i < len; i++) d[i] = A[i * ia] != 0 ? B[i * ib] : C[i * ic]; break; \
+                for (int64_t i = 0; i < len; i++) d[i] = A[i] != 0 ? B[i] : C[i]; break; \
             default: c->failed = 1;                                                             \
             }                                                                                   \
         }                                                                                       \
