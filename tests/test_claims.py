@@ -324,3 +324,11 @@ def test_minilm_seed_zero_comes_from_the_grid_run_of_the_same_settings(tmp_path)
                                                                    "max_steps": steps}, {"test/acc": [(199, 0.7)]})
     runs = C.seed_runs(tmp_path)["ZOSGD"]
     assert sorted(r.path.name for r in runs) == ["zo_sgd-0.001-200", "zo_sgd-1", "zo_sgd-2"]
+
+
+def test_a_sweep_still_running_gives_no_verdict(tmp_path):
+    fig2a(tmp_path, {0.0: 0.1, 0.9: 0.4, 0.99: 0.8, 0.999: 0.7})
+    assert C.score(tmp_path, C.select(["R2"]))[0].verdict == "holds"
+    (tmp_path / "claims_fig2a_seeds" / "b0.999-s1" / "sweep_run.yaml").write_text("status: running\n")
+    row = C.score(tmp_path, C.select(["R2"]))[0]
+    assert row.verdict == "not run" and [p.name for p in row.missing] == ["quadratic"]

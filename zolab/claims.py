@@ -165,6 +165,16 @@ class Job:
         return all(_status(r.run_dir) == "done" for r in runs)
 
 
+def finished(root: Path, part: Part) -> bool:
+    """No run of the part's sweeps is running, failed or interrupted (``sweep_run.yaml``; a run without one,
+    made by ``zolab fit``, counts as done): a reading is never taken from a sweep still under way."""
+    for name in {sweep_name(job.sweep) for job in part.jobs if job.sweep}:
+        folder = Path(root) / name
+        if folder.is_dir() and any(_status(p.parent) not in (None, "done") for p in folder.glob("*/sweep_run.yaml")):
+            return False
+    return True
+
+
 def _status(run_dir: Path) -> str | None:
     path = run_dir / "sweep_run.yaml"
     return (yaml.safe_load(path.read_text()) or {}).get("status") if path.exists() else None
@@ -1007,6 +1017,10 @@ def score(root: Path, selection=None) -> list[Row]:
         for part in parts:
             if part.read is None:
                 row.results[part.name] = None
+                continue
+            if not finished(Path(root), part):
+                row.results[part.name] = None
+                row.errors.pop(part.name, None)
                 continue
             try:
                 row.results[part.name] = part.read(Path(root))
