@@ -272,13 +272,13 @@ def seed_runs(runs_root: Path) -> dict[str, list[Path]]:
     for run, hp in runs_of(runs_root / "minilm_seeds"):
         out.setdefault(hp["rule"], []).append(run)
         seen.setdefault(hp["rule"], {"seeds": set(), "lr": float(hp["lr"]), "steps": hp.get("max_steps")})
-        seen[hp["rule"]]["seeds"].add(int(hp["seed"]))
+        seen[hp["rule"]]["seeds"].add(hp.get("seed"))
     for run, hp in runs_of(runs_root / "minilm_grid"):
         s = seen.get(hp["rule"])
-        if (s and int(hp["seed"]) not in s["seeds"] and float(hp["lr"]) == s["lr"]
+        if (s and hp.get("seed") not in s["seeds"] and float(hp["lr"]) == s["lr"]
                 and hp.get("max_steps") == s["steps"]):
             out[hp["rule"]].append(run)
-            s["seeds"].add(int(hp["seed"]))
+            s["seeds"].add(hp.get("seed"))
     return out
 
 
