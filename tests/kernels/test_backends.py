@@ -17,25 +17,47 @@ EXACTNESS = ["tests/rules/test_transcription.py",
              "tests/test_perturb.py::test_module_mode_gives_the_numbers_of_copy_mode"]
 
 
-def run_with(env_extra: dict) -> subprocess.CompletedProcess:
-    env = {**os.environ, **env_extra}
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *EXACTNESS],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+def start(env_extra: dict, tests: list[str], *options: str) -> subprocess.Popen:
+    """The tests in a pytest subprocess, one thread, started at once: both backends' runs overlap, each on one
+    of the machine's cores, instead of running one after the other."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **env_extra}
+    return subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests, *options],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def test_exactness_with_the_torch_kernels():
-    proc = run_with({"ZOLAB_KERNELS": "torch"})
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+@pytest.fixture(scope="module")
+def runs():
+    """Both subprocesses, started together when the first test here asks (Triton's only if it is installed)."""
+    procs = {"torch": start({"ZOLAB_KERNELS": "torch"}, EXACTNESS)}
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        # The interpreter runs a kernel in ~10 ms: each rule's transcription with its defaults and its own
+        # variants (every rule's generated kernels), and module mode. Restore does not depend on the kernels
+        # (the originals are never written), which the torch run re-checks.
+        procs["triton"] = start({"ZOLAB_KERNELS": "triton", "TRITON_INTERPRET": "1"},
+                                ["tests/rules/test_transcription.py", EXACTNESS[-1]],
+                                "-k", "common0 or variant or module_mode")
+    yield procs
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.kill()
 
 
-def test_exactness_with_the_triton_kernels_interpreted():
-    pytest.importorskip("triton", reason="triton is not installed (it installs on Linux x86-64 only)")
-    # The interpreter runs a kernel in ~10 ms: each rule's transcription with its defaults and its own
-    # variants (every rule's generated kernels), and module mode. Restore does not depend on the kernels (the
-    # originals are never written), which the torch run above re-checks.
-    env = {**os.environ, "ZOLAB_KERNELS": "triton", "TRITON_INTERPRET": "1"}
-    tests = ["tests/rules/test_transcription.py", EXACTNESS[-1]]
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests,
-                           "-k", "common0 or variant or module_mode"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+def finish(proc: subprocess.Popen) -> tuple[int, str]:
+    out, _ = proc.communicate(timeout=1200)
+    return proc.returncode, out
+
+
+def test_exactness_with_the_torch_kernels(runs):
+    code, out = finish(runs["torch"])
+    assert code == 0, out[-5000:]
+
+
+def test_exactness_with_the_triton_kernels_interpreted(runs):
+    if "triton" not in runs:
+        pytest.skip("triton is not installed (it installs on Linux x86-64 only)")
+    code, out = finish(runs["triton"])
+    assert code == 0, out[-5000:]
