@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -172,7 +173,8 @@ def write_edges(table, rules_dir: Path, out_dir: Path, start: float = START) -> 
         (out_dir / files[-1]).write_text(yaml.safe_dump(spec, sort_keys=False))
     if not files:
         return None
-    sweep = {"name": "minilm_grid", "base": str((rules_dir.parent / "base.yaml").resolve()),
+    base = Path(os.path.relpath((rules_dir.parent / "base.yaml").resolve(), out_dir.resolve()))
+    sweep = {"name": "minilm_grid", "base": base.as_posix(),  # relative to the sweep file: it can be moved
              "grid": {"model.optimizer": files},
              "args": ["--trainer.max_steps=200", "--trainer.val_check_interval=100"]}
     path = out_dir / "grid_edges.yaml"
