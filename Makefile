@@ -21,8 +21,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m zolab.demo
 
+# One pytest worker per core (pytest-xdist); a test file stays on one worker (its module fixtures run once).
 test: $(STAMP)
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests -n auto --dist loadfile
 
 # Every CPU-feasible claim (docs/claims.md): the missing runs (resumable), then the scoreboard and the page.
 claims: $(STAMP)
