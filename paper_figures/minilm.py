@@ -31,6 +31,7 @@ from paper_figures.minilm_table import (  # noqa: E402
     grid,
     groups,
     reference_label,
+    seed_runs,
 )
 
 
@@ -49,7 +50,7 @@ def test_acc(runs: list[Path]) -> np.ndarray:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", default="/work/main/runs")
+    parser.add_argument("--runs", default="runs")
     parser.add_argument("--out", default="docs/figures/minilm.png")
     args = parser.parse_args(argv)
     import matplotlib
@@ -58,7 +59,7 @@ def main(argv=None) -> int:
     import matplotlib.pyplot as plt
 
     runs = Path(args.runs)
-    seeds = groups(runs / "minilm_seeds", lambda hp: hp["rule"])
+    seeds = seed_runs(runs)  # minilm_seeds, and each rule's grid run as its seed 0
     refs = groups(runs / "minilm_references", reference_label)
     if not seeds and not refs:
         print(f"no minilm_seeds or minilm_references runs under {runs}", file=sys.stderr)

@@ -335,7 +335,7 @@ def hessian_lines(root: Path) -> list[str]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("what", choices=["pilot", "grid", "table"])
-    parser.add_argument("--runs", default="/work/main/runs", help="the runs root holding the minilm_* sweeps")
+    parser.add_argument("--runs", default="runs", help="the runs root holding the minilm_* sweeps")
     parser.add_argument("--start", type=float, default=START, help="the zero-shot start's val/loss")
     parser.add_argument("--write-best", default=None, help="grid: write DIR/<rule>.yaml with the chosen lr")
     parser.add_argument("--write-edges", default=None,
