@@ -28,6 +28,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.tensorboard.summary import hparams as _tb_hparams
 
+from zolab.evaluation import EvaluationLogging
 from zolab.rules import ZOOptimizer
 from zolab.tasks.base import Task
 
@@ -50,7 +51,7 @@ def _plain(v):
     return str(v)
 
 
-class FirstOrderModule(L.LightningModule):
+class FirstOrderModule(EvaluationLogging, L.LightningModule):
     """Args:
     task: the ``Task`` (its trainable tensors are the ``requires_grad`` ones, as for ZO).
     optimizer: a torch optimizer class with its arguments (default ``torch.optim.Adam``, lr 1e-3).
@@ -177,24 +178,3 @@ class FirstOrderModule(L.LightningModule):
         for logger in self.loggers:  # at x = t − 1, where this step's train/loss is
             logger.log_metrics(metrics, step=self.trainer.global_step - 1)
 
-    # ------------------------------------------------------------------ evaluation
-    def on_validation_start(self) -> None:
-        self._val_keys: set[str] = set()
-
-    def validation_step(self, batch, batch_idx):
-        metrics = {f"val/{k}": v for k, v in self.task.metrics(batch).items()}
-        fitting = self.trainer.state.fn == "fit"  # during fit, on_validation_end writes val/* at the step's x
-        self.log_dict(metrics, prog_bar=True, batch_size=self.task.batch_size(batch), logger=not fitting)
-        self._val_keys.update(metrics)
-
-    def on_validation_end(self) -> None:
-        if self.trainer.state.fn != "fit" or self.trainer.sanity_checking or not self.loggers:
-            return
-        reduced = self.trainer.callback_metrics  # Lightning's batch-size-weighted means of this validation
-        metrics = {k: float(reduced[k]) for k in sorted(self._val_keys) if k in reduced}
-        for logger in self.loggers:  # at x = the last step's train/loss x
-            logger.log_metrics(metrics, step=max(self.trainer.global_step - 1, 0))
-
-    def test_step(self, batch, batch_idx):
-        metrics = self.task.metrics(batch)
-        self.log_dict({f"test/{k}": v for k, v in metrics.items()}, batch_size=self.task.batch_size(batch))

@@ -29,6 +29,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.tensorboard.summary import hparams as _tb_hparams
 
+from zolab.evaluation import EvaluationLogging
 from zolab.parallel import check_in_step, shard
 from zolab.rules import ZOSGD, ZOOptimizer
 from zolab.strategy import ZOStrategy
@@ -84,7 +85,7 @@ def _accepts(factory, name: str) -> bool:
         return False
 
 
-class ZOModule(L.LightningModule):
+class ZOModule(EvaluationLogging, L.LightningModule):
     """Args:
     task: the ``Task`` (holds the trainable tensors and ``loss(batch)``).
     optimizer: a zolab rule class with its arguments (``class_path``/``init_args`` in YAML); the default is
@@ -297,10 +298,6 @@ class ZOModule(L.LightningModule):
             self._log_train(loss, write=batches % every == 0)
         return loss
 
-    def _x_axis(self) -> int:
-        """The x at which the last ZO step's values are logged: global_step − 1 (train/loss at x = k is f(θ_k))."""
-        return max(self.trainer.global_step - 1, 0)
-
     def _stepper(self, optimizer):
         """``step(closure, batched) -> loss``: one ZO step inside Lightning's step bookkeeping (global_step,
         profiler), then the lr scheduler; its lookups made once a batch (they cost as much as a small step)."""
@@ -330,24 +327,3 @@ class ZOModule(L.LightningModule):
         for logger in self.loggers:
             logger.log_metrics(metrics, step=self._x_axis())
 
-    # ------------------------------------------------------------------ validation
-    def on_validation_start(self) -> None:
-        self._val_keys: set[str] = set()
-
-    def validation_step(self, batch, batch_idx):
-        metrics = {f"val/{k}": v for k, v in self.task.metrics(batch).items()}
-        fitting = self.trainer.state.fn == "fit"  # during fit, on_validation_end writes val/* at the ZO step's x
-        self.log_dict(metrics, prog_bar=True, batch_size=self.task.batch_size(batch), logger=not fitting)
-        self._val_keys.update(metrics)
-
-    def on_validation_end(self) -> None:
-        if self.trainer.state.fn != "fit" or self.trainer.sanity_checking or not self.loggers:
-            return
-        reduced = self.trainer.callback_metrics  # Lightning's batch-size-weighted means of this validation
-        metrics = {k: float(reduced[k]) for k in sorted(self._val_keys) if k in reduced}
-        for logger in self.loggers:
-            logger.log_metrics(metrics, step=self._x_axis())
-
-    def test_step(self, batch, batch_idx):
-        metrics = self.task.metrics(batch)
-        self.log_dict({f"test/{k}": v for k, v in metrics.items()}, batch_size=self.task.batch_size(batch))
