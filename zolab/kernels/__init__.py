@@ -2,7 +2,8 @@
 
 Three backends give the same numbers (``reference.py`` is the specification):
 
-- ``c``: a small C library (``zo_cpu.c``) for contiguous float32/float64 CPU tensors, multi-threaded;
+- ``c``: a small C library (``zo_cpu.c``) for contiguous float32/float64 CPU tensors, multi-threaded; a large
+  run of a program is compiled as C of its own (``codegen.py``), the same bits as the library's program VM;
 - ``triton``: a Triton kernel for CUDA tensors (and CPU tensors under ``TRITON_INTERPRET=1``, for tests);
 - ``torch``: plain torch ops, any device and dtype (float16/bfloat16 are computed in float32).
 

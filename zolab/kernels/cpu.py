@@ -19,6 +19,7 @@ import warnings
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("zo_cpu.c")
+HEADER = SOURCE.with_name("zo_core.h")  # the draw core, shared with codegen.py's programs
 # -ffp-contract=off: no fused multiply-add, so every product is rounded as the reference rounds it.
 FLAGS = ["-O3", "-std=c11", "-fPIC", "-shared", "-ffp-contract=off", "-fno-math-errno", "-pthread"]
 NATIVE = ["-march=native"]
@@ -44,32 +45,36 @@ def _compiler() -> str | None:
     return shutil.which(cc)
 
 
-def build(verbose: bool = False) -> Path:
-    """Compile the library (or find it in the cache) and return its path; raises if no compiler works."""
+def build(verbose: bool = False, source: Path = SOURCE, name: str = "zo_cpu") -> Path:
+    """Compile ``source`` into a shared library (or find it in the cache) and return its path; raises if no
+    compiler works. The cache key covers the source, the draw core it includes, the flags and the CPU."""
     cc = _compiler()
     if cc is None:
         raise RuntimeError("no C compiler found (set $CC or install cc/gcc)")
-    src = SOURCE.read_bytes()
+    src = source.read_bytes() + HEADER.read_bytes()
     recipe = " ".join(FLAGS + NATIVE + OPENMP) + cc + _cpu_tag()
     tag = hashlib.sha1(src + recipe.encode()).hexdigest()[:16]
-    cache = Path(os.environ.get("ZOLAB_CACHE", Path.home() / ".cache" / "zolab"))
-    target = cache / f"zo_cpu_{tag}.so"
+    target = cache_dir() / f"{name}_{tag}.so"
     if target.exists():
         return target
-    cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         out = Path(tmp) / target.name
         for flags in (FLAGS + NATIVE + OPENMP, FLAGS + NATIVE, FLAGS):  # fall back without what a compiler lacks
-            cmd = [cc, *flags, str(SOURCE), "-o", str(out), "-lm"]
+            cmd = [cc, *flags, str(source), "-o", str(out), "-lm"]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode == 0:
                 break
         else:
-            raise RuntimeError(f"compiling {SOURCE.name} failed:\n{' '.join(cmd)}\n{proc.stderr[-2000:]}")
+            raise RuntimeError(f"compiling {source.name} failed:\n{' '.join(cmd)}\n{proc.stderr[-2000:]}")
         if verbose:
             print(" ".join(cmd))
         os.replace(out, target)  # atomic: parallel processes never load a half-written file
     return target
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("ZOLAB_CACHE", Path.home() / ".cache" / "zolab"))
 
 
 def load():
@@ -152,10 +157,13 @@ def run_program(program, tensors, outputs, scalars, slots, ct, n, offset) -> Non
         keys += [int(k) for k in slot.keys]
         coefs += [float(c) for c in slot.coefs]
     i32, u64, f64 = ctypes.c_int32, ctypes.c_uint64, ctypes.c_double
-    rc = load().zo_program(
+    from zolab.kernels import codegen
+
+    fn = codegen.compiled(program, ct, n) or load().zo_program
+    rc = fn(
         0 if ct == torch.float32 else 1, n, int(offset), len(program.nodes), ins, len(program.stores), stores,
         nreg, ptrs, sc, (i32 * max(1, len(law)))(*law), (i32 * max(1, len(nk)))(*nk),
         (i32 * max(1, len(start)))(*start), (u64 * max(1, len(base)))(*base), (u64 * max(1, len(keys)))(*keys),
         (f64 * max(1, len(coefs)))(*coefs), torch.get_num_threads())
     if rc != 0:
-        raise RuntimeError(f"zo_program failed ({rc})")
+        raise RuntimeError(f"zolab's C program kernel failed ({rc}): out of memory, or an unknown instruction")

@@ -133,15 +133,26 @@ def ref_meazo(d: Dense) -> torch.Tensor:
     return d.g / (math.sqrt(v / (1 - beta**n)) + d.h["eps"])
 
 
+def _adamu_parts(d: Dense, noise: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ż, z̈) = (√α ε₁, m_{t−1} + √(1 − α) ε₂), with (ε₁, ε₂) the rotation of (w, ξ) = (noise[0], noise[1])
+    by a = β1 √α, b = (1 − β1) √(1 − α) that ZOAdaMU documents."""
+    alpha, beta1 = d.h["alpha"], d.h["beta1"]
+    a, b = beta1 * math.sqrt(alpha) + 1e-150, (1 - beta1) * math.sqrt(1 - alpha)
+    r = math.hypot(a, b)
+    eps1, eps2 = (a * noise[0] + b * noise[1]) / r, (b * noise[0] - a * noise[1]) / r
+    return math.sqrt(alpha) * eps1, d.get("m") + math.sqrt(1 - alpha) * eps2
+
+
 def ref_adamu_direction(d: Dense, noise: list[torch.Tensor]) -> torch.Tensor:
-    """u_t = β1 ż + (1 − β1) z̈ with ż = √α ε₁, z̈ = m_{t−1} + √(1 − α) ε₂ (ε₂ = noise[0], ε₁ = noise[1])."""
-    zdot, zddot = math.sqrt(d.h["alpha"]) * noise[1], d.get("m") + math.sqrt(1 - d.h["alpha"]) * noise[0]
+    """u_t = β1 ż + (1 − β1) z̈ (eq. 4)."""
+    zdot, zddot = _adamu_parts(d, noise)
     return d.h["beta1"] * zdot + (1 - d.h["beta1"]) * zddot
 
 
 def ref_adamu(d: Dense) -> torch.Tensor:
+    """eqs. 5–6: v = β2 ż² + (1 − β2) z̈², θ −= η ĝ / (√v + ζ), m = u."""
     noise = d.state["noise"]
-    zdot, zddot = math.sqrt(d.h["alpha"]) * noise[1], d.get("m") + math.sqrt(1 - d.h["alpha"]) * noise[0]
+    zdot, zddot = _adamu_parts(d, noise)
     u = d.h["beta1"] * zdot + (1 - d.h["beta1"]) * zddot
     v = d.h["beta2"] * zdot**2 + (1 - d.h["beta2"]) * zddot**2
     _masked(d, "m", u)
