@@ -19,7 +19,7 @@ class ZOAdaMU(ZOOptimizer):
     """ZO-AdaMU (Jiang et al., "Adapting Perturbation by the Momentum and Uncertainty in Zeroth-order
     Optimization", AAAI 2024, arXiv 2312.15184, eqs. 4–7 and Algorithm 1).
 
-    With schedule values (α_t, β1_t, β2_t) and ε₁, ε₂ ~ N(0, I) (the query's ``noise(1)`` and ``noise(0)``)::
+    With schedule values (α_t, β1_t, β2_t) and ε₁, ε₂ ~ N(0, I) (drawn as the [design] note below says)::
 
         ż = √α_t ε₁,    z̈ = m_{t−1} + √(1 − α_t) ε₂,    u_t = β1_t ż + (1 − β1_t) z̈
         p = (f(θ + μu_t) − f(θ − μu_t)) / (2μ)
