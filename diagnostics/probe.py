@@ -196,15 +196,33 @@ def step_gradient(pl_module, step: int) -> dict[str, torch.Tensor]:
     return ctx.gradient
 
 
+PIECE = 1 << 16  # float64 copies in cache-sized pieces on a CPU: a whole large tensor's copy costs 4x the time
+
+
+def _pieces(t: torch.Tensor):
+    flat = t.reshape(-1)
+    return flat.split(PIECE) if flat.device.type == "cpu" else (flat,)
+
+
+def sq_sum(t: torch.Tensor) -> torch.Tensor:
+    """‖t‖² in float64 (a 0-dim tensor on t's device)."""
+    return sum((p.double().square().sum() for p in _pieces(t)), torch.zeros((), dtype=torch.float64, device=t.device))
+
+
+def dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """⟨a, b⟩ in float64 (a 0-dim tensor on a's device)."""
+    return sum(((x.double() * y.double()).sum() for x, y in zip(_pieces(a), _pieces(b))),
+               torch.zeros((), dtype=torch.float64, device=a.device))
+
+
 def sq_norm(tensors: dict[str, torch.Tensor]) -> torch.Tensor:
     """Σ ‖t‖² over a dict of tensors, in float64, tensor by tensor (no d-sized concatenation)."""
-    return sum((t.double().square().sum() for t in tensors.values()), torch.zeros((), dtype=torch.float64))
+    return sum((sq_sum(t) for t in tensors.values()), torch.zeros((), dtype=torch.float64))
 
 
 def inner(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> torch.Tensor:
     """Σ ⟨a_n, b_n⟩ over the names both hold (a missing tensor counts as zero), in float64."""
-    terms = ((a[n].double() * b[n].double()).sum() for n in a if n in b)
-    return sum(terms, torch.zeros((), dtype=torch.float64))
+    return sum((dot(a[n], b[n]) for n in a if n in b), torch.zeros((), dtype=torch.float64))
 
 
 def cosine(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:

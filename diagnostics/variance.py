@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import torch
 
-from diagnostics.probe import Probe, parameters_at, untouched
+from diagnostics.probe import Probe, dot, parameters_at, sq_sum, untouched
+from zolab import kernels
 from zolab.directions import mix
 
 LAWS = ("gaussian", "sphere", "rademacher")
@@ -72,7 +73,7 @@ class EstimatorVariance(Probe):
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"invalid num_samples: {num_samples!r}; allowed: an integer >= 1")
         self.num_samples, self.seed = num_samples, int(seed)
-        self._generators: dict[torch.device, torch.Generator] = {}
+        self._draws = 0
         self._metrics: dict[str, float] | None = None
 
     def check(self, trainer, pl_module):
@@ -81,26 +82,24 @@ class EstimatorVariance(Probe):
             raise ValueError(f"EstimatorVariance: direction law {law!r} has no variance theory; allowed: {list(LAWS)}")
 
     def _draw(self, law: str, like: torch.Tensor, t: int) -> torch.Tensor:
-        gen = self._generators.get(like.device)
-        if gen is None:
-            gen = self._generators[like.device] = torch.Generator(device=like.device)
-            gen.manual_seed(mix(self.seed, t))
-        if law == "rademacher":
-            bits = torch.randint(0, 2, like.shape, generator=gen, device=like.device, dtype=torch.int8)
-            return bits.to(like.dtype).mul_(2).sub_(1)
-        return torch.randn(like.shape, generator=gen, device=like.device, dtype=like.dtype)
+        """The probe's own directions: counter draws (``zolab.kernels``, fused C on a CPU) keyed by (seed, step,
+        draw number), independent of the optimizer's stream."""
+        self._draws += 1
+        out = torch.empty_like(like, memory_format=torch.contiguous_format)
+        return kernels.fill(out, mix(self.seed, t, self._draws), law="rademacher" if law == "rademacher" else "gaussian")
 
     def _directions(self, law: str, refs, t: int) -> list[torch.Tensor]:
         us = [self._draw(law, r.param, t) for r in refs]
         if law == "sphere":
-            inv = sum(u.double().square().sum() for u in us).rsqrt()
+            inv = sum(sq_sum(u) for u in us).rsqrt()
             us = [u.mul_(inv.to(u.dtype)) for u in us]
         return us
 
     @staticmethod
     def _loss_at(pl_module, batch, refs, us, sign: float) -> torch.Tensor:
         """f(θ + sign·μ_g·u) with θ bitwise restored (``probe.parameters_at``)."""
-        with parameters_at([(r.param, r.param.data + (sign * r.group["mu"]) * u) for r, u in zip(refs, us)]):
+        points = [(r.param, torch.add(r.param.data, u, alpha=sign * r.group["mu"])) for r, u in zip(refs, us)]
+        with parameters_at(points):
             return pl_module.compute_loss(batch).detach().double()
 
     def measure(self, trainer, pl_module, batch, t):
@@ -109,8 +108,8 @@ class EstimatorVariance(Probe):
         law, K, central = opt.sampler.name, opt.num_queries, opt.estimator == "central"
         blocks = [refs for _, refs in opt.blocks_of_step(t)]  # the block(s) step t estimates
         estimated = {r.name for refs in blocks for r in refs}
-        rest_sq = sum(float(g.double().square().sum()) for n, g in grad.items() if n not in estimated)
-        self._generators.clear()
+        rest_sq = sum(float(sq_sum(g)) for n, g in grad.items() if n not in estimated)
+        self._draws = 0
         err = err_jvp = 0.0
         with untouched(pl_module), torch.no_grad():
             batchable = self._batchable(pl_module, blocks, K)
@@ -127,13 +126,13 @@ class EstimatorVariance(Probe):
                         us = self._directions(law, refs, t)
                         fp = self._loss_at(pl_module, batch, refs, us, 1.0)
                         delta = (fp - self._loss_at(pl_module, batch, refs, us, -1.0)) / 2 if central else fp - f0
-                        jvp = sum(float(g.reshape(-1).double() @ u.reshape(-1).double()) for g, u in zip(g_b, us))
+                        jvp = sum(float(dot(g, u)) for g, u in zip(g_b, us))
                         for r, e, ej, u in zip(refs, est, est_jvp, us):
                             e.add_(u.to(e.dtype), alpha=float(delta) * c / (K * r.group["mu"]))
                             ej.add_(u.to(e.dtype), alpha=jvp * c / K)
-                    err += sum(float((e - g).double().square().sum()) for e, g in zip(est, g_b))
-                    err_jvp += sum(float((e - g).double().square().sum()) for e, g in zip(est_jvp, g_b))
-        grad_sq = [sum(float(grad[r.name].double().square().sum()) for r in refs) for refs in blocks]
+                    err += sum(float(sq_sum(e - g)) for e, g in zip(est, g_b))
+                    err_jvp += sum(float(sq_sum(e - g)) for e, g in zip(est_jvp, g_b))
+        grad_sq = [sum(float(sq_sum(grad[r.name])) for r in refs) for refs in blocks]
         sizes = [sum(r.param.numel() for r in refs) for refs in blocks]
         theory = variance_theory(law, opt.scale == "dimension", grad_sq, sizes, rest_sq, K)
         measured, measured_jvp = err / self.num_samples + rest_sq, err_jvp / self.num_samples + rest_sq

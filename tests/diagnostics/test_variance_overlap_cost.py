@@ -51,8 +51,9 @@ def test_variance_matches_theory_on_a_linear_function(rule, options, task):
 
 
 def test_block_restricted_gaussian_theory():
-    """MeZO-BCD: ‖∇_{B^c}F‖² + (|B| + 1)‖∇_B F‖²/K, with exact JVPs on a nonlinear net."""
-    probe = D.EstimatorVariance(every_n_steps=100, num_samples=600, seed=4)
+    """MeZO-BCD: ‖∇_{B^c}F‖² + (|B| + 1)‖∇_B F‖²/K, with exact JVPs on a nonlinear net. 2,400 samples: the
+    measured ratio's spread over probe seeds is about 0.025 (0.05 at 600), so 10% is four of them."""
+    probe = D.EstimatorVariance(every_n_steps=100, num_samples=2400, seed=4)
     module, _ = fit(TinyNet(), MeZOBCD, [probe], steps=1, lr=1e-3, mu=1e-3, num_queries=2)
     assert probe.last_metrics["ratio_jvp"] == pytest.approx(1.0, abs=0.10)
     assert probe.last_metrics["theory"] < 65 * probe.last_metrics["grad_norm_sq"] / 2  # one block only
