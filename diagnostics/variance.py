@@ -86,7 +86,8 @@ class EstimatorVariance(Probe):
         draw number), independent of the optimizer's stream."""
         self._draws += 1
         out = torch.empty_like(like, memory_format=torch.contiguous_format)
-        return kernels.fill(out, mix(self.seed, t, self._draws), law="rademacher" if law == "rademacher" else "gaussian")
+        counter_law = "rademacher" if law == "rademacher" else "gaussian"  # sphere: normalised by the caller
+        return kernels.fill(out, mix(self.seed, t, self._draws), law=counter_law)
 
     def _directions(self, law: str, refs, t: int) -> list[torch.Tensor]:
         us = [self._draw(law, r.param, t) for r in refs]
