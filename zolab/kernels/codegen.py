@@ -6,7 +6,7 @@ slots are drawn as the VM draws them, then one loop computes every instruction o
 operations, their order and their rounding are the VM's (each rounded once in the compute type, no fused
 multiply-add, IEEE sqrt), so the bits are the same; the saving is the loads and stores between instructions.
 The library is compiled with ``cpu.build`` into the same cache, keyed by the generated source, so each program
-is compiled once per machine (about a second); ``ZOLAB_CODEGEN=0`` keeps the VM everywhere.
+is compiled once per machine; ``ZOLAB_CODEGEN=0`` keeps the VM everywhere.
 """
 
 from __future__ import annotations
