@@ -196,7 +196,7 @@ def step_gradient(pl_module, step: int) -> dict[str, torch.Tensor]:
     return ctx.gradient
 
 
-PIECE = 1 << 16  # float64 copies in cache-sized pieces on a CPU: a whole large tensor's copy costs 4x the time
+PIECE = 1 << 16  # float64 copies in cache-sized pieces on a CPU: a whole large tensor's copy is slower
 
 
 def _pieces(t: torch.Tensor):
