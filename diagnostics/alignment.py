@@ -16,28 +16,38 @@ R2 says cos_m > cos_g, rising with β1 with a small drop at very high β1.
 
 from __future__ import annotations
 
-from diagnostics.probe import Probe, cosine, sq_norm, step_gradient, trainable
+from diagnostics.probe import Probe, cosine, gradient_sq, ratio, sq_sum_and_dot, step_gradient, trainable
 
 MOMENT_KEYS = ("m", "momentum_buffer")
 
 
-def estimate_and_cosines(opt, grad: dict) -> tuple[dict, list[float]]:
-    """ĝ of the last step and cos(u_k, ∇F) for each query k, regenerating each u_k once and holding one
-    at a time (for ZO-AdaMU, whose probed and applied u_t is the new momentum, ĝ = c p u_t)."""
-    record = opt.record
+def estimate_and_cosines(opt, grad: dict, grad_sq: dict) -> tuple[float, list[float]]:
+    """cos(ĝ, ∇F) of the last step and cos(u_k, ∇F) for each query k, regenerating each u_k once and
+    holding one at a time; ``grad_sq``: ‖∇_n F‖² per name. With one query ĝ = Σ_n coef_n u_n is never
+    built: ‖ĝ‖² and ⟨ĝ, ∇F⟩ follow from each tensor's ‖u_n‖² and ⟨u_n, ∇_n F⟩, read in one pass. For
+    ZO-AdaMU, whose probed and applied u_t is the new momentum, ĝ = c p u_t."""
+    record, g_sq = opt.record, sum(grad_sq.values())
     if record.directions == "adamu":
         u = {r.name: opt.state[r.param]["m"] for b in record.blocks for r in b.refs}
-        return opt.grad_estimate(), [cosine(u, grad)]
+        return cosine(opt.grad_estimate(), grad, g_sq), [cosine(u, grad, g_sq)]
+    K = record.num_queries
     g_hat, cos_u = {}, []
-    for k in range(record.num_queries):
-        u = {}
+    hat_sq = hat_g = 0.0  # ‖ĝ‖², ⟨ĝ, ∇F⟩ when K = 1
+    for k in range(K):
+        uu = ug = 0.0
         for b in record.blocks:
             for r in b.refs:
-                u[r.name] = opt.direction(r, b.queries[k])  # unit-normalised for sphere
-                term = u[r.name] * b.coefficients(r)[k]
-                g_hat[r.name] = term if k == 0 else g_hat[r.name].add_(term)
-        cos_u.append(cosine(u, grad))
-    return g_hat, cos_u
+                u = opt.direction(r, b.queries[k])  # unit-normalised for sphere
+                coef = b.coefficients(r)[k]
+                u_sq, u_g = sq_sum_and_dot(u, grad[r.name])
+                uu, ug = uu + u_sq, ug + u_g
+                if K == 1:
+                    hat_sq, hat_g = hat_sq + coef.double() ** 2 * u_sq, hat_g + coef.double() * u_g
+                else:
+                    term = u.mul_(coef.to(u.dtype))
+                    g_hat[r.name] = term if k == 0 else g_hat[r.name].add_(term)
+        cos_u.append(ratio(ug, uu, g_sq))
+    return (ratio(hat_g, hat_sq, g_sq) if K == 1 else cosine(g_hat, grad, g_sq)), cos_u
 
 
 def first_moment(opt, refs, key: str | None = None) -> dict:
@@ -82,15 +92,14 @@ class GradientAlignment(Probe):
 
     def collect(self, trainer, pl_module, batch, t):
         opt = pl_module.zo_optimizer
-        grad = step_gradient(pl_module, t)
-        metrics = {"grad_norm": float(sq_norm(grad).sqrt())}
+        grad, grad_sq = step_gradient(pl_module, t), gradient_sq(pl_module, t)
+        metrics = {"grad_norm": sum(grad_sq.values()) ** 0.5}
         if opt.record.skipped:
             return metrics
-        g_hat, cos_u = estimate_and_cosines(opt, grad)
-        metrics["cos_g"] = cosine(g_hat, grad)
+        metrics["cos_g"], cos_u = estimate_and_cosines(opt, grad, grad_sq)
         moment = first_moment(opt, trainable(opt), self.moment_key)
         if moment:
-            metrics["cos_m"] = cosine(moment, grad)
+            metrics["cos_m"] = cosine(moment, grad, sum(grad_sq.values()))
         metrics["cos_u"] = sum(cos_u) / len(cos_u)
         metrics["abs_cos_u"] = sum(abs(c) for c in cos_u) / len(cos_u)
         return metrics

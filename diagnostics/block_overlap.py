@@ -26,7 +26,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
 from diagnostics.linalg import HessianOperator, exact_hessian, hutchinson_diagonal
-from diagnostics.probe import Probe, sq_sum, trainable, untouched
+from diagnostics.probe import Probe, gradient_sq, trainable, untouched
 from zolab.directions import mix
 
 
@@ -70,11 +70,12 @@ class BlockOverlap(Probe):
 
     def measure(self, trainer, pl_module, batch, t):
         opt = pl_module.zo_optimizer
-        grad = self.true_gradient(pl_module, batch, t)
+        self.true_gradient(pl_module, batch, t)
+        grad_sq = gradient_sq(pl_module, t)
         refs = trainable(opt)
         if len(opt.partition()) == 1 or not self.curvature:  # no Hessian product: the curvature overlap of a
             # single block is 1 by definition, and curvature=False does not ask for it
-            self._sums = {block: (sum(float(sq_sum(grad[r.name])) for r in brefs), 1.0,
+            self._sums = {block: (sum(grad_sq[r.name] for r in brefs), 1.0,
                                   sum(r.param.numel() for r in brefs)) for block, brefs in opt.partition()}
             return
         with untouched(pl_module), torch.enable_grad():
@@ -91,7 +92,7 @@ class BlockOverlap(Probe):
             i += r.param.numel()
         self._sums = {}
         for block, brefs in opt.partition():
-            g_sq = sum(float(sq_sum(grad[r.name])) for r in brefs)
+            g_sq = sum(grad_sq[r.name] for r in brefs)
             curv = sum(float(diag[slice(*offsets[r.name])].sum()) for r in brefs)
             self._sums[block] = (g_sq, curv, sum(r.param.numel() for r in brefs))
 

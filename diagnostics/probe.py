@@ -52,17 +52,18 @@ class _StepContext:
     def __init__(self):
         self.step = -1
         self.gradient: dict[str, torch.Tensor] | None = None
+        self.gradient_sq: dict[str, float] | None = None  # ‖∇_n F‖² per tensor name, computed on first use
         self.holders: set[int] = set()  # ids of the probes that asked for this step's gradient
         self.probe_seconds = 0.0
 
     def reset(self) -> None:
-        self.step, self.gradient, self.holders = -1, None, set()
+        self.step, self.gradient, self.gradient_sq, self.holders = -1, None, None, set()
 
     def release(self, holder) -> None:
         """``holder`` is done with the step's gradient; the last one frees it (d numbers) until the next step."""
         self.holders.discard(id(holder))
         if not self.holders:
-            self.gradient = None
+            self.gradient = self.gradient_sq = None
 
 
 _CONTEXTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -113,7 +114,7 @@ def true_gradient(pl_module, batch, step: int, holder=None) -> dict[str, torch.T
         with untouched(pl_module), torch.enable_grad():
             loss = pl_module.compute_loss(batch)
             grads = torch.autograd.grad(loss, [r.param for r in refs], allow_unused=True)
-        ctx.step = step
+        ctx.step, ctx.gradient_sq = step, None
         ctx.gradient = {
             r.name: (torch.zeros_like(r.param) if g is None else g.detach()) for r, g in zip(refs, grads)
         }
@@ -204,15 +205,35 @@ def _pieces(t: torch.Tensor):
     return flat.split(PIECE) if flat.device.type == "cpu" else (flat,)
 
 
+def _zero(t: torch.Tensor) -> torch.Tensor:
+    return torch.zeros((), dtype=torch.float64, device=t.device)
+
+
 def sq_sum(t: torch.Tensor) -> torch.Tensor:
     """‖t‖² in float64 (a 0-dim tensor on t's device)."""
-    return sum((p.double().square().sum() for p in _pieces(t)), torch.zeros((), dtype=torch.float64, device=t.device))
+    acc = _zero(t)
+    for p in _pieces(t):
+        p = p.double()
+        acc += torch.dot(p, p)
+    return acc
 
 
 def dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """⟨a, b⟩ in float64 (a 0-dim tensor on a's device)."""
-    return sum(((x.double() * y.double()).sum() for x, y in zip(_pieces(a), _pieces(b))),
-               torch.zeros((), dtype=torch.float64, device=a.device))
+    acc = _zero(a)
+    for x, y in zip(_pieces(a), _pieces(b)):
+        acc += torch.dot(x.double(), y.double())
+    return acc
+
+
+def sq_sum_and_dot(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(‖a‖², ⟨a, b⟩) in float64 in one pass over a (each piece of a widened once)."""
+    aa, ab = _zero(a), _zero(a)
+    for x, y in zip(_pieces(a), _pieces(b)):
+        x = x.double()
+        aa += torch.dot(x, x)
+        ab += torch.dot(x, y.double())
+    return aa, ab
 
 
 def sq_norm(tensors: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -225,10 +246,24 @@ def inner(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> torch.Tenso
     return sum((dot(a[n], b[n]) for n in a if n in b), torch.zeros((), dtype=torch.float64))
 
 
-def cosine(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
-    """⟨a, b⟩/(‖a‖‖b‖) over all tensors (missing ones are zero), nan when either is zero."""
-    denom = float((sq_norm(a) * sq_norm(b)).sqrt())
-    return float(inner(a, b)) / denom if denom > 0 else float("nan")
+def cosine(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], b_sq: float | None = None) -> float:
+    """⟨a, b⟩/(‖a‖‖b‖) over all tensors (missing ones are zero), nan when either is zero; ``b_sq``: ‖b‖²
+    when the caller has it (``gradient_sq``)."""
+    return ratio(inner(a, b), sq_norm(a), sq_norm(b) if b_sq is None else b_sq)
+
+
+def ratio(ab, a_sq, b_sq) -> float:
+    """⟨a, b⟩/(‖a‖‖b‖) from the three sums, nan when either norm is zero."""
+    denom = float(a_sq) * float(b_sq)
+    return float(ab) / denom**0.5 if denom > 0 else float("nan")
+
+
+def gradient_sq(pl_module, step: int) -> dict[str, float]:
+    """‖∇_n F‖² per trainable tensor name of ``step``'s true gradient, computed once for the step's probes."""
+    grad, ctx = step_gradient(pl_module, step), context(pl_module)
+    if ctx.gradient_sq is None:
+        ctx.gradient_sq = {n: float(sq_sum(g)) for n, g in grad.items()}
+    return ctx.gradient_sq
 
 
 class Probe(Callback):

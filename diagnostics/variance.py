@@ -18,8 +18,10 @@ and logs
 
 Cost per probe step: ``num_samples`` × K × (1 or 2) forwards and one backward (for a task with
 ``batched_loss``, the synthetic functions, all of them in one or two calls when they fit in 2**22
-numbers); memory: three copies of the estimated block (∇F and two running estimates, float32 or the
-parameters' float64), or the S·K directions in float64 on the one-call path. Only the three isotropic laws
+numbers). With one query (K = 1) no estimate is built: ‖ĝ − ∇F‖² = Σ_n a_n²‖u_n‖² − 2a_n⟨u_n, ∇_n F⟩ +
+‖∇_n F‖² over the block's tensors n, read in one float64 pass over u; memory: ∇F, the direction and one
+perturbed point. With K > 1, two running estimates more (float32, or the parameters' float64); on the
+one-call path, the S·K directions in float64. Only the three isotropic laws
 (``gaussian``, ``sphere``, ``rademacher``) are supported (ZO-AdaMU's directions depend on its momentum).
 """
 
@@ -27,7 +29,7 @@ from __future__ import annotations
 
 import torch
 
-from diagnostics.probe import Probe, dot, parameters_at, sq_sum, untouched
+from diagnostics.probe import Probe, gradient_sq, parameters_at, sq_sum, sq_sum_and_dot, untouched
 from zolab import kernels
 from zolab.directions import mix
 
@@ -97,19 +99,22 @@ class EstimatorVariance(Probe):
         return us
 
     @staticmethod
-    def _loss_at(pl_module, batch, refs, us, sign: float) -> torch.Tensor:
-        """f(θ + sign·μ_g·u) with θ bitwise restored (``probe.parameters_at``)."""
-        points = [(r.param, torch.add(r.param.data, u, alpha=sign * r.group["mu"])) for r, u in zip(refs, us)]
+    def _loss_at(pl_module, batch, refs, us, sign: float, scratch) -> torch.Tensor:
+        """f(θ + sign·μ_g·u), the point built in ``scratch`` (one buffer per tensor, reused by every point of
+        the call), with θ bitwise restored (``probe.parameters_at``)."""
+        points = [(r.param, torch.add(r.param.data, u, alpha=sign * r.group["mu"], out=buf))
+                  for r, u, buf in zip(refs, us, scratch)]
         with parameters_at(points):
             return pl_module.compute_loss(batch).detach().double()
 
     def measure(self, trainer, pl_module, batch, t):
         opt = pl_module.zo_optimizer
         grad = self.true_gradient(pl_module, batch, t)
+        grad_sq = gradient_sq(pl_module, t)
         law, K, central = opt.sampler.name, opt.num_queries, opt.estimator == "central"
         blocks = [refs for _, refs in opt.blocks_of_step(t)]  # the block(s) step t estimates
         estimated = {r.name for refs in blocks for r in refs}
-        rest_sq = sum(float(sq_sum(g)) for n, g in grad.items() if n not in estimated)
+        rest_sq = sum(v for n, v in grad_sq.items() if n not in estimated)
         self._draws = 0
         err = err_jvp = 0.0
         with untouched(pl_module), torch.no_grad():
@@ -117,25 +122,11 @@ class EstimatorVariance(Probe):
             if batchable:
                 err, err_jvp = self._batched(pl_module, batch, blocks[0][0], grad, t, law, K, central, opt.scale)
             for refs in [] if batchable else blocks:
-                g_b = [_wide(grad[r.name]) for r in refs]
-                c = float(sum(r.param.numel() for r in refs)) if opt.scale == "dimension" else 1.0
-                f0 = None if central else pl_module.compute_loss(batch).detach().double()
-                for _ in range(self.num_samples):
-                    est = [torch.zeros_like(g) for g in g_b]
-                    est_jvp = [torch.zeros_like(g) for g in g_b]
-                    for _ in range(K):
-                        us = self._directions(law, refs, t)
-                        fp = self._loss_at(pl_module, batch, refs, us, 1.0)
-                        delta = (fp - self._loss_at(pl_module, batch, refs, us, -1.0)) / 2 if central else fp - f0
-                        jvp = sum(float(dot(g, u)) for g, u in zip(g_b, us))
-                        for r, e, ej, u in zip(refs, est, est_jvp, us):
-                            e.add_(u.to(e.dtype), alpha=float(delta) * c / (K * r.group["mu"]))
-                            ej.add_(u.to(e.dtype), alpha=jvp * c / K)
-                    err += sum(float(sq_sum(e - g)) for e, g in zip(est, g_b))
-                    err_jvp += sum(float(sq_sum(e - g)) for e, g in zip(est_jvp, g_b))
-        grad_sq = [sum(float(sq_sum(grad[r.name])) for r in refs) for refs in blocks]
+                e, e_jvp = self._block_errors(pl_module, batch, refs, grad, grad_sq, t, law, K, central, opt.scale)
+                err, err_jvp = err + e, err_jvp + e_jvp
+        grad_sq_blocks = [sum(grad_sq[r.name] for r in refs) for refs in blocks]
         sizes = [sum(r.param.numel() for r in refs) for refs in blocks]
-        theory = variance_theory(law, opt.scale == "dimension", grad_sq, sizes, rest_sq, K)
+        theory = variance_theory(law, opt.scale == "dimension", grad_sq_blocks, sizes, rest_sq, K)
         measured, measured_jvp = err / self.num_samples + rest_sq, err_jvp / self.num_samples + rest_sq
         ok = theory > 0  # False for nan (unscaled sphere) and a zero gradient
         self._metrics = {
@@ -144,8 +135,42 @@ class EstimatorVariance(Probe):
             "theory": theory,
             "ratio": measured / theory if ok else float("nan"),
             "ratio_jvp": measured_jvp / theory if ok else float("nan"),
-            "grad_norm_sq": sum(grad_sq) + rest_sq,
+            "grad_norm_sq": sum(grad_sq_blocks) + rest_sq,
         }
+
+    def _block_errors(self, pl_module, batch, refs, grad, grad_sq, t, law, K, central, scale) -> tuple[float, float]:
+        """Σ over samples of ‖ĝ_B − ∇_B F‖², finite differences and JVPs, query by query. ĝ_B = Σ_k a_k u_k
+        (a_k per tensor: (c/K) δ_k/μ_g, or (c/K)⟨∇F, u_k⟩); with one query the error is
+        Σ_n a_n²‖u_n‖² − 2 a_n⟨u_n, ∇_n F⟩ + ‖∇_n F‖², read from one pass over u, so no estimate is built."""
+        g_b = [_wide(grad[r.name]) for r in refs]
+        g_sq = sum(grad_sq[r.name] for r in refs)
+        c = float(sum(r.param.numel() for r in refs)) if scale == "dimension" else 1.0
+        f0 = None if central else pl_module.compute_loss(batch).detach().double()
+        scratch = [torch.empty_like(r.param) for r in refs]
+        err = err_jvp = 0.0
+        for _ in range(self.num_samples):
+            est = est_jvp = None
+            for _ in range(K):
+                us = self._directions(law, refs, t)
+                fp = self._loss_at(pl_module, batch, refs, us, 1.0, scratch)
+                fd = (fp - self._loss_at(pl_module, batch, refs, us, -1.0, scratch)) / 2 if central else fp - f0
+                sums = [sq_sum_and_dot(u, g) for u, g in zip(us, g_b)]
+                jvp = float(sum(ug for _, ug in sums))
+                a = [float(fd) * c / (K * r.group["mu"]) for r in refs]
+                if K == 1:
+                    err += sum(float(ai * ai * uu - 2 * ai * ug) for ai, (uu, ug) in zip(a, sums)) + g_sq
+                    b = jvp * c
+                    err_jvp += sum(float(b * b * uu - 2 * b * ug) for uu, ug in sums) + g_sq
+                    continue
+                if est is None:
+                    est, est_jvp = [torch.zeros_like(g) for g in g_b], [torch.zeros_like(g) for g in g_b]
+                for e, ej, u, ai in zip(est, est_jvp, us, a):
+                    e.add_(u.to(e.dtype), alpha=ai)
+                    ej.add_(u.to(e.dtype), alpha=jvp * c / K)
+            if est is not None:
+                err += sum(float(sq_sum(e.sub_(g))) for e, g in zip(est, g_b))
+                err_jvp += sum(float(sq_sum(e.sub_(g))) for e, g in zip(est_jvp, g_b))
+        return err, err_jvp
 
     def _batchable(self, pl_module, blocks, K: int) -> bool:
         """One tensor of a task with ``batched_loss`` (the synthetic functions), all queries within 2**22

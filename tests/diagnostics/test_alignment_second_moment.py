@@ -10,9 +10,10 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 import diagnostics as D
+from diagnostics.probe import Probe, step_gradient
 from diagnostics.toy import DigitsMLP, QuadraticForm
 from tests.diagnostics._helpers import MemoryLogger, TinyNet, fit
-from zolab import RAdaZO, ZOAdaMM, ZOSGDMomentum
+from zolab import ZOSGD, MeZOBCD, RAdaZO, ZOAdaMM, ZOSGDMomentum
 from zolab.module import ZOModule
 from zolab.tasks.synthetic import Quadratic, SyntheticDataModule
 
@@ -63,6 +64,47 @@ def test_alignment_matches_the_trajectory_of_zo_sgd_momentum():
     assert abs_u == pytest.approx(np.abs(expect_g).tolist(), abs=1e-8)
     norms = [v for _, v in logger.series("diagnostics/alignment/grad_norm")]
     assert norms == pytest.approx([np.linalg.norm(h * x) for x in traj.before], rel=1e-12)
+
+
+class ReferenceCosines(Probe):
+    """cos(ĝ, ∇F) from the rule's own ``grad_estimate`` and cos(u_k, ∇F) from each regenerated direction,
+    as flat float64 vectors (tensors a step does not perturb count as zeros)."""
+
+    name = "reference"
+
+    def __init__(self):
+        super().__init__(every_n_steps=1)
+        self.cos_g, self.cos_u = [], []
+
+    def measure(self, trainer, pl_module, batch, t):
+        self.true_gradient(pl_module, batch, t)
+
+    def collect(self, trainer, pl_module, batch, t):
+        opt, grad = pl_module.zo_optimizer, step_gradient(pl_module, t)
+
+        def flat(d):
+            return torch.cat([d.get(n, torch.zeros_like(g)).double().flatten() for n, g in grad.items()])
+
+        def cos(a, b):
+            return float(a @ b / (a.norm() * b.norm()))
+
+        g, record = flat(grad), opt.record
+        self.cos_g.append(cos(flat(opt.grad_estimate()), g))
+        self.cos_u.append(np.mean([cos(flat({r.name: opt.direction(r, b.queries[k]) for b in record.blocks
+                                             for r in b.refs}), g) for k in range(record.num_queries)]))
+
+
+@pytest.mark.parametrize("rule, options", [
+    (ZOSGD, dict(num_queries=1)),  # one query: ‖ĝ‖² and ⟨ĝ, ∇F⟩ from ‖u‖² and ⟨u, ∇F⟩, ĝ never built
+    (ZOSGD, dict(num_queries=3)),
+    (MeZOBCD, dict(num_queries=2)),  # one block perturbed, the other a zero of ĝ
+    (RAdaZO, dict(num_queries=1)),  # sphere
+])
+def test_alignment_cosines_match_the_rules_own_estimate(rule, options):
+    probe, reference = D.GradientAlignment(every_n_steps=1), ReferenceCosines()
+    _, logger = fit(TinyNet(), rule, [probe, reference], steps=4, lr=1e-2, mu=1e-3, **options)
+    assert [v for _, v in logger.series("diagnostics/alignment/cos_g")] == pytest.approx(reference.cos_g, rel=1e-6)
+    assert [v for _, v in logger.series("diagnostics/alignment/cos_u")] == pytest.approx(reference.cos_u, rel=1e-6)
 
 
 def test_second_moment_errors_match_a_hand_computation_for_radazo():

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import diagnostics as D
-from diagnostics.probe import Probe
+from diagnostics.probe import Probe, untouched
 from diagnostics.toy import Linear
 from diagnostics.variance import variance_theory
 from tests.diagnostics._helpers import TinyNet, fit
@@ -57,6 +57,74 @@ def test_block_restricted_gaussian_theory():
     module, _ = fit(TinyNet(), MeZOBCD, [probe], steps=1, lr=1e-3, mu=1e-3, num_queries=2)
     assert probe.last_metrics["ratio_jvp"] == pytest.approx(1.0, abs=0.10)
     assert probe.last_metrics["theory"] < 65 * probe.last_metrics["grad_norm_sq"] / 2  # one block only
+
+
+class RecordingVariance(D.EstimatorVariance):
+    """EstimatorVariance that keeps every direction and finite difference it used (query-by-query path)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.directions, self.losses = [], []
+
+    def _directions(self, law, refs, t):
+        us = super()._directions(law, refs, t)
+        self.directions.append([u.clone() for u in us])
+        return us
+
+    def _loss_at(self, pl_module, batch, refs, us, sign, scratch):
+        loss = super()._loss_at(pl_module, batch, refs, us, sign, scratch)
+        self.losses.append(float(loss))
+        return loss
+
+
+@pytest.mark.parametrize("rule, options", [
+    (ZOSGD, dict(num_queries=1)),  # one query: the error from ‖u‖² and ⟨u, ∇F⟩, no estimate built
+    (ZOSGD, dict(num_queries=2)),
+    (MeZOBCD, dict(num_queries=1)),  # the inactive block's ‖∇F‖² as rest
+    (RAdaZO, dict(num_queries=1)),  # sphere, forward differences
+])
+def test_variance_is_the_mean_squared_error_of_its_own_estimates(rule, options):
+    """measured = mean over samples of ‖Σ_k (c/K)(δ_k/μ) u_k − ∇F‖² (and with ⟨∇F, u_k⟩ for δ_k/μ), built
+    here from the directions and losses the probe used, on a two-module net."""
+    samples, mu, K = 3, 1e-3, options["num_queries"]
+    probe, keep = RecordingVariance(every_n_steps=100, num_samples=samples, seed=2), KeepGradient()
+    module, _ = fit(TinyNet(), rule, [keep, probe], steps=1, lr=1e-3, mu=mu, **options)
+    opt = module.zo_optimizer
+    refs = [r for _, refs in opt.blocks_of_step(1) for r in refs]
+    grad = {r.name: keep.grad[r.name].double() for r in refs}
+    rest = sum(float(g.double().square().sum()) for n, g in keep.grad.items() if n not in grad)
+    c = float(sum(r.param.numel() for r in refs)) if opt.scale == "dimension" else 1.0
+    central = opt.estimator == "central"
+    losses = iter(probe.losses)
+    f0 = None if central else keep.loss
+    err = err_jvp = 0.0
+    for s in range(samples):
+        est = {n: torch.zeros_like(g) for n, g in grad.items()}
+        est_jvp = {n: torch.zeros_like(g) for n, g in grad.items()}
+        for k in range(K):
+            us = [u.double() for u in probe.directions[s * K + k]]
+            fp = next(losses)
+            fd = (fp - next(losses)) / 2 if central else fp - f0
+            jvp = sum(float(u.flatten() @ grad[r.name].flatten()) for r, u in zip(refs, us))
+            for r, u in zip(refs, us):
+                est[r.name] += c / K * fd / mu * u
+                est_jvp[r.name] += c / K * jvp * u
+        err += sum(float((est[n] - g).square().sum()) for n, g in grad.items())
+        err_jvp += sum(float((est_jvp[n] - g).square().sum()) for n, g in grad.items())
+    assert next(losses, None) is None and len(probe.directions) == samples * K
+    assert probe.last_metrics["measured"] == pytest.approx(err / samples + rest, rel=1e-6)
+    assert probe.last_metrics["measured_jvp"] == pytest.approx(err_jvp / samples + rest, rel=1e-6)
+
+
+class KeepGradient(Probe):
+    """Keeps a copy of the step's shared ∇F and f(θ_{t−1}; ξ_t)."""
+
+    name = "keep"
+
+    def measure(self, trainer, pl_module, batch, t):
+        self.grad = {n: g.clone() for n, g in self.true_gradient(pl_module, batch, t).items()}
+        with untouched(pl_module), torch.no_grad():
+            self.loss = float(pl_module.compute_loss(batch).double())
 
 
 class TwoBlocks(Task):
