@@ -24,7 +24,9 @@ Every probe also runs at step 1, so a run of N steps has 1 + N/100 probe steps: 
 5% to the asymptotic cost of a periodic probe, with the MiniLM default N = 400, 25% (and Full's Hessian
 call at step 1 weighs as if it came every 400 steps). The MiniLM arms default to none, economy, full.
 
-Columns: the ratio of median times to ``none`` (noisy on a shared machine); 1 + the diagnostics' own time
+Columns: the median time and its spread over the repeats ((max − min)/median: how far this machine's speed
+drifts between runs of the same arm); the ratio of median times to ``none`` (it cannot resolve differences
+smaller than the spread); 1 + the diagnostics' own time
 (seconds inside probe hooks, ``diagnostics.probe.context(module).probe_seconds``) over the probe-free rest
 of the same run, which machine load moves less; and, for a periodic probe, the ``every_n_steps`` at which
 that share would be 5%.
@@ -180,7 +182,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)  # one core each, steadier on a shared 2-core machine
     print(f"torch {torch.__version__}, {args.steps} steps (MiniLM {args.minilm_steps}), {args.repeats} repeats, "
           "probes every 100 steps")
-    print(f"{'task':38s} {'arm':18s} {'median s':>9s} {'ratio':>6s} {'1 + probe/rest':>15s} {'n for 5%':>9s}")
+    print(f"{'task':38s} {'arm':18s} {'median s':>9s} {'spread':>7s} {'ratio':>6s} {'1 + probe/rest':>15s} "
+          f"{'n for 5%':>9s}")
     steps_ms = {}
     with tempfile.TemporaryDirectory() as root:
         for task_name in args.tasks.split(","):
@@ -196,10 +199,12 @@ def main(argv=None) -> int:
             steps_ms[task_name] = 1e3 * base / steps
             for arm, rows in times.items():
                 median = statistics.median(s for s, _ in rows)
+                spread = (max(s for s, _ in rows) - min(s for s, _ in rows)) / median
                 share = statistics.median(p / (s - p) for s, p in rows)
                 every = f"{max(1, round(100 * share / 0.05)):9d}" if arm in (*PERIODIC, "periodic", "economy") else ""
                 label = TASKS[task_name][0]
-                print(f"{label:38s} {arm:18s} {median:9.2f} {median / base:6.3f} {1 + share:15.3f} {every}")
+                print(f"{label:38s} {arm:18s} {median:9.2f} {spread:7.0%} {median / base:6.3f} {1 + share:15.3f} "
+                      f"{every}")
     print("\nfloors set by the definitions (ms; shares of the training time, every 100 steps):")
     print(f"{'task':34s} {'step':>6s} {'∇F/pt':>6s} {'HVP':>6s} {'HVP×20':>7s} {'SecondMomentError':>18s} "
           f"{'HessianSpectrum':>16s}")
