@@ -147,9 +147,12 @@ class EstimatorVariance(Probe):
         c = float(sum(r.param.numel() for r in refs)) if scale == "dimension" else 1.0
         f0 = None if central else pl_module.compute_loss(batch).detach().double()
         scratch = [torch.empty_like(r.param) for r in refs]
+        est = [torch.empty_like(g) for g in g_b] if K > 1 else []  # running estimates, finite differences
+        est_jvp = [torch.empty_like(g) for g in g_b] if K > 1 else []  # and exact directional derivatives
         err = err_jvp = 0.0
         for _ in range(self.num_samples):
-            est = est_jvp = None
+            for e in est + est_jvp:
+                e.zero_()
             for _ in range(K):
                 us = self._directions(law, refs, t)
                 fp = self._loss_at(pl_module, batch, refs, us, 1.0, scratch)
@@ -157,19 +160,16 @@ class EstimatorVariance(Probe):
                 sums = [sq_sum_and_dot(u, g) for u, g in zip(us, g_b)]
                 jvp = float(sum(ug for _, ug in sums))
                 a = [float(fd) * c / (K * r.group["mu"]) for r in refs]
-                if K == 1:
+                if K == 1:  # no estimate: its error from ‖u_n‖² and ⟨u_n, ∇_n F⟩
                     err += sum(float(ai * ai * uu - 2 * ai * ug) for ai, (uu, ug) in zip(a, sums)) + g_sq
                     b = jvp * c
                     err_jvp += sum(float(b * b * uu - 2 * b * ug) for uu, ug in sums) + g_sq
                     continue
-                if est is None:
-                    est, est_jvp = [torch.zeros_like(g) for g in g_b], [torch.zeros_like(g) for g in g_b]
                 for e, ej, u, ai in zip(est, est_jvp, us, a):
                     e.add_(u.to(e.dtype), alpha=ai)
                     ej.add_(u.to(e.dtype), alpha=jvp * c / K)
-            if est is not None:
-                err += sum(float(sq_sum(e.sub_(g))) for e, g in zip(est, g_b))
-                err_jvp += sum(float(sq_sum(e.sub_(g))) for e, g in zip(est_jvp, g_b))
+            err += sum(float(sq_sum(e.sub_(g))) for e, g in zip(est, g_b))
+            err_jvp += sum(float(sq_sum(e.sub_(g))) for e, g in zip(est_jvp, g_b))
         return err, err_jvp
 
     def _batchable(self, pl_module, blocks, K: int) -> bool:
