@@ -16,7 +16,7 @@ R2 says cos_m > cos_g, rising with β1 with a small drop at very high β1.
 
 from __future__ import annotations
 
-from diagnostics.probe import Probe, cosine, gradient_sq, ratio, sq_sum_and_dot, step_gradient, trainable
+from diagnostics.probe import Probe, cosine, cosine_from_sums, gradient_sq, sq_sum_and_dot, step_gradient, trainable
 
 MOMENT_KEYS = ("m", "momentum_buffer")
 
@@ -46,8 +46,8 @@ def estimate_and_cosines(opt, grad: dict, grad_sq: dict) -> tuple[float, list[fl
                 else:
                     term = u.mul_(coef.to(u.dtype))
                     g_hat[r.name] = term if k == 0 else g_hat[r.name].add_(term)
-        cos_u.append(ratio(ug, uu, g_sq))
-    return (ratio(hat_g, hat_sq, g_sq) if K == 1 else cosine(g_hat, grad, g_sq)), cos_u
+        cos_u.append(cosine_from_sums(ug, uu, g_sq))
+    return (cosine_from_sums(hat_g, hat_sq, g_sq) if K == 1 else cosine(g_hat, grad, g_sq)), cos_u
 
 
 def first_moment(opt, refs, key: str | None = None) -> dict:

@@ -249,10 +249,10 @@ def inner(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> torch.Tenso
 def cosine(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], b_sq: float | None = None) -> float:
     """⟨a, b⟩/(‖a‖‖b‖) over all tensors (missing ones are zero), nan when either is zero; ``b_sq``: ‖b‖²
     when the caller has it (``gradient_sq``)."""
-    return ratio(inner(a, b), sq_norm(a), sq_norm(b) if b_sq is None else b_sq)
+    return cosine_from_sums(inner(a, b), sq_norm(a), sq_norm(b) if b_sq is None else b_sq)
 
 
-def ratio(ab, a_sq, b_sq) -> float:
+def cosine_from_sums(ab, a_sq, b_sq) -> float:
     """⟨a, b⟩/(‖a‖‖b‖) from the three sums, nan when either norm is zero."""
     denom = float(a_sq) * float(b_sq)
     return float(ab) / denom**0.5 if denom > 0 else float("nan")
