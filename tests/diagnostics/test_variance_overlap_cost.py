@@ -77,6 +77,17 @@ class RecordingVariance(D.EstimatorVariance):
         return loss
 
 
+class KeepGradient(Probe):
+    """Keeps a copy of the step's shared ∇F and f(θ_{t−1}; ξ_t)."""
+
+    name = "keep"
+
+    def measure(self, trainer, pl_module, batch, t):
+        self.grad = {n: g.clone() for n, g in self.true_gradient(pl_module, batch, t).items()}
+        with untouched(pl_module), torch.no_grad():
+            self.loss = float(pl_module.compute_loss(batch).double())
+
+
 @pytest.mark.parametrize("rule, options", [
     (ZOSGD, dict(num_queries=1)),  # one query: the error from ‖u‖² and ⟨u, ∇F⟩, no estimate built
     (ZOSGD, dict(num_queries=2)),
@@ -114,17 +125,6 @@ def test_variance_is_the_mean_squared_error_of_its_own_estimates(rule, options):
     assert next(losses, None) is None and len(probe.directions) == samples * K
     assert probe.last_metrics["measured"] == pytest.approx(err / samples + rest, rel=1e-6)
     assert probe.last_metrics["measured_jvp"] == pytest.approx(err_jvp / samples + rest, rel=1e-6)
-
-
-class KeepGradient(Probe):
-    """Keeps a copy of the step's shared ∇F and f(θ_{t−1}; ξ_t)."""
-
-    name = "keep"
-
-    def measure(self, trainer, pl_module, batch, t):
-        self.grad = {n: g.clone() for n, g in self.true_gradient(pl_module, batch, t).items()}
-        with untouched(pl_module), torch.no_grad():
-            self.loss = float(pl_module.compute_loss(batch).double())
 
 
 class TwoBlocks(Task):
