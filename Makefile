@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m zolab.demo
+	$(PY) -m zolab.lab.demo
 
 # One pytest worker per core (pytest-xdist); a test file stays on one worker (its module fixtures run once).
 test: $(STAMP)

@@ -7,7 +7,7 @@ In one process, alternating, ``--repeats`` times each:
 
 - plain: ``opt = RAdaZO([x], ...)``, then ``opt.step(closure, batched=task.batched_loss)`` in a Python
   loop (the K + 1 points of a step in one call of the objective, as ZOModule does for such a task);
-- zolab fit: the Trainer and ZOModule that ``zolab fit`` builds (``zolab.cli.cli_main(..., run=False)``:
+- zolab fit: the Trainer and ZOModule that ``zolab fit`` builds (``zolab.lab.cli.cli_main(..., run=False)``:
   TensorBoard logging every 50 steps, the TQDM progress bar, checkpointing), then ``trainer.fit``;
 - zolab fit, logging every step (``--trainer.log_every_n_steps=1``): what ``self.log`` costs per step;
 - zolab fit, ``--steps-per-batch`` (50) ZO steps a Lightning batch (``--model.steps_per_batch``, for tasks
@@ -36,7 +36,7 @@ import lightning as L
 import torch
 
 import zolab
-from zolab.cli import cli_main
+from zolab.lab.cli import cli_main
 from zolab.tasks.synthetic import Quadratic
 
 

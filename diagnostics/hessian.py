@@ -31,7 +31,7 @@ from diagnostics.linalg import (
     stable_rank,
 )
 from diagnostics.probe import Probe, trainable, untouched
-from zolab.directions import mix
+from zolab.engine.directions import mix
 
 METHODS = ("auto", "exact", "stochastic")
 

@@ -1,6 +1,6 @@
 """What every probe shares (docs/algorithms.md §4): scheduling, the true gradient, side-effect guards, logging.
 
-A probe is a Lightning ``Callback`` on a ``zolab.module.ZOModule``. Step t of the optimizer estimates
+A probe is a Lightning ``Callback`` on a ``zolab.lab.module.ZOModule``. Step t of the optimizer estimates
 ĝ_t at θ_{t−1} on batch ξ_t, so the probe measures before the update, in ``on_train_batch_start``
 (callbacks run before the module's own hook), and reads the optimizer's step record in
 ``on_train_batch_end``. Its measurements must never change the run; ``untouched`` guarantees that for
@@ -292,7 +292,8 @@ class Probe(Callback):
         for attr in ("zo_optimizer", "compute_loss", "task"):
             if not hasattr(pl_module, attr):
                 raise TypeError(
-                    f"{type(self).__name__} probes a zolab.module.ZOModule; {type(pl_module).__name__} has no {attr!r}"
+                    f"{type(self).__name__} probes a zolab.lab.module.ZOModule; "
+                    f"{type(pl_module).__name__} has no {attr!r}"
                 )
         if getattr(pl_module, "steps_per_batch", 1) != 1:
             raise ValueError(f"{type(self).__name__} reads every ZO step's record: it needs steps_per_batch=1, "

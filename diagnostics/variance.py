@@ -31,7 +31,7 @@ import torch
 
 from diagnostics.probe import Probe, gradient_sq, parameters_at, sq_sum, sq_sum_and_dot, untouched
 from zolab import kernels
-from zolab.directions import mix
+from zolab.engine.directions import mix
 
 LAWS = ("gaussian", "sphere", "rademacher")
 

@@ -1,6 +1,6 @@
 """R-AdaZO Table 1: iterations to a successful black-box attack on MNIST, per rule (claim R5).
 
-    python -m zolab.attack_runner --victims 10 --seeds 3 --max-iters 3000 --out runs/attack/table1.json
+    python -m zolab.lab.attack_runner --victims 10 --seeds 3 --max-iters 3000 --out runs/attack/table1.json
     python paper_figures/radazo_table1.py runs/attack/table1.json --out docs/figures/radazo_table1
 
 Reads the runner's JSON (several, when the rules were split over processes) and writes ``OUT.md`` (the table
@@ -94,7 +94,7 @@ def figure(result: dict, path: Path) -> None:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("results", nargs="+", help="JSON files written by zolab.attack_runner (merged by rule)")
+    p.add_argument("results", nargs="+", help="JSON files written by zolab.lab.attack_runner (merged by rule)")
     p.add_argument("--out", default="docs/figures/radazo_table1", help="writes OUT.md and OUT.png")
     a = p.parse_args(argv)
     result = merge([json.loads(Path(r).read_text()) for r in a.results])

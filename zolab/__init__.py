@@ -6,8 +6,8 @@ __version__ = "0.1.0"
 _HOMES = {  # public name -> the module that defines it (imported on first use: `zolab claims` needs no torch)
     **dict.fromkeys(("RULES", "ZOOptimizer", "ZOSGD", "ZOSGDMomentum", "ZOSignSGD", "ZOAdaMM", "ZORMSProp",
                      "RAdaZO", "ZOAdaMU", "MEAZO", "MeZOBCD"), "zolab.rules"),
-    **dict.fromkeys(("Gaussian", "Sphere", "Rademacher"), "zolab.directions"),
-    **dict.fromkeys(("Constant", "Linear", "Cosine", "ThreePhase", "adamu_schedules"), "zolab.schedules"),
+    **dict.fromkeys(("Gaussian", "Sphere", "Rademacher"), "zolab.engine.directions"),
+    **dict.fromkeys(("Constant", "Linear", "Cosine", "ThreePhase", "adamu_schedules"), "zolab.engine.schedules"),
 }
 __all__ = list(_HOMES)
 

@@ -1,4 +1,4 @@
-"""The ``zolab`` command: ``claims`` answers without importing torch or Lightning; the rest goes to zolab.cli."""
+"""The ``zolab`` command: ``claims`` answers without importing torch or Lightning; the rest goes to zolab.lab.cli."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ def main(argv=None) -> int:
         from zolab.claims import main as claims_main
 
         return claims_main(args[1:])
-    from zolab.cli import main as cli_main
+    from zolab.lab.cli import main as cli_main
 
     return cli_main(argv)
 

@@ -14,7 +14,7 @@ PY=${PYTHON:-python}
 mkdir -p "$RUNS/logs"
 sweep() {  # one sweep, its CPU seconds (user + system, children included) appended to the log
     /usr/bin/time -a -o "$RUNS/logs/minilm_cpu.log" -f "$1: %U user %S sys %e wall s" \
-        "$PY" -m zolab.cli sweep "experiments/minilm/$1.yaml" --subprocess --resume --root "$RUNS" \
+        "$PY" -m zolab.lab.cli sweep "experiments/minilm/$1.yaml" --subprocess --resume --root "$RUNS" \
         "--data.init_args.data_dir=$DATA"
 }
 WORKER=${3:-a}   # two workers share the study: a runs the grid and half the seed runs, b the rest

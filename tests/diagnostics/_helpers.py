@@ -10,7 +10,7 @@ import torch
 from lightning.pytorch.loggers import Logger
 from torch import nn
 
-from zolab.module import ZOModule
+from zolab.lab.module import ZOModule
 from zolab.tasks.base import Task
 from zolab.tasks.synthetic import SyntheticDataModule
 

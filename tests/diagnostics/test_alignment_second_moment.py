@@ -11,11 +11,11 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 import diagnostics as D
 from diagnostics.probe import Probe, step_gradient
-from diagnostics.toy import DigitsMLP, QuadraticForm
 from tests.diagnostics._helpers import MemoryLogger, TinyNet, fit
 from zolab import ZOSGD, MeZOBCD, RAdaZO, ZOAdaMM, ZOSGDMomentum
-from zolab.module import ZOModule
+from zolab.lab.module import ZOModule
 from zolab.tasks.synthetic import Quadratic, SyntheticDataModule
+from zolab.tasks.toy import DigitsMLP, QuadraticForm
 
 H3 = [3.0, 1.0, 0.2]  # f(x) = ½ Σ h_i x_i², ∇f = h ⊙ x
 
@@ -226,7 +226,7 @@ def test_invalid_window():
 
 def test_default_window_is_one_backward_a_step_on_a_large_model():
     """window=None: vmap would hold a window's activations of a model above a million parameters at once."""
-    from diagnostics.toy import Linear
+    from zolab.tasks.toy import Linear
 
     probe = D.SecondMomentError(every_n_steps=10)
     fit(Linear(dim=10**6 + 1, dtype="float32"), RAdaZO, [probe], steps=2, lr=1e-3, mu=1e-3)

@@ -8,10 +8,10 @@ import torch
 import diagnostics as D
 from diagnostics.linalg import HessianOperator, exact_hessian
 from diagnostics.probe import Probe
-from diagnostics.toy import QuadraticForm
 from tests.diagnostics._helpers import TinyNet, fit
 from tests.diagnostics.test_linalg import SPECTRUM, closed_form
 from zolab import ZOSGD, RAdaZO, ZOAdaMU
+from zolab.tasks.toy import QuadraticForm
 
 
 def test_hessian_probe_logs_the_closed_forms_along_training():
@@ -88,7 +88,7 @@ class Plain(L.LightningModule):
 def test_a_probe_needs_a_zo_module():
     trainer = L.Trainer(max_steps=1, callbacks=[D.GradientAlignment()], logger=False, enable_progress_bar=False,
                         enable_checkpointing=False, enable_model_summary=False)
-    with pytest.raises(TypeError, match="probes a zolab.module.ZOModule"):
+    with pytest.raises(TypeError, match="probes a zolab.lab.module.ZOModule"):
         trainer.fit(Plain())
 
 
@@ -97,7 +97,7 @@ PROBES = [n for n in D.__all__ if issubclass(getattr(D, n), Probe)]  # the prese
 
 def test_probes_load_from_yaml_through_the_cli(tmp_path):
     """Each probe can be added from a config (class_path/init_args under trainer.callbacks)."""
-    from zolab.cli import cli_main
+    from zolab.lab.cli import cli_main
 
     cfg = tmp_path / "run.yaml"
     cfg.write_text(

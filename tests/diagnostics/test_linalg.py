@@ -18,7 +18,7 @@ from diagnostics.linalg import (
     power_iteration,
     spectrum_summary,
 )
-from diagnostics.toy import DigitsMLP, QuadraticForm
+from zolab.tasks.toy import DigitsMLP, QuadraticForm
 
 # A rotated quadratic with a known, indefinite spectrum: 39 values from 5 down to 0.5, and −0.5.
 SPECTRUM = torch.cat([torch.linspace(5, 0.5, 39, dtype=torch.float64), torch.tensor([-0.5], dtype=torch.float64)])

@@ -115,7 +115,7 @@ def test_probe_set_state_round_trip_and_bad_input():
 
 
 def test_one_command_line_option_adds_a_preset(tmp_path):
-    from zolab.cli import cli_main
+    from zolab.lab.cli import cli_main
 
     cli = cli_main(["fit", "--model.task=zolab.tasks.synthetic.Quadratic", "--model.task.dim=20",
                     "--data=zolab.tasks.synthetic.SyntheticDataModule", "--trainer.max_steps=3",

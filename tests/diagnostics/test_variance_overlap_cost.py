@@ -9,11 +9,11 @@ from torch import nn
 
 import diagnostics as D
 from diagnostics.probe import Probe, untouched
-from diagnostics.toy import Linear
 from diagnostics.variance import variance_theory
 from tests.diagnostics._helpers import TinyNet, fit
 from zolab import ZOSGD, MeZOBCD, RAdaZO
 from zolab.tasks.base import Task
+from zolab.tasks.toy import Linear
 
 
 class BatchedLinear(Linear):

@@ -14,7 +14,7 @@ EXACTNESS = ["tests/rules/test_transcription.py",
              "tests/rules/test_generic.py::test_lr_zero_leaves_parameters_bitwise_unchanged",
              "tests/rules/test_generic.py::test_closure_that_raises_propagates_and_restores",
              "tests/rules/test_generic.py::test_resume_from_state_dict_is_bitwise",
-             "tests/test_perturb.py::test_module_mode_gives_the_numbers_of_copy_mode"]
+             "tests/engine/test_perturb.py::test_module_mode_gives_the_numbers_of_copy_mode"]
 
 
 def start(env_extra: dict, tests: list[str], *options: str) -> subprocess.Popen:

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from zolab import kernels
+from zolab.engine.ops import Eager, Traced, abs, maximum, minimum, sign, sqrt, where
 from zolab.kernels import program as P
-from zolab.ops import Eager, Traced, abs, maximum, minimum, sign, sqrt, where
 
 BACKENDS = ["c", "torch"]
 
@@ -110,7 +110,7 @@ def test_tracing_errors_name_the_problem():
         views.tracer.store("theta", h.lr * 2)
     with pytest.raises(TypeError, match="of scalars only"):
         sign(h.lr)
-    with pytest.raises(TypeError, match="numbers and zolab.ops values"):
+    with pytest.raises(TypeError, match="numbers and zolab.engine.ops values"):
         e.g + "x"
 
 

@@ -12,9 +12,9 @@ import yaml
 
 import zolab
 from tests.reliability._lab import final_state, quadratic_args, snapshot
-from zolab import sweep
-from zolab.cli import ConfigError, cli_main, main
-from zolab.rundir import AtomicCheckpointIO, RunLock
+from zolab.lab import sweep
+from zolab.lab.cli import ConfigError, cli_main, main
+from zolab.lab.rundir import AtomicCheckpointIO, RunLock
 from zolab.tasks.synthetic import Quadratic
 
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from tests.reliability._lab import quadratic_args, snapshot
-from zolab.cli import main
+from zolab.lab.cli import main
 from zolab.tasks.mnist import read_idx
 from zolab.tasks.text import COPADataModule, SST2DataModule, read_copa, read_sst2
 
@@ -79,7 +79,7 @@ def test_item10_n_test_above_the_test_split_is_refused(tmp_path):
 
 
 def test_item10_python_m_zolab_cli_sweep_exits_non_zero_when_a_run_failed(tmp_path, monkeypatch, capsys):
-    """`python -m zolab.cli sweep` ignored sweep's status and exited 0."""
+    """`python -m zolab.lab.cli sweep` ignored sweep's status and exited 0."""
     spec = tmp_path / "s.yaml"
     spec.write_text(yaml.safe_dump({
         "name": "s", "base": {"model": {"task": {"class_path": "zolab.tasks.synthetic.Quadratic",
@@ -87,9 +87,9 @@ def test_item10_python_m_zolab_cli_sweep_exits_non_zero_when_a_run_failed(tmp_pa
                               "data": {"class_path": "zolab.tasks.synthetic.SyntheticDataModule"}},
         "grid": {"model.optimizer.init_args.lr": [-1.0]}, "args": ["--trainer.max_steps=2"]}))
     monkeypatch.setattr(sys, "argv", ["zolab", "sweep", str(spec), "--root", str(tmp_path / "runs")])
-    monkeypatch.delitem(sys.modules, "zolab.cli")  # runpy executes a fresh copy as __main__
+    monkeypatch.delitem(sys.modules, "zolab.lab.cli")  # runpy executes a fresh copy as __main__
     with pytest.raises(SystemExit) as exit_:
-        runpy.run_module("zolab.cli", run_name="__main__")
+        runpy.run_module("zolab.lab.cli", run_name="__main__")
     assert exit_.value.code == 1
     assert "1 failed" in capsys.readouterr().out
 
@@ -167,7 +167,7 @@ def test_item10_seeds_outside_the_generators_range_are_refused(tmp_path, make, m
 ])
 def test_item11_a_strategy_that_would_diverge_is_refused_before_training(tmp_path, capsys, extra, strategy):
     """Trainer(strategy="ddp", devices=2) left the ranks with different parameters and no warning: any strategy
-    but zolab's is refused with more than one process, naming the one to use (tests/test_strategy.py runs it)."""
+    but zolab's is refused with more than one process, naming the one to use (tests/lab/test_strategy.py runs it)."""
     args = quadratic_args(tmp_path, "--trainer.accelerator=cpu", *extra)
     _fails_before_training(capsys, tmp_path, args,
                            rf"trainer\.strategy={strategy} \(DDPStrategy\) .* runs 2 processes, each of which would "
@@ -181,7 +181,7 @@ def test_item11_a_plain_trainer_with_ddp_is_refused_by_the_module(tmp_path, monk
     import lightning as L
 
     import zolab
-    from zolab.module import ZOModule
+    from zolab.lab.module import ZOModule
     from zolab.tasks.synthetic import Quadratic
 
     module = ZOModule(Quadratic(dim=4), optimizer=functools.partial(zolab.ZOSGD, lr=0.01))

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from tests.reliability._lab import quadratic_args, snapshot
-from zolab import sweep
-from zolab.cli import ConfigError, Interrupted, cli_main
+from zolab.lab import sweep
+from zolab.lab.cli import ConfigError, Interrupted, cli_main
 
 BAD_NAMES = ["../x", "..", ".", "a/b", "/tmp/abs", "../../victim"]
 

@@ -7,8 +7,8 @@ import torch
 
 import zolab
 from tests.reliability._lab import quadratic_args, snapshot
-from zolab.cli import ConfigError, cli_main
-from zolab.module import SUPPORTED_PRECISIONS
+from zolab.lab.cli import ConfigError, cli_main
+from zolab.lab.module import SUPPORTED_PRECISIONS
 
 RULE_CLASSES = {name: f"zolab.{cls.__name__}" for name, cls in sorted(zolab.RULES.items())}
 

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from paper_figures._tb import read_scalars
 from tests.reliability._lab import SST2, quadratic_args, sst2_config, sst2_texts, tiny_lm_folder
-from zolab.cli import Interrupted, cli_main
+from zolab.lab.cli import Interrupted, cli_main
 from zolab.tasks.base import ResumableLoader
 
 needs_data = pytest.mark.skipif(not SST2.is_dir(), reason="no ../shared/data")

@@ -22,8 +22,8 @@ from tests.reliability._lab import (
     tiny_lm_folder,
     zolab_process,
 )
-from zolab import sweep
-from zolab.rundir import checkpoint_files, read_checkpoint
+from zolab.lab import sweep
+from zolab.lab.rundir import checkpoint_files, read_checkpoint
 
 SLOW = "tests.reliability._lab.SlowQuadratic"  # a Quadratic whose steps take >= 2 ms: signals land mid-run
 
@@ -73,7 +73,7 @@ def test_item03_sigterm_on_zolab_fit_ends_with_status_143_and_a_checkpoint_that_
     assert "stopped by SIGTERM after step" in out and "Traceback" not in out
     saved = read_checkpoint(run_dir / "checkpoints" / "on_exception.ckpt")
     assert 50 <= saved["global_step"] < 600
-    from zolab.cli import cli_main
+    from zolab.lab.cli import cli_main
 
     resumed = cli_main([*args, f"--ckpt_path={run_dir / 'checkpoints' / 'on_exception.ckpt'}"])
     reference = cli_main(quadratic_args(tmp_path, f"--model.task={SLOW}", "--model.task.init_args.sleep=0",
@@ -171,7 +171,7 @@ def test_acceptance2_a_sweep_killed_by_sigterm_sigint_and_sigkill_resumes_bitwis
     for name in runs:
         assert yaml.safe_load((runs[name] / sweep.STATUS_FILE).read_text())["status"] == "done"
 
-    from zolab.cli import cli_main
+    from zolab.lab.cli import cli_main
 
     for name, config in (("sst2", sst2), ("synthetic", synthetic)):
         reference = cli_main(["fit", "--config", json.dumps(config), f"--trainer.default_root_dir={tmp_path / 'ref'}",

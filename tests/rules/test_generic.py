@@ -342,7 +342,7 @@ def test_schedules_drive_lr_and_betas():
     assert lrs[0] == 1e-2 and lrs[4] == 0.0 and lrs[5] == 0.0
     assert b1s[0] == pytest.approx(0.9) and b1s[4] == pytest.approx(0.5)
     sd = opt.state_dict()
-    assert all(not isinstance(v, zolab.schedules.Schedule) for g in sd["param_groups"] for v in g.values())
+    assert all(not isinstance(v, zolab.engine.schedules.Schedule) for g in sd["param_groups"] for v in g.values())
 
 
 def test_record_regenerates_the_estimate():
@@ -353,7 +353,7 @@ def test_record_regenerates_the_estimate():
     rec = opt.record
     assert rec.step == 1 and rec.num_queries == 3 and len(rec.seeds) == 3 and rec.names == ["W", "b"]
     sampler = zolab.Rademacher()
-    from zolab.directions import mix
+    from zolab.engine.directions import mix
 
     for i, (name, param) in enumerate(p.named_parameters()):
         manual = sum(pk * sampler.sample(mix(s, i), param) for s, pk in zip(rec.seeds, rec.projected_grads)) / 3
@@ -400,7 +400,7 @@ def test_fused_update_equals_the_eager_torch_update(rule, dtype):
     """One step of the rule's traced program on the C kernels equals ``rule.update`` called on torch tensors
     (θ − η·U, new state) with the same ĝ, state and hyper-parameters: the same operations, the same bits."""
     from zolab import kernels
-    from zolab.ops import Eager
+    from zolab.engine.ops import Eager
 
     torch.manual_seed(0)
     x = nn.Parameter(torch.randn(5000, dtype=dtype))

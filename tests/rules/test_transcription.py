@@ -12,10 +12,10 @@ import pytest
 import torch
 
 import zolab
-from zolab.blocks import select
-from zolab.directions import make_sampler, mix
+from zolab.engine.blocks import select
+from zolab.engine.directions import make_sampler, mix
+from zolab.engine.schedules import ThreePhase, value_at
 from zolab.rules.registry import REGISTRY, Dense, ref_adamu_direction
-from zolab.schedules import ThreePhase, value_at
 
 from ._problem import TinyProblem
 

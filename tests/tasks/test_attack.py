@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 import zolab
-from zolab.attack_runner import attack_once, summarize
-from zolab.module import ZOModule
+from zolab.lab.attack_runner import attack_once, summarize
+from zolab.lab.module import ZOModule
 from zolab.tasks.attack import MNISTAttack, attacked_image, margin_loss
 from zolab.tasks.synthetic import SyntheticDataModule
 

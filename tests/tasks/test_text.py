@@ -192,7 +192,7 @@ def test_bad_mode_and_loss_are_named(data):
 
 
 def test_zolab_fit_runs_the_lm_task_from_a_config(data, tmp_path):
-    from zolab.cli import cli_main
+    from zolab.lab.cli import cli_main
 
     tok = word_tokenizer(data[2])
     folder = tmp_path / "tiny"
@@ -243,7 +243,7 @@ def test_encoder_classifier_head_learns_and_encoder_stays_frozen(data):
 
 
 def test_model_loading_errors_name_the_path_or_package(tmp_path):
-    from zolab.models import load_causal_lm, package_folder
+    from zolab.tasks.models import load_causal_lm, package_folder
 
     with pytest.raises(FileNotFoundError, match="no config.json"):
         load_causal_lm(str(tmp_path))

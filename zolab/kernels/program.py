@@ -2,7 +2,7 @@
 
 A rule writes its maths as a function of element-wise values (``e.g``, ``e.theta``, its state ``e.m``, its
 noise ``e.noise(i)``) and scalars (``h.lr``, ``h.beta1``, ...) with Python operators and the functions of
-``zolab.ops`` (``sqrt``, ``sign``, ``maximum``, ``minimum``, ``where``). Called on torch tensors and floats it
+``zolab.engine.ops`` (``sqrt``, ``sign``, ``maximum``, ``minimum``, ``where``). Called on torch tensors and floats it
 *is* the plain-torch update; called on this module's symbols it records a ``Program``: a few element-wise
 instructions over named tensors, named scalars and random-draw slots. ``zolab.kernels.run`` executes a program
 in one pass over memory with the C library (CPU) or a Triton kernel generated from it (CUDA), drawing the random
@@ -107,7 +107,7 @@ class Tracer:
         if isinstance(x, Elem | Scalar):
             return x
         if isinstance(x, bool) or not isinstance(x, int | float):
-            raise TypeError(f"element-wise programs take numbers and zolab.ops values, got {type(x).__name__}")
+            raise TypeError(f"element-wise programs take numbers and zolab.engine.ops values, got {type(x).__name__}")
         return self.const(x)
 
     def _elem(self, node: Node) -> Elem:
@@ -162,7 +162,7 @@ class _Symbol:
         return self.tracer.apply("neg", self)
 
     def __bool__(self):
-        raise TypeError("a traced value has no truth value: use zolab.ops.where, or branch on a rule option")
+        raise TypeError("a traced value has no truth value: use zolab.engine.ops.where, or branch on a rule option")
 
 
 class Elem(_Symbol):

@@ -1,7 +1,7 @@
 """ZO-AdaMM as compared in R-AdaZO: Adam's moments on the ZO estimate (docs/algorithms.md §3.4)."""
 
-from zolab.checks import check_betas
-from zolab.ops import maximum, sqrt
+from zolab.engine.checks import check_betas
+from zolab.engine.ops import maximum, sqrt
 from zolab.rules.base import ZOOptimizer
 
 
@@ -27,6 +27,8 @@ class ZOAdaMM(ZOOptimizer):
     Args: lr (1e-3), mu (1e-3), betas ((0.9, 0.99)), eps ζ (1e-8), weight_decay (0), amsgrad (False),
     bias_correction (False), eps_inside_sqrt (False).
     """
+
+    label = "ZO-AdaMM"  # the name tables and figures print
 
     static_options = ("amsgrad", "bias_correction", "eps_inside_sqrt")
 

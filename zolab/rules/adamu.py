@@ -1,10 +1,10 @@
 """ZO-AdaMU: directions adapted by a momentum of past directions, with annealed weights (docs/algorithms.md §3.7)."""
 
-from zolab.checks import check_betas, check_range
-from zolab.directions import Gaussian
-from zolab.ops import sqrt
+from zolab.engine.checks import check_betas, check_range
+from zolab.engine.directions import Gaussian
+from zolab.engine.ops import sqrt
+from zolab.engine.schedules import adamu_schedules
 from zolab.rules.base import ZOOptimizer
-from zolab.schedules import adamu_schedules
 
 ROTATION_OFFSET = 1e-150  # keeps the rotation defined at a = b = 0 (see ZOAdaMU)
 
@@ -41,14 +41,16 @@ class ZOAdaMU(ZOOptimizer):
     (a is offset by 1e-150 in the rotation so that a = b = 0 gives ε₁ = w, ε₂ = −ξ; for any other a, b the
     offset is below float64 rounding.)
 
-    By default α, β1, β2 follow the three-phase annealing of eq. 7 (``zolab.schedules.adamu_schedules``) over
+    By default α, β1, β2 follow the three-phase annealing of eq. 7 (``zolab.engine.schedules.adamu_schedules``) over
     ``total_steps`` T, with T1 = 1024, T2 = ⌊0.8T⌋ and ``final="hold"``: the last phase-2 values, about
-    (α, β1, β2) = (0.0101, 0.131, 0.0100) at T = 20,000 (``python -c "from zolab.schedules import adamu_schedules;
+    (α, β1, β2) = (0.0101, 0.131, 0.0100) at T = 20,000 (``python -c "from zolab import adamu_schedules;
     print([s(20000) for s in adamu_schedules(20000)])"``). Pass floats or other schedules to ablate them.
 
     Args: lr (1e-3), mu (1e-3), alpha, betas (schedules or floats; default three-phase over ``total_steps``),
     eps (1e-8), weight_decay (0), total_steps, t1 (1024), t2 (⌊0.8T⌋), final ("hold").
     """
+
+    label = "ZO-AdaMU"  # the name tables and figures print
 
     static_options = ("total_steps",)
     directions_name = "adamu"

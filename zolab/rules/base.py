@@ -8,7 +8,7 @@ A rule = directions × estimator × update (docs/algorithms.md §1–§3). A ste
 
 A rule writes its maths once, as ``update(self, e, h)``: ``e`` the element view (``e.g`` the estimate ĝ,
 ``e.theta``, its state ``e.m``...), ``h`` the step's hyper-parameters (``h.lr``, ``h.beta1``...), with
-``zolab.ops``; it returns the direction U of θ ← θ(1 − ηλ) − ηU and its new state. That function is what runs:
+``zolab.engine.ops``; it returns the direction U of θ ← θ(1 − ηλ) − ηU and its new state. That function is what runs:
 traced into an element-wise program that the C library, a generated Triton kernel or torch ops execute in one
 pass (ĝ drawn on the fly from the seeds). Optional hooks: ``prepare(ref, state, est)`` (host-side scalars
 and counters, e.g. bias-correction factors), ``coefficients(ref, est)`` (ĝ's per-query coefficients, e.g.
@@ -16,7 +16,7 @@ signs of p_k), ``own_direction(e, h)`` (a rule that makes its own directions fro
 
 Randomness is a pure function of (``seed``, step t, block position, query k, tensor index), so a
 ``state_dict()`` round trip continues bitwise; the state also records the settings that fix the random stream
-and the maths (``zolab.resume``), and loading a state made with others is an error naming them.
+and the maths (``zolab.engine.resume``), and loading a state made with others is an error naming them.
 """
 
 from __future__ import annotations
@@ -25,16 +25,23 @@ import copy
 
 import torch
 
-from zolab import blocks as _blocks
-from zolab import resume
-from zolab.checks import check_betas, check_choice, check_int, check_range
-from zolab.directions import DirectionSampler, RuleDirections, SamplerDirections, compute_type, make_sampler
-from zolab.estimator import ESTIMATORS, SCALES, BlockEstimate, Estimator, ParamRef, Query
-from zolab.ops import hyper_values
-from zolab.perturb import PERTURB_MODES, ModulePerturbation, NotPerturbed, evaluate_copy, new_pool, owned_by_submodules
-from zolab.record import StepRecord
-from zolab.schedules import Schedule, value_at
-from zolab.update import Transaction, Updater, new_spares
+from zolab.engine import blocks as _blocks
+from zolab.engine import resume
+from zolab.engine.checks import check_betas, check_choice, check_int, check_range
+from zolab.engine.directions import DirectionSampler, RuleDirections, SamplerDirections, compute_type, make_sampler
+from zolab.engine.estimator import ESTIMATORS, SCALES, BlockEstimate, Estimator, ParamRef, Query
+from zolab.engine.ops import hyper_values
+from zolab.engine.perturb import (
+    PERTURB_MODES,
+    ModulePerturbation,
+    NotPerturbed,
+    evaluate_copy,
+    new_pool,
+    owned_by_submodules,
+)
+from zolab.engine.record import StepRecord
+from zolab.engine.schedules import Schedule, value_at
+from zolab.engine.update import Transaction, Updater, new_spares
 
 NONFINITE = ("raise", "skip", "ignore")
 WEIGHT_DECAY_MODES = ("decoupled", "coupled")
@@ -61,15 +68,15 @@ class ZOOptimizer(torch.optim.Optimizer):
     perturb: ``"auto"`` (default: ``"module"`` once ``bind(model)`` gave a model whose perturbed tensors all
         belong to submodules, else ``"copy"``), ``"copy"`` (every perturbed tensor built before the closure
         runs: one extra copy of them) or ``"module"`` (each built only while its module runs: about
-        inference memory; see ``zolab.perturb``). ``chunk_numel``: the largest ``nn.Linear`` weight built
+        inference memory; see ``zolab.engine.perturb``). ``chunk_numel``: the largest ``nn.Linear`` weight built
         whole in module mode (larger ones are computed in row chunks).
     rng: ``"counter"`` (default: z a pure function of (key, element), fused one-pass kernels, the same
-        numbers on CPU and GPU) or ``"torch"`` (a ``torch.Generator`` per tensor); see ``zolab.directions``.
+        numbers on CPU and GPU) or ``"torch"`` (a ``torch.Generator`` per tensor); see ``zolab.engine.directions``.
     nonfinite: ``"raise"`` (error naming the step and losses), ``"skip"`` (no update, counted) or
         ``"ignore"`` (no check, as MeZO's code: a non-finite loss reaches the parameters). The check reads
         the losses on the host, so on CUDA "raise" and "skip" cost one synchronisation a step; with
         "ignore" a step never waits for the device.
-    blocks: None (all at once), ``"module"``, ``"tensor"``, an int, or name regexes (see ``zolab.blocks``).
+    blocks: None (all at once), ``"module"``, ``"tensor"``, an int, or name regexes (see ``zolab.engine.blocks``).
     block_selection: ``"cyclic"``, ``"permutation"`` or ``"uniform"``.
     blocks_per_step: 1 (block-coordinate) or ``"all"`` (every block in model order, each estimated then
         updated, as ZO-Bench's block-wise ZO). A step of several blocks is atomic: it writes into spare
@@ -83,6 +90,7 @@ class ZOOptimizer(torch.optim.Optimizer):
     processes by ``grad_estimator.shard_sum`` (e.g. ``torch.distributed.all_reduce``).
     """
 
+    label = ""  # the rule's display name in tables and figures (e.g. "ZO-SGD"); the class name when empty
     static_options: tuple[str, ...] = ()  # a rule's own options that fix its maths (saved and checked on load)
     directions_name = "custom"  # the record's name for a rule's own directions (``own_direction``)
 
@@ -289,7 +297,7 @@ class ZOOptimizer(torch.optim.Optimizer):
 
     def load_state_dict(self, state_dict, overrides=None):
         """torch's ``load_state_dict``, plus the ZO counters, after checking that the state was made with this
-        optimizer's settings (``zolab.resume``). ``overrides`` (default ``self.resume_overrides``): group
+        optimizer's settings (``zolab.engine.resume``). ``overrides`` (default ``self.resume_overrides``): group
         hyper-parameters (e.g. ``("lr",)``) that keep this optimizer's values instead of the saved ones."""
         state_dict = dict(state_dict)
         zo = state_dict.pop("zo", None)

@@ -2,7 +2,7 @@
 
 import torch
 
-from zolab.checks import check_choice, check_range
+from zolab.engine.checks import check_choice, check_range
 from zolab.rules.base import ZOOptimizer
 
 SCOPES = ("global", "group", "block")
@@ -25,6 +25,8 @@ class MEAZO(ZOOptimizer):
     Args: lr (1e-3), mu (1e-3), beta (0.99), eps (1e-8), weight_decay (0), scope ("global"),
     v_stat ("sq_mean"); Gaussian central estimator.
     """
+
+    label = "MEAZO"  # the name tables and figures print
 
     static_options = ("scope", "v_stat")
 

@@ -21,6 +21,8 @@ class MeZOBCD(ZOSGD):
     Args: lr (1e-3), mu (1e-3), weight_decay (0), blocks ("module"), block_selection ("permutation").
     """
 
+    label = "MeZO-BCD"  # the name tables and figures print
+
     def __init__(self, params, lr=1e-3, mu=1e-3, weight_decay=0.0, blocks="module",
                  block_selection="permutation", **options):
         super().__init__(params, lr=lr, mu=mu, weight_decay=weight_decay, blocks=blocks,

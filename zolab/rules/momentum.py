@@ -1,6 +1,6 @@
 """ZO-SGD with momentum, ZO-Bench's ZO-SGD-MMT (docs/algorithms.md §3.2)."""
 
-from zolab.checks import check_range
+from zolab.engine.checks import check_range
 from zolab.rules.base import ZOOptimizer
 
 
@@ -15,6 +15,8 @@ class ZOSGDMomentum(ZOOptimizer):
 
     Args: lr (1e-3), mu (1e-3), momentum γ (0.9), weight_decay (0); Gaussian central estimator.
     """
+
+    label = "ZO-SGD-MMT"  # the name tables and figures print
 
     def __init__(self, params, lr=1e-3, mu=1e-3, momentum=0.9, weight_decay=0.0, **options):
         options.setdefault("estimator", "central")

@@ -1,7 +1,7 @@
 """R-AdaZO: Adam-type ZO with the second moment refined from the first (docs/algorithms.md §3.6)."""
 
-from zolab.checks import check_betas, check_int
-from zolab.ops import where
+from zolab.engine.checks import check_betas, check_int
+from zolab.engine.ops import where
 from zolab.rules.adamm import denominator
 from zolab.rules.base import ZOOptimizer
 
@@ -33,6 +33,8 @@ class RAdaZO(ZOOptimizer):
         for _ in range(500):
             opt.step(lambda: 0.5 * x.square().sum())
     """
+
+    label = "R-AdaZO"  # the name tables and figures print
 
     static_options = ("v_warmup_steps", "eps_inside_sqrt")
 

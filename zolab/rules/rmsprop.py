@@ -1,6 +1,6 @@
 """ZO-RMSProp, R-AdaZO's baseline: RMSProp on the ZO estimate (docs/algorithms.md §3.5)."""
 
-from zolab.checks import check_range
+from zolab.engine.checks import check_range
 from zolab.rules.adamm import denominator
 from zolab.rules.base import ZOOptimizer
 
@@ -16,6 +16,8 @@ class ZORMSProp(ZOOptimizer):
 
     Args: lr (1e-3), mu (1e-3), beta (0.99), eps (1e-8), weight_decay (0), eps_inside_sqrt (False).
     """
+
+    label = "ZO-RMSProp"  # the name tables and figures print
 
     static_options = ("eps_inside_sqrt",)
 

@@ -1,7 +1,7 @@
 """ZO-signSGD: the sign of the ZO estimate (docs/algorithms.md §3.3)."""
 
-from zolab.checks import check_choice
-from zolab.ops import sign
+from zolab.engine.checks import check_choice
+from zolab.engine.ops import sign
 from zolab.rules.base import ZOOptimizer
 
 SIGN_OF = ("vector", "scalar")
@@ -19,6 +19,8 @@ class ZOSignSGD(ZOOptimizer):
 
     Args: lr (1e-3), mu (1e-3), weight_decay (0), sign_of ("vector" | "scalar").
     """
+
+    label = "ZO-signSGD"  # the name tables and figures print
 
     static_options = ("sign_of",)
 

@@ -21,6 +21,8 @@ class ZOSGD(ZOOptimizer):
         loss = opt.step(lambda: loss_fn(model(x), y))
     """
 
+    label = "ZO-SGD"  # the name tables and figures print
+
     def __init__(self, params, lr=1e-3, mu=1e-3, weight_decay=0.0, **options):
         options.setdefault("estimator", "central")
         options.setdefault("directions", "gaussian")

@@ -12,7 +12,7 @@ The attack succeeds when t is the arg-max of s (then L < 0). The network is a bl
 only sees L's values (its weights are frozen buffers of this task, never perturbed). ``done()`` reports
 success, so a ``zolab fit`` run stops there (``ZOModule`` skips the remaining batches).
 
-Example (one victim through Lightning; ``zolab.attack_runner`` loops over victims × seeds × rules)::
+Example (one victim through Lightning; ``zolab.lab.attack_runner`` loops over victims × seeds × rules)::
 
     zolab fit --config experiments/attack/radazo.yaml
 """

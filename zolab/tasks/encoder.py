@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.functional.classification import multiclass_accuracy
 
-from zolab.models import ATTENTIONS, MINILM, load_encoder
 from zolab.tasks.base import Task
+from zolab.tasks.models import ATTENTIONS, MINILM, load_encoder
 from zolab.tasks.text import PromptExample
 
 MODES = ("head", "full", "lora")

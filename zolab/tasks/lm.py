@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.functional.classification import multiclass_accuracy
 
-from zolab.models import SMOLLM2, load_causal_lm
 from zolab.tasks.base import Task
+from zolab.tasks.models import SMOLLM2, load_causal_lm
 from zolab.tasks.text import LOSSES, PromptExample
 
 MODES = ("full", "lora", "prefix")

@@ -1,0 +1,59 @@
+import pytest
+
+from zolab.engine.blocks import module_block, partition, select
+
+LLAMA = [
+    "model.embed_tokens.weight",
+    "model.layers.0.self_attn.q_proj.weight",
+    "model.layers.0.mlp.up_proj.weight",
+    "model.layers.0.input_layernorm.weight",
+    "model.layers.1.self_attn.q_proj.weight",
+    "model.norm.weight",
+    "lm_head.weight",
+]
+
+
+def test_module_blocks_follow_the_transformer_layout():
+    blocks = partition(LLAMA, [1] * len(LLAMA), "module")
+    assert [b for b, _ in blocks] == ["embeddings", "model.layers.0", "model.layers.1", "model.norm", "lm_head"]
+    assert blocks[1][1] == [1, 2, 3]
+    assert module_block("model.decoder.embed_positions.weight") == "embeddings"
+    assert module_block("model.decoder.final_layer_norm.bias") == "model.decoder.final_layer_norm"
+
+
+def test_equal_blocks_and_regexes():
+    blocks = partition(["a", "b", "c", "d"], [10, 10, 10, 10], 2)
+    assert [idx for _, idx in blocks] == [[0, 1], [2, 3]]
+    assert sorted(i for _, idx in partition(LLAMA, [5, 1, 9, 1, 3, 1, 7], 3) for i in idx) == list(range(7))
+    blocks = partition(LLAMA, [1] * 7, [r"layers\.0", r"layers\.1", r"embed|model\.norm|head"])
+    assert [idx for _, idx in blocks] == [[1, 2, 3], [4], [0, 5, 6]]
+
+
+@pytest.mark.parametrize(
+    "spec,match",
+    [
+        ([r"layers"], "matches none"),
+        ([r"layers", r"q_proj", r"embed|model\.norm|head"], "several regexes"),
+        ([r"layers", r"embed|model\.norm|head", r"nothing"], "match no trainable"),
+        (0, "equal blocks"),
+        ("layers", "unknown"),
+        (2.5, "not understood"),
+    ],
+)
+def test_bad_block_specs(spec, match):
+    with pytest.raises(ValueError, match=match):
+        partition(LLAMA, [1] * 7, spec)
+
+
+def test_selections():
+    n = 5
+    assert [select(t, n, "cyclic", 0) for t in range(1, 8)] == [0, 1, 2, 3, 4, 0, 1]
+    for epoch in range(3):
+        order = [select(epoch * n + t, n, "permutation", 3) for t in range(1, n + 1)]
+        assert sorted(order) == list(range(n))  # each block once per epoch
+    assert [select(t, n, "permutation", 3) for t in range(1, 6)] != [select(t, n, "permutation", 3) for t in
+                                                                    range(6, 11)]
+    draws = [select(t, n, "uniform", 1) for t in range(1, 2001)]
+    assert all(abs(draws.count(b) / 2000 - 0.2) < 0.05 for b in range(n))
+    with pytest.raises(ValueError, match="block_selection"):
+        select(1, n, "greedy", 0)

@@ -1,0 +1,106 @@
+"""Blocks of parameters for block-coordinate ZO (MeZO-BCD, docs/algorithms.md §3.9) and their selection.
+
+A block is a list of tensor positions (indices into the optimizer's flattened parameter list). Any rule
+can run block-wise: the optimizer perturbs and updates only the active block(s) of a step.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Sequence
+
+from zolab.engine.directions import mix
+
+SELECTIONS = ("cyclic", "permutation", "uniform")
+_EMBEDDING_HINTS = ("embed", "wte", "wpe", "word_embeddings", "position_embeddings", "shared")
+
+
+def module_block(name: str) -> str:
+    """Block key of a parameter name: its transformer layer, the embeddings, or its own top-level module.
+
+    ``model.layers.3.mlp.up_proj.weight`` -> ``model.layers.3``; ``model.embed_tokens.weight`` ->
+    ``embeddings``; ``model.norm.weight`` -> ``model.norm``; ``x`` -> ``x``. A tied head is not listed
+    separately by ``named_parameters()``, so it stays with the embedding block.
+    """
+    parts = name.split(".")
+    for i, part in enumerate(parts):
+        if part.isdigit():
+            return ".".join(parts[: i + 1])
+    if any(h in p for p in parts[:-1] or parts for h in _EMBEDDING_HINTS):
+        return "embeddings"
+    return ".".join(parts[:-1]) or parts[0]
+
+
+def partition(names: Sequence[str], numels: Sequence[int], spec) -> list[tuple[str, list[int]]]:
+    """Split tensors into ordered, disjoint, covering blocks.
+
+    ``spec``: ``None`` (one block), ``"module"``, ``"tensor"`` (one block per tensor), an int n (n blocks of
+    consecutive tensors with near-equal element counts), or a list of name regexes (block i holds the
+    tensors whose name matches regex i; every tensor must match exactly one).
+    """
+    n = len(names)
+    if spec is None:
+        return [("all", list(range(n)))]
+    if spec == "tensor":
+        return [(names[i], [i]) for i in range(n)]
+    if spec == "module":
+        keyed: dict[str, list[int]] = {}
+        for i, name in enumerate(names):
+            keyed.setdefault(module_block(name), []).append(i)
+        return list(keyed.items())
+    if isinstance(spec, bool) or not isinstance(spec, (int, str, list, tuple)):
+        raise ValueError(f"blocks={spec!r} not understood; allowed: None, 'module', 'tensor', an int, regexes")
+    if isinstance(spec, int):
+        if not 1 <= spec <= n:
+            raise ValueError(f"blocks={spec}: the number of equal blocks must be in [1, {n}] (tensor count)")
+        total, out, acc = sum(numels), [], 0
+        for i in range(n):
+            middle = acc + numels[i] / 2
+            acc += numels[i]
+            j = min(spec - 1, int(middle * spec / total))  # the block its middle falls in
+            j = max(j, len(out) - 1, spec - (n - i))  # monotone, and leave a tensor for each later block
+            j = min(j, len(out))  # no empty block in between
+            if j == len(out):
+                out.append((f"block{j}", []))
+            out[j][1].append(i)
+        return out
+    if isinstance(spec, str):
+        raise ValueError(f"blocks={spec!r} unknown; allowed: None, 'module', 'tensor', an int, a list of regexes")
+    if not spec or not all(isinstance(p, str) for p in spec):
+        raise ValueError(f"blocks={spec!r}: a list of regexes must be non-empty strings")
+    patterns = []
+    for p in spec:
+        try:
+            patterns.append(re.compile(p))
+        except re.error as err:
+            raise ValueError(f"blocks: regex {p!r} is invalid ({err}); allowed: Python regular expressions") from None
+    blocks: list[tuple[str, list[int]]] = [(p.pattern, []) for p in patterns]
+    for i, name in enumerate(names):
+        hits = [j for j, p in enumerate(patterns) if p.search(name)]
+        if not hits:
+            raise ValueError(f"blocks: parameter {name!r} matches none of the regexes {list(spec)}")
+        if len(hits) > 1:
+            raise ValueError(
+                f"blocks: parameter {name!r} matches several regexes {[spec[j] for j in hits]}; "
+                "each parameter must belong to exactly one block"
+            )
+        blocks[hits[0]][1].append(i)
+    empty = [b for b, idx in blocks if not idx]
+    if empty:
+        raise ValueError(f"blocks: the regexes {empty} match no trainable parameter")
+    return blocks
+
+
+def select(t: int, num_blocks: int, selection: str, seed: int) -> int:
+    """The block of step t (1-based): a pure function of (t, seed), so resumed runs continue exactly."""
+    if selection == "cyclic":
+        return (t - 1) % num_blocks
+    if selection == "permutation":
+        epoch, pos = divmod(t - 1, num_blocks)
+        order = list(range(num_blocks))
+        random.Random(mix(seed, 0xB10C, epoch)).shuffle(order)
+        return order[pos]
+    if selection == "uniform":
+        return random.Random(mix(seed, 0x0F1D, t)).randrange(num_blocks)
+    raise ValueError(f"unknown block_selection {selection!r}; allowed: {list(SELECTIONS)}")
