@@ -35,7 +35,7 @@ A second table gives the floors the definitions set, from the products each prob
 alone (best of 20) and divided by the time of the steps they go with (the ``none`` arm's time per step):
 
 - SecondMomentError needs ∇F at every step: the cheapest way zolab has, one batched call for 100 points
-  (``diagnostics.probe.gradients_at``), per point;
+  (``diagnostics.gradients.gradients_at``), per point;
 - HessianSpectrum needs, per call, ARPACK's first Lanczos pass for the top 5 (2·5 + 1 = 11 sequential
   products) and for ‖H‖_op (6), and the 20 Hutchinson products (one batched call): its time over 100 steps.
 
@@ -63,8 +63,9 @@ import torch  # noqa: E402
 from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
 
 import diagnostics as D  # noqa: E402
+from diagnostics.gradients import gradients_at  # noqa: E402
 from diagnostics.linalg import HessianOperator  # noqa: E402
-from diagnostics.probe import context, gradients_at  # noqa: E402
+from diagnostics.probe import context  # noqa: E402
 from zolab import ZOSGD, RAdaZO  # noqa: E402
 from zolab.lab.module import ZOModule  # noqa: E402
 from zolab.tasks.synthetic import Quadratic, SyntheticDataModule  # noqa: E402

@@ -16,7 +16,9 @@ R2 says cos_m > cos_g, rising with β1 with a small drop at very high β1.
 
 from __future__ import annotations
 
-from diagnostics.probe import Probe, cosine, cosine_from_sums, gradient_sq, sq_sum_and_dot, step_gradient, trainable
+from diagnostics.gradients import trainable
+from diagnostics.probe import Probe, gradient_sq, step_gradient
+from diagnostics.reductions import cosine, cosine_from_sums, sq_sum_and_dot
 
 MOMENT_KEYS = ("m", "momentum_buffer")
 

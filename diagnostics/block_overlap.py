@@ -25,8 +25,10 @@ from __future__ import annotations
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
+from diagnostics.gradients import trainable
+from diagnostics.guards import untouched
 from diagnostics.linalg import HessianOperator, exact_hessian, hutchinson_diagonal
-from diagnostics.probe import Probe, gradient_sq, trainable, untouched
+from diagnostics.probe import Probe, gradient_sq
 from zolab.engine.directions import mix
 
 

@@ -11,7 +11,7 @@ At θ_{t−1} on batch ξ_t, before step t, for the whole model or the tensors w
   Rademacher vectors (the probe's own generator), and the two ranks they give (``effective_rank``,
   ``stable_rank``); the positive-part and entropy ranks need the whole spectrum and are not logged.
 
-Every product is a double backward (``diagnostics.linalg.HessianOperator``) under ``probe.untouched``,
+Every product is a double backward (``diagnostics.linalg.HessianOperator``) under ``guards.untouched``,
 so the run is unchanged. Cost: d products (exact) or ``num_samples`` + Lanczos's products.
 """
 
@@ -21,6 +21,8 @@ import re
 
 import torch
 
+from diagnostics.gradients import trainable
+from diagnostics.guards import untouched
 from diagnostics.linalg import (
     HessianOperator,
     effective_rank,
@@ -30,7 +32,7 @@ from diagnostics.linalg import (
     spectrum_summary,
     stable_rank,
 )
-from diagnostics.probe import Probe, trainable, untouched
+from diagnostics.probe import Probe
 from zolab.engine.directions import mix
 
 METHODS = ("auto", "exact", "stochastic")

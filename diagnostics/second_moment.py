@@ -17,7 +17,7 @@ Cost and schedule: v* and v^conv are exponential averages over every step, so th
 at **every** step; ``every_n_steps`` only sets how often it logs. ĝ_t (regenerated from the record) feeds
 v^conv at once. ∇F_t is computed in windows: each step stores θ_{t−1} (and keeps its batch), and at a
 logging step, when ``window`` points are stored, at a checkpoint and at the end of training, the stored
-points' gradients come from one batched call (``probe.gradients_at``: the task's ``batched_loss`` for the
+points' gradients come from one batched call (``gradients.gradients_at``: the task's ``batched_loss`` for the
 synthetic functions, ``torch.func.vmap`` otherwise) and v* takes them in order, as a backward at each step
 would give it. A loss vmap cannot batch (``.item()``, data-dependent control flow, batches of unequal
 shapes) falls back, with a warning, to one backward a step. The window assumes the loss at a stored θ and
@@ -33,14 +33,9 @@ from __future__ import annotations
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
-from diagnostics.probe import (
-    Probe,
-    gradient_at,
-    gradients_at,
-    sq_norm,
-    step_gradient,
-    trainable,
-)
+from diagnostics.gradients import gradient_at, gradients_at, trainable
+from diagnostics.probe import Probe, step_gradient
+from diagnostics.reductions import sq_norm
 
 
 def rule_beta2(group: dict) -> float | None:

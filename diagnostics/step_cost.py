@@ -19,7 +19,8 @@ import time
 
 import torch
 
-from diagnostics.probe import Probe, context, trainable
+from diagnostics.gradients import trainable
+from diagnostics.probe import Probe, context
 
 try:
     import resource

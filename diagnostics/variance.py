@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import torch
 
-from diagnostics.probe import Probe, gradient_sq, parameters_at, sq_sum, sq_sum_and_dot, untouched
+from diagnostics.guards import parameters_at, untouched
+from diagnostics.probe import Probe, gradient_sq
+from diagnostics.reductions import sq_sum, sq_sum_and_dot
 from zolab import kernels
 from zolab.engine.directions import mix
 
@@ -101,7 +103,7 @@ class EstimatorVariance(Probe):
     @staticmethod
     def _loss_at(pl_module, batch, refs, us, sign: float, scratch) -> torch.Tensor:
         """f(θ + sign·μ_g·u), the point built in ``scratch`` (one buffer per tensor, reused by every point of
-        the call), with θ bitwise restored (``probe.parameters_at``)."""
+        the call), with θ bitwise restored (``guards.parameters_at``)."""
         points = [(r.param, torch.add(r.param.data, u, alpha=sign * r.group["mu"], out=buf))
                   for r, u, buf in zip(refs, us, scratch)]
         with parameters_at(points):

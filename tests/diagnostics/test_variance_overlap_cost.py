@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 import diagnostics as D
-from diagnostics.probe import Probe, untouched
+from diagnostics.guards import untouched
+from diagnostics.probe import Probe
 from diagnostics.variance import variance_theory
 from tests.diagnostics._helpers import TinyNet, fit
 from zolab import ZOSGD, MeZOBCD, RAdaZO
