@@ -51,6 +51,22 @@ def test_variance_matches_theory_on_a_linear_function(rule, options, task):
                                                         options["num_queries"]))
 
 
+@pytest.mark.parametrize("rule, options", [
+    (ZOSGD, dict(num_queries=3, estimator="forward")),
+    (RAdaZO, dict(num_queries=1)),  # sphere: rows normalised in the batched path, norms per query otherwise
+])
+def test_batched_and_point_by_point_paths_measure_the_same_estimates(rule, options):
+    """One estimator, the probe's own seeds: the one-call path (``batched_loss``) and the point-by-point path
+    draw the same directions and losses, so they measure the same numbers."""
+    metrics = []
+    for task in (Linear, BatchedLinear):
+        probe = D.EstimatorVariance(every_n_steps=100, num_samples=8, seed=5)
+        fit(task(dim=40, seed=1), rule, [probe], steps=1, lr=1e-3, mu=1e-2, **options)
+        metrics.append(probe.last_metrics)
+    for key in ("measured", "measured_jvp"):
+        assert metrics[1][key] == pytest.approx(metrics[0][key], rel=1e-9)
+
+
 def test_block_restricted_gaussian_theory():
     """MeZO-BCD: ‖∇_{B^c}F‖² + (|B| + 1)‖∇_B F‖²/K, with exact JVPs on a nonlinear net. 2,400 samples: the
     measured ratio's spread over probe seeds is about 0.025 (0.05 at 600), so 10% is four of them."""
@@ -61,21 +77,23 @@ def test_block_restricted_gaussian_theory():
 
 
 class RecordingVariance(D.EstimatorVariance):
-    """EstimatorVariance that keeps every direction and finite difference it used (query-by-query path)."""
+    """EstimatorVariance that keeps every direction and loss of the estimates it drew (query-by-query path):
+    its queries' seeds and directions, the ± losses in query order, and f(θ) (forward differences)."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self.directions, self.losses = [], []
+        self.directions, self.losses, self.f0, self.seeds = [], [], [], []
 
-    def _directions(self, law, refs, t):
-        us = super()._directions(law, refs, t)
-        self.directions.append([u.clone() for u in us])
-        return us
-
-    def _loss_at(self, pl_module, batch, refs, us, sign, scratch):
-        loss = super()._loss_at(pl_module, batch, refs, us, sign, scratch)
-        self.losses.append(float(loss))
-        return loss
+    def _estimate(self, pl_module, batch, estimator, position, block, refs, t, batched):
+        est = super()._estimate(pl_module, batch, estimator, position, block, refs, t, batched)
+        opt = pl_module.zo_optimizer
+        self.directions += [[opt.direction(r, q) for r in est.refs] for q in est.queries]
+        self.seeds += est.seeds
+        losses = [float(x) for x in est.losses]
+        if estimator.difference == "forward":
+            self.f0.append(losses.pop(0))
+        self.losses += losses
+        return est
 
 
 class KeepGradient(Probe):
@@ -124,6 +142,8 @@ def test_variance_is_the_mean_squared_error_of_its_own_estimates(rule, options):
         err += sum(float((est[n] - g).square().sum()) for n, g in grad.items())
         err_jvp += sum(float((est_jvp[n] - g).square().sum()) for n, g in grad.items())
     assert next(losses, None) is None and len(probe.directions) == samples * K
+    assert probe.f0 == ([] if central else [keep.loss])  # f(θ) once for all samples
+    assert len(set(probe.seeds)) == samples * K and not set(probe.seeds) & set(opt.record.seeds)  # its own
     assert probe.last_metrics["measured"] == pytest.approx(err / samples + rest, rel=1e-6)
     assert probe.last_metrics["measured_jvp"] == pytest.approx(err_jvp / samples + rest, rel=1e-6)
 
