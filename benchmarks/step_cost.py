@@ -1,25 +1,32 @@
-"""What a ZO step costs next to its forward passes, on a randomly initialised language model.
+"""What a ZO step costs next to its forward passes, as ratios taken inside each round, on a random language model.
 
     python benchmarks/step_cost.py --device cpu                      # SmolLM2-135M shape, fp32, 8 x 128
     python benchmarks/step_cost.py --device cuda --model opt-1.3b --dtype float16 --batch 16 --seq 256
     python benchmarks/step_cost.py --device cpu --model minilm --batch 16 --seq 32 --threads 1 --steps 10
                                     # MiniLM-L6 + head, full fine-tuning of SST-2 batches (issue 16)
+    python benchmarks/step_cost.py --model tiny-llama --steps 2 --memory-repeats 1 --json out.json  # a smoke run
 
-Times, in one run: two forward passes alone; a MeZO-pattern step written here (re-seed, then
-``torch.normal`` and an in-place add per tensor: +μz, −2μz, +μz, update; Malladi et al. 2023); and
-zolab's steps (``perturb="module"``, the counter rng's fused kernels). Every method is warmed up once,
-then the methods take turns, one step each, ``--steps`` rounds, so that drift of the machine falls on all
-of them alike; the table gives the median. Memory: each method runs in fresh processes of its own
-(``--memory-of``, ``--memory-repeats`` of them, median), two steps each, and reports its peak against the
-same for the two forwards (inference):
-``torch.cuda.max_memory_allocated`` on CUDA; on CPU the process's peak resident memory (VmHWM), which
-includes the interpreter and libraries, so the ratio understates the difference; the "extra MB"
-column gives it directly. No weights are downloaded: models are built from configs.
+Methods: two forward passes alone; a MeZO-pattern step written here (re-seed, then ``torch.normal`` and an
+in-place add per tensor: +μz, −2μz, +μz, update; Malladi et al. 2023); and every rule registered in
+``zolab.rules.RULES`` (a rule added there appears here), each with its default ``perturb`` (module mode once
+bound to the model: the "perturb" column), plus ``zo_sgd:copy`` (ZO-SGD in copy mode). Every method is
+warmed up once, then the methods take turns, one step each, ``--steps`` rounds. The machine's speed drifts
+between rounds more than the methods differ, so each method's time is divided by the two forwards' time of
+the same round, and by its own forwards' (the step's forwards, ``opt.zo["forwards"]`` over the step, at the
+two forwards' time per forward); the table gives the median and [min, max] of these per-round ratios.
+
+Memory, ``--memory-repeats`` repeats; in each, the two forwards and every method run two steps in fresh
+processes, and each method's peak is divided by the same repeat's inference (two forwards) peak: median and
+[min, max]. CUDA: ``torch.cuda.max_memory_allocated``, one process per repeat running the methods one after
+another, statistics reset between them; CPU: the process's peak resident memory (VmHWM), one process per
+method and repeat. VmHWM includes the interpreter and libraries, so the ratio understates the difference;
+"extra MB" (median) gives it directly. No weights are downloaded: models are built from configs.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import subprocess
@@ -29,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-import zolab
+from zolab.rules import REGISTRY, RULES
 
 MODELS = {
     "smollm2-135m": dict(
@@ -44,7 +51,34 @@ MODELS = {
     # eager attention as there), no pooler: 22.6M numbers
     "minilm": dict(kind="bert", vocab_size=30522, hidden_size=384, intermediate_size=1536, num_hidden_layers=6,
                    num_attention_heads=12, max_position_embeddings=512, attn_implementation="eager"),
+    # a two-layer Llama for smoke runs and tests (its numbers measure nothing)
+    "tiny-llama": dict(kind="llama", vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256),
 }
+
+FORWARDS, MEZO = "two forwards", "MeZO pattern"  # the reference rows
+# Arguments a rule needs beyond lr and mu: this table, else its registry entry's (the arguments every test
+# passes, e.g. ZO-AdaMU's total_steps), so a newly registered rule runs without an edit here.
+BENCH_KWARGS = {"zo_adamu": dict(total_steps=100, t1=1)}
+VARIANTS = {"zo_sgd:copy": ("zo_sgd", dict(perturb="copy"))}  # name -> (rule, extra arguments)
+
+
+def rule_names() -> list[str]:
+    """Every registered rule, then the variants."""
+    return [*RULES, *VARIANTS]
+
+
+def rule_kwargs(name: str) -> tuple[str, dict]:
+    key, extra = VARIANTS.get(name, (name, {}))
+    return key, {**BENCH_KWARGS.get(key, REGISTRY[key].kwargs), "lr": 1e-6, "mu": 1e-3, **extra}
+
+
+def label(name: str) -> str:
+    if name in (FORWARDS, MEZO):
+        return name
+    key, extra = VARIANTS.get(name, (name, {}))
+    cls = RULES[key]
+    return f"zolab {cls.label or cls.__name__}" + "".join(f" ({v})" for v in extra.values())
 
 
 class EncoderHead(torch.nn.Module):
@@ -102,15 +136,35 @@ def mezo_step(params, closure, lr=1e-6, eps=1e-3, seed=0):
     return (l1 + l2) / 2
 
 
-MODULE = dict(perturb="module")  # each perturbed tensor built only while its module runs
-ZOLAB_RULES = {
-    "zolab ZO-SGD": lambda named: zolab.ZOSGD(named, lr=1e-6, mu=1e-3, **MODULE),
-    "zolab ZO-SGD (copy)": lambda named: zolab.ZOSGD(named, lr=1e-6, mu=1e-3),
-    "zolab R-AdaZO": lambda named: zolab.RAdaZO(named, lr=1e-6, mu=1e-3, **MODULE),
-    "zolab ZO-AdaMU": lambda named: zolab.ZOAdaMU(named, lr=1e-6, mu=1e-3, total_steps=100, t1=1, **MODULE),
-    "zolab MEAZO": lambda named: zolab.MEAZO(named, lr=1e-6, mu=1e-3, **MODULE),
-    "zolab MeZO-BCD": lambda named: zolab.MeZOBCD(named, lr=1e-6, mu=1e-3, **MODULE),
-}
+class Reference:
+    """A reference step of two forwards: the forwards alone, or the MeZO pattern."""
+
+    mode = "-"
+
+    def __init__(self, fn):
+        self.fn, self.forwards = fn, 0
+
+    def step(self):
+        self.fn()
+        self.forwards += 2
+
+
+class Rule:
+    """A zolab rule's step; its forwards are the optimizer's count."""
+
+    def __init__(self, opt, closure):
+        self.opt, self.closure = opt, closure
+
+    def step(self):
+        self.opt.step(self.closure)
+
+    @property
+    def forwards(self) -> int:
+        return self.opt.zo["forwards"]
+
+    @property
+    def mode(self) -> str:
+        return self.opt.perturb_mode
 
 
 def peak_bytes(cuda: bool) -> float:
@@ -123,16 +177,15 @@ def peak_bytes(cuda: bool) -> float:
 
 
 def build_methods(args, rules):
-    """name -> a function that builds the method (its optimizer) and returns its one-step function."""
+    """name -> a function that builds the method (its optimizer) and returns it (``step()``, ``forwards``)."""
     torch.set_num_threads(args.threads)
     model = build_model(args.model, getattr(torch, args.dtype), args.device)
     gen = torch.Generator().manual_seed(0)
     vocab = (model.encoder if isinstance(model, EncoderHead) else model).config.vocab_size
     ids = torch.randint(0, vocab, (args.batch, args.seq), generator=gen).to(args.device)
+    labels = torch.randint(0, 2, (args.batch,), generator=gen).to(args.device)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     params = [p for _, p in named]
-
-    labels = torch.randint(0, 2, (args.batch,), generator=gen).to(args.device)
 
     @torch.no_grad()
     def closure():
@@ -144,24 +197,129 @@ def build_methods(args, rules):
         closure()
         return closure()
 
-    def rule_step(rule):
-        opt = ZOLAB_RULES[rule](named).bind(model)
-        return lambda: opt.step(closure)
+    def rule(name):
+        key, kwargs = rule_kwargs(name)
+        return Rule(RULES[key](named, **kwargs).bind(model), closure)
 
-    methods = {"two forwards": lambda: two_forwards, "MeZO pattern": lambda: lambda: mezo_step(params, closure)}
-    for rule in rules:
-        methods[rule] = lambda rule=rule: rule_step(rule)
+    methods = {FORWARDS: lambda: Reference(two_forwards), MEZO: lambda: Reference(lambda: mezo_step(params, closure))}
+    for name in rules:
+        methods[name] = lambda name=name: rule(name)
     return methods, sum(p.numel() for p in params)
 
 
-def memory_of(args, name: str) -> None:
-    """In a fresh process: build one method, run it twice, print its peak memory (JSON)."""
-    methods, _ = build_methods(args, [name] if name in ZOLAB_RULES else [])
-    fn = methods[name]()
-    for _ in range(2):
-        fn()
-    sync(args.device)
-    print(json.dumps({"peak": peak_bytes(args.device.startswith("cuda"))}))
+def memory_of(args, names: list[str]) -> None:
+    """In a fresh process: each method in turn runs two steps; prints its peak memory and, on CUDA, the memory
+    still held before it beyond what the first held (what an earlier method failed to release), as JSON."""
+    cuda = args.device.startswith("cuda")
+    methods, _ = build_methods(args, [n for n in names if n not in (FORWARDS, MEZO)])
+    peaks, held, first = {}, {}, None
+    for name in names:
+        gc.collect()
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+            now = torch.cuda.memory_allocated()
+            first = now if first is None else first
+            held[name] = now - first
+            torch.cuda.reset_peak_memory_stats()
+        method = methods[name]()
+        for _ in range(2):
+            method.step()
+        sync(args.device)
+        peaks[name] = peak_bytes(cuda)
+        del method
+    print(json.dumps({"peaks": peaks, "held": held}))
+
+
+def measure_memory(args, names: list[str]) -> dict[str, list[float]]:
+    """name -> its peak in each repeat (``names[0]`` is the two forwards)."""
+    cuda = args.device.startswith("cuda")
+    cmd = [sys.executable, __file__, "--device", args.device, "--model", args.model, "--dtype", args.dtype,
+           "--batch", str(args.batch), "--seq", str(args.seq), "--threads", str(args.threads)]
+    groups = [names] if cuda else [[n] for n in names]
+    peaks = {n: [] for n in names}
+    for r in range(args.memory_repeats):
+        for group in groups:
+            out = subprocess.run([*cmd, "--memory-of", ",".join(group)], capture_output=True, text=True)
+            if out.returncode:
+                raise RuntimeError(f"memory of {group} failed ({out.returncode}):\n{out.stderr[-3000:]}")
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+            for n, v in result["peaks"].items():
+                peaks[n].append(v)
+            for n, v in result["held"].items():
+                if v > 2**20:
+                    print(f"  warning: {v / 2**20:.0f} MB still held before {n}: its peak is overstated", flush=True)
+        print(f"  memory repeat {r + 1}/{args.memory_repeats}: " +
+              ", ".join(f"{n} {p[-1] / 2**20:.0f} MB" for n, p in peaks.items()), flush=True)
+    return peaks
+
+
+def spread(values: list[float]) -> dict:
+    values = [v for v in values if v == v]  # without NaN
+    if not values:
+        return {"median": float("nan"), "min": float("nan"), "max": float("nan")}
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def show(s: dict, unit: str = "x") -> str:
+    if s["median"] != s["median"]:
+        return "-"
+    return f"{s['median']:.2f}{unit} [{s['min']:.2f}, {s['max']:.2f}]"
+
+
+def time_methods(args, methods) -> tuple[dict, dict, dict]:
+    """Warm-up, then ``--steps`` rounds, one step of each method per round: seconds and forwards per step."""
+    made = {}
+    for name, make in methods.items():
+        made[name] = make()
+        made[name].step()  # warm-up: allocates moments and scratch, caches kernels
+    secs, fwd = {n: [] for n in made}, {n: [] for n in made}
+    for r in range(args.steps):
+        for name, m in made.items():
+            before = m.forwards
+            sync(args.device)
+            start = time.perf_counter()
+            m.step()
+            sync(args.device)
+            secs[name].append(time.perf_counter() - start)
+            fwd[name].append(m.forwards - before)
+        base = secs[FORWARDS][-1]
+        print(f"  round {r + 1}/{args.steps}: two forwards {base:.3f}s; " +
+              ", ".join(f"{n} {t[-1] / base:.2f}x" for n, t in secs.items() if n != FORWARDS), flush=True)
+    return secs, fwd, {n: m.mode for n, m in made.items()}
+
+
+def report(args, secs, fwd, modes, peaks, n_params) -> dict:
+    """Per-round ratios -> the result (for ``--json``); prints the table."""
+    cuda = args.device.startswith("cuda")
+    base = secs[FORWARDS]
+    rows = []
+    for name, ts in secs.items():
+        own = [t / (b / 2 * f) if f else float("nan") for t, b, f in zip(ts, base, fwd[name])]
+        mem = [p / i for p, i in zip(peaks[name], peaks[FORWARDS])] if peaks else []
+        extra = [(p - i) / 2**20 for p, i in zip(peaks[name], peaks[FORWARDS])] if peaks else []
+        rows.append(dict(name=name, label=label(name), forwards=statistics.median(fwd[name]), perturb=modes[name],
+                         seconds=ts, forwards_per_round=fwd[name], ratio=spread([t / b for t, b in zip(ts, base)]),
+                         ratio_own=spread(own), peaks=peaks.get(name, []), memory_ratio=spread(mem),
+                         extra_mb=statistics.median(extra) if extra else None))
+    where = torch.cuda.get_device_name() if cuda else f"CPU, {args.threads} threads"
+    mem_kind = "max_memory_allocated" if cuda else "process peak RSS (VmHWM)"
+    result = dict(model=args.model, params=n_params, dtype=args.dtype, batch=args.batch, seq=args.seq,
+                  device=args.device, where=where, torch=torch.__version__, steps=args.steps,
+                  memory_repeats=args.memory_repeats, memory_kind=mem_kind, two_forwards_s=spread(base), rows=rows)
+    print(f"\n{args.model} ({n_params / 1e6:.1f}M params), {args.dtype}, batch {args.batch} x {args.seq}, {where}, "
+          f"torch {torch.__version__}")
+    print(f"{args.steps} rounds; two forwards {show(spread(base), ' s')}; ratios inside each round: median "
+          f"[min, max]; memory: {mem_kind}, peak / the same repeat's inference peak, {args.memory_repeats} repeats\n")
+    print("| step | forwards | perturb | / two forwards | / own forwards | memory / inference | extra MB |")
+    print("|---|---|---|---|---|---|---|")
+    for row in rows:
+        extra = "-" if row["extra_mb"] is None else f"{row['extra_mb']:+.0f}"
+        print(f"| {row['label']} | {row['forwards']:g} | {row['perturb']} | {show(row['ratio'])} | "
+              f"{show(row['ratio_own'])} | {show(row['memory_ratio'], '')} | {extra} |")
+    over = [r["label"] for r in rows if r["name"] not in (FORWARDS, MEZO) and r["ratio_own"]["median"] > 1.10]
+    print(f"\nrules above 1.10x of their own forwards (median): {', '.join(over) or 'none'}")
+    return result
 
 
 def main(argv=None):
@@ -173,60 +331,32 @@ def main(argv=None):
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--steps", type=int, default=5, help="timed rounds (one step per method each)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rules", default=",".join(ZOLAB_RULES),
-                    help=f"comma-separated, from: {', '.join(ZOLAB_RULES)}")
-    ap.add_argument("--memory-repeats", type=int, default=3, help="fresh processes per method's memory (median)")
-    ap.add_argument("--memory-of", default=None, help=argparse.SUPPRESS)  # internal: one method's memory
+    ap.add_argument("--rules", default="all", help=f"'all' or comma-separated, from: {', '.join(rule_names())}")
+    ap.add_argument("--memory-repeats", type=int, default=3, help="repeats of the memory measurement (0: none)")
+    ap.add_argument("--json", default=None, help="also write the result here (JSON)")
+    ap.add_argument("--memory-of", default=None, help=argparse.SUPPRESS)  # internal: these methods' memory
     args = ap.parse_args(argv)
-    rules = [r.strip() for r in args.rules.split(",") if r.strip()]
-    unknown = [r for r in rules if r not in ZOLAB_RULES]
-    if unknown:
-        ap.error(f"unknown rules {unknown}; allowed: {list(ZOLAB_RULES)}")
     if args.memory_of is not None:
-        return memory_of(args, args.memory_of)
+        return memory_of(args, args.memory_of.split(","))
+    rules = rule_names() if args.rules == "all" else [r.strip() for r in args.rules.split(",") if r.strip()]
+    unknown = [r for r in rules if r not in rule_names()]
+    if unknown:
+        ap.error(f"unknown rules {unknown}; allowed: {rule_names()}")
+    if args.steps < 1 or args.memory_repeats < 0:
+        ap.error("--steps must be >= 1 and --memory-repeats >= 0")
 
     methods, n_params = build_methods(args, rules)
-    steps = {}
-    for name, make in methods.items():
-        steps[name] = make()
-        steps[name]()  # warm-up: allocates moments and scratch, caches kernels
-    times = {name: [] for name in steps}
-    for r in range(args.steps):
-        for name, fn in steps.items():
-            sync(args.device)
-            start = time.perf_counter()
-            fn()
-            sync(args.device)
-            times[name].append(time.perf_counter() - start)
-        print(f"  round {r + 1}/{args.steps}: " + ", ".join(f"{n} {t[-1]:.2f}s" for n, t in times.items()),
-              flush=True)
-    del steps
-
-    cuda = args.device.startswith("cuda")
-    peaks = {}
-    base_cmd = [sys.executable, __file__, "--device", args.device, "--model", args.model, "--dtype", args.dtype,
-                "--batch", str(args.batch), "--seq", str(args.seq), "--threads", str(args.threads)]
-    for name in times:  # the median of a few fresh processes: one process's peak RSS moves by tens of MB
-        runs = []
-        for _ in range(args.memory_repeats):
-            out = subprocess.run([*base_cmd, "--memory-of", name], capture_output=True, text=True, check=True)
-            runs.append(json.loads(out.stdout.strip().splitlines()[-1])["peak"])
-        peaks[name] = statistics.median(runs)
-        each = " ".join(f"{r / 2**20:.0f}" for r in runs)
-        print(f"  memory {name}: {peaks[name] / 2**20:.0f} MB (median of {each})", flush=True)
-
-    base = statistics.median(times["two forwards"])
-    base_peak = peaks["two forwards"]
-    where = torch.cuda.get_device_name() if cuda else f"CPU, {args.threads} threads"
-    mem_kind = ("max_memory_allocated" if cuda else "process peak RSS (VmHWM)") + \
-        f", median of {args.memory_repeats} fresh processes per method"
-    print(f"\n{args.model} ({n_params / 1e6:.1f}M params), {args.dtype}, batch {args.batch} x {args.seq}, {where}")
-    print(f"median of {args.steps} rounds; memory: {mem_kind}\n")
-    print("| step | seconds | / two forwards | peak memory / inference | extra MB |")
-    print("|---|---|---|---|---|")
-    for name, ts in times.items():
-        sec, extra = statistics.median(ts), (peaks[name] - base_peak) / 2**20
-        print(f"| {name} | {sec:.3f} | {sec / base:.2f}x | {peaks[name] / base_peak:.2f} | {extra:+.0f} |")
+    secs, fwd, modes = time_methods(args, methods)
+    del methods
+    gc.collect()
+    if args.device.startswith("cuda"):
+        torch.cuda.empty_cache()  # the memory processes get the device to themselves
+    peaks = measure_memory(args, list(secs)) if args.memory_repeats else {}
+    result = report(args, secs, fwd, modes, peaks, n_params)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    return result
 
 
 if __name__ == "__main__":

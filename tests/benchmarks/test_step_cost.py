@@ -1,0 +1,76 @@
+"""benchmarks/step_cost.py: every registered rule is a row, ratios are taken inside each round, a tiny run works."""
+
+import argparse
+import json
+
+import pytest
+import torch
+
+from benchmarks import step_cost
+from zolab.rules import REGISTRY, RULES, ZOSGD, RuleInfo
+from zolab.rules.registry import ref_sgd
+
+
+class ZOFake(ZOSGD):
+    """A rule registered only inside a test, with a constructor argument it cannot do without."""
+
+    label = "ZO-Fake"
+
+    def __init__(self, params, needed=None, **kwargs):
+        if needed is None:
+            raise ValueError("ZOFake needs 'needed'")
+        super().__init__(params, **kwargs)
+
+
+def test_every_registered_rule_is_a_row_and_builds(monkeypatch):
+    monkeypatch.setitem(REGISTRY, "zo_fake", RuleInfo(ZOFake, ref_sgd, kwargs={"needed": 1}))
+    names = step_cost.rule_names()
+    assert set(RULES) <= set(names) and "zo_fake" in names and "zo_sgd:copy" in names
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    for name in names:
+        key, kwargs = step_cost.rule_kwargs(name)
+        opt = RULES[key](list(net.named_parameters()), **kwargs).bind(net)
+        assert opt.defaults["lr"] == 1e-6 and step_cost.label(name).startswith("zolab ")
+    assert step_cost.rule_kwargs("zo_adamu")[1]["total_steps"] == 100  # the table before the registry's
+    assert step_cost.label("zo_fake") == "zolab ZO-Fake" and step_cost.label("zo_sgd:copy") == "zolab ZO-SGD (copy)"
+
+
+def test_ratios_are_taken_inside_each_round(capsys):
+    args = argparse.Namespace(device="cpu", model="tiny-llama", dtype="float32", batch=1, seq=8, steps=3,
+                              threads=1, memory_repeats=2)
+    secs = {step_cost.FORWARDS: [1.0, 2.0, 4.0], step_cost.MEZO: [1.5, 3.4, 6.0],
+            "zo_sgd": [1.2, 2.4, 4.0], "meazo": [1.5, 3.0, 6.6]}  # meazo here: three forwards a step
+    fwd = {step_cost.FORWARDS: [2] * 3, step_cost.MEZO: [2] * 3, "zo_sgd": [2] * 3, "meazo": [3] * 3}
+    modes = {step_cost.FORWARDS: "-", step_cost.MEZO: "-", "zo_sgd": "module", "meazo": "copy"}
+    mb = 2**20
+    peaks = {step_cost.FORWARDS: [100 * mb, 200 * mb], step_cost.MEZO: [100 * mb, 200 * mb],
+             "zo_sgd": [110 * mb, 230 * mb], "meazo": [150 * mb, 300 * mb]}
+    result = step_cost.report(args, secs, fwd, modes, peaks, 1000)
+    rows = {r["name"]: r for r in result["rows"]}
+    assert rows["zo_sgd"]["ratio"] == rows["zo_sgd"]["ratio_own"] == pytest.approx({"median": 1.2, "min": 1.0,
+                                                                                     "max": 1.2})
+    assert rows[step_cost.MEZO]["ratio"] == pytest.approx({"median": 1.5, "min": 1.5, "max": 1.7})
+    assert rows["meazo"]["ratio"] == pytest.approx({"median": 1.5, "min": 1.5, "max": 1.65})
+    assert rows["meazo"]["ratio_own"] == pytest.approx(
+        {"median": 1.0, "min": 1.0, "max": 1.1})  # 1.5 two-forwards' time for three forwards
+    assert rows["zo_sgd"]["memory_ratio"] == pytest.approx({"median": 1.125, "min": 1.1, "max": 1.15})
+    assert rows["zo_sgd"]["extra_mb"] == 20 and rows["meazo"]["extra_mb"] == 75
+    assert result["two_forwards_s"] == {"median": 2.0, "min": 1.0, "max": 4.0}
+    out = capsys.readouterr().out
+    assert "| zolab MEAZO | 3 | copy | 1.50x [1.50, 1.65] | 1.00x [1.00, 1.10] | 1.50 [1.50, 1.50] | +75 |" in out
+    assert "| zolab ZO-SGD | 2 | module | 1.20x [1.00, 1.20] | 1.20x [1.00, 1.20] | 1.12 [1.10, 1.15] | +20 |" in out
+    assert "rules above 1.10x of their own forwards (median): zolab ZO-SGD\n" in out
+
+
+def test_a_tiny_run_prints_and_writes_every_row(tmp_path, capsys):
+    path = tmp_path / "cost.json"
+    step_cost.main(["--model", "tiny-llama", "--batch", "1", "--seq", "8", "--steps", "2", "--threads", "1",
+                    "--rules", "zo_sgd,zo_sgd:copy", "--memory-repeats", "1", "--json", str(path)])
+    result = json.loads(path.read_text())
+    rows = {r["name"]: r for r in result["rows"]}
+    assert list(rows) == [step_cost.FORWARDS, step_cost.MEZO, "zo_sgd", "zo_sgd:copy"]
+    assert rows["zo_sgd"]["perturb"] == "module" and rows["zo_sgd:copy"]["perturb"] == "copy"
+    for row in rows.values():
+        assert row["forwards_per_round"] == [2, 2] and len(row["seconds"]) == 2 and len(row["peaks"]) == 1
+        assert row["ratio"]["min"] > 0 and row["memory_ratio"]["median"] > 0.5
+    assert "| zolab ZO-SGD (copy) | 2 | copy |" in capsys.readouterr().out
