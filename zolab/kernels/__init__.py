@@ -3,7 +3,8 @@
 Three backends give the same numbers (``reference.py`` is the specification):
 
 - ``c``: a small C library (``zo_cpu.c``) for contiguous float32/float64 CPU tensors, multi-threaded; a large
-  run of a program is compiled as C of its own (``codegen.py``), the same bits as the library's program VM;
+  run of a program is compiled as C of its own (``codegen.py``), the same bits as the library's program VM; both
+  are built and cached by ``toolchain.py``;
 - ``triton``: a Triton kernel for CUDA tensors (and CPU tensors under ``TRITON_INTERPRET=1``, for tests);
 - ``torch``: plain torch ops, any device and dtype (float16/bfloat16 are computed in float32).
 
@@ -279,9 +280,10 @@ def run(program, tensors: dict[str, torch.Tensor], outputs: dict[str, torch.Tens
     if which == "triton" and not all(t.is_contiguous() for t in every):
         which = "torch"
     if which == "c":
-        from zolab.kernels import cpu
+        from zolab.kernels import codegen, cpu
 
-        return cpu.run_program(program, tensors, outputs, values, slots, ct, n, offset)
+        entry = codegen.compiled(program, ct, n)  # None: the VM runs it
+        return cpu.run_program(program, tensors, outputs, values, slots, ct, n, offset, entry)
     if which == "triton":
         from zolab.kernels import triton_kernels
 

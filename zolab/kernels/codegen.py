@@ -5,20 +5,20 @@ For a run over at least ``MIN_NUMEL`` elements, ``compiled`` writes the program 
 slots are drawn as the VM draws them, then one loop computes every instruction of an element in registers. The
 operations, their order and their rounding are the VM's (each rounded once in the compute type, no fused
 multiply-add, IEEE sqrt), so the bits are the same; the saving is the loads and stores between instructions.
-The library is compiled with ``cpu.build`` into the same cache, keyed by the generated source, so each program
-is compiled once per machine; ``ZOLAB_CODEGEN=0`` keeps the VM everywhere.
+The library is compiled with ``toolchain.library`` into the kernel cache, keyed by the generated source, so each
+program is compiled once per machine; ``ZOLAB_CODEGEN=0`` keeps the VM everywhere.
 """
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
+
+from zolab.kernels import toolchain
 
 MIN_NUMEL = int(os.environ.get("ZOLAB_CODEGEN_MIN", 1 << 16))  # a smaller run is not worth a compile
 ENABLED = os.environ.get("ZOLAB_CODEGEN", "1") != "0"
@@ -100,24 +100,16 @@ def compiled(program, ct: torch.dtype, n: int, force: bool = False):
     key = (program.key(), ct)
     fn = _functions.get(key)
     if fn is None:
-        from zolab.kernels import cpu
-
         text = source(program, ct)
         name = "zo_prog_" + hashlib.sha1(text.encode()).hexdigest()[:16]
         try:
-            cache = cpu.cache_dir()
-            cache.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=cache) as tmp:
-                path = Path(tmp) / f"{name}.c"
-                path.write_text(text)
-                lib = ctypes.CDLL(str(cpu.build(source=path, name=name)))
+            lib = toolchain.library(name, text, ["zo_generated"])
         except (RuntimeError, OSError) as err:
             _failed = True
             warnings.warn(f"zolab: compiling an element-wise program failed; using the program VM ({err})",
                           stacklevel=2)
             return None
-        fn = lib.zo_generated
-        fn.argtypes, fn.restype = cpu.load().zo_program.argtypes, ctypes.c_int
+        fn = lib.zo_generated  # called with ctypes values (cpu.run_program): no argtypes needed
         fn._lib = lib  # keep the library loaded with the function
         _functions[key] = fn
     return fn
