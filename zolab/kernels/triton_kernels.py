@@ -259,17 +259,12 @@ def _compiled(source: str):
     """Import a generated kernel from a file (Triton's JIT reads the source), cached by its text."""
     import hashlib
     import importlib.util
-    from pathlib import Path
+
+    from zolab.kernels import toolchain
 
     tag = hashlib.sha1(source.encode()).hexdigest()[:16]
     if tag not in _PROGRAMS:
-        folder = Path(os.environ.get("ZOLAB_CACHE", Path.home() / ".cache" / "zolab")) / "triton"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"program_{tag}.py"
-        if not path.exists():
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(source)
-            os.replace(tmp, path)  # atomic: parallel processes never import a half-written file
+        path = toolchain.cached_text(f"triton/program_{tag}.py", source)  # holds exactly this source
         spec = importlib.util.spec_from_file_location(f"zolab_program_{tag}", path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
