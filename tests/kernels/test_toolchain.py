@@ -69,7 +69,7 @@ def test_a_verified_library_lacking_a_symbol_is_replaced_by_a_private_copy(cache
     cache.mkdir()
     # A library of one symbol, with a valid checksum, under the name of TWO's library: forged, not damaged.
     forged = toolchain._compile(cache, toolchain._filename("zo_test", TWO), "int f(void) { return 1; }\n",
-                                toolchain._compiler()[0], False)
+                                toolchain._compiler()[0])
     with pytest.warns(UserWarning, match="cannot be used.*'g'.*compiling a private copy"):
         lib = toolchain.library("zo_test", TWO, ["f", "g"])
     assert lib.g() == 2

@@ -159,7 +159,7 @@ def _locked(folder: Path):
         os.close(fd)
 
 
-def _compile(folder: Path, filename: str, source: Path | str, cc: str, verbose: bool) -> Path:
+def _compile(folder: Path, filename: str, source: Path | str, cc: str) -> Path:
     """Compile ``source`` (a .c file or C text) into ``folder/filename`` with its checksum beside it, both
     renamed into place whole. RuntimeError when no flags compile it, OSError when the folder cannot be written."""
     target = folder / filename
@@ -176,8 +176,6 @@ def _compile(folder: Path, filename: str, source: Path | str, cc: str, verbose: 
                 break
         else:
             raise RuntimeError(f"compiling {source.name} failed:\n{' '.join(cmd)}\n{proc.stderr[-2000:]}")
-        if verbose:
-            print(" ".join(cmd))
         check = Path(tmp) / "sum"
         check.write_text(f"{hashlib.sha256(out.read_bytes()).hexdigest()}  {filename}\n")
         os.replace(out, target)
@@ -185,7 +183,7 @@ def _compile(folder: Path, filename: str, source: Path | str, cc: str, verbose: 
     return target
 
 
-def _from_cache(filename: str, source: Path | str, cc: str, verbose: bool) -> Path | None:
+def _from_cache(filename: str, source: Path | str, cc: str) -> Path | None:
     """The verified ``filename`` in the cache, compiled there if it is missing or damaged; None when the cache
     is unusable or cannot be written and does not hold it whole (then the caller compiles a private copy)."""
     home = cache_dir()
@@ -205,7 +203,7 @@ def _from_cache(filename: str, source: Path | str, cc: str, verbose: bool) -> Pa
                 if why != _MISSING:
                     warned = True
                     _warn(f"the cached kernel library {target} failed verification ({why}); rebuilding it")
-                return _compile(home, filename, source, cc, verbose)
+                return _compile(home, filename, source, cc)
         except OSError as err:
             _not_writable(err)
     if why != _MISSING and not warned:
@@ -229,7 +227,7 @@ def _filename(name: str, source: Path | str) -> str:
     return f"{name}_{hashlib.sha256(text + HEADER.read_bytes() + recipe.encode()).hexdigest()[:16]}.so"
 
 
-def library(name: str, source: Path | str, symbols: Sequence[str], verbose: bool = False) -> ctypes.CDLL:
+def library(name: str, source: Path | str, symbols: Sequence[str]) -> ctypes.CDLL:
     """The shared library compiled from ``source`` (a .c file, or C text) with ``symbols`` checked, from the
     cache (verified), else compiled into it, else into a private folder. RuntimeError when no compiler works."""
     found = _compiler()
@@ -237,13 +235,13 @@ def library(name: str, source: Path | str, symbols: Sequence[str], verbose: bool
         raise RuntimeError("no C compiler found (set $CC or install cc/gcc)")
     cc = found[0]
     filename = _filename(name, source)
-    path = _from_cache(filename, source, cc, verbose)
+    path = _from_cache(filename, source, cc)
     if path is not None:
         try:
             return _open(path, symbols)
         except OSError as err:  # verified, yet not what it should be: this process gets a private copy
             _warn(f"the cached kernel library {path} cannot be used ({err}); compiling a private copy")
-    return _open(_compile(_private(), filename, source, cc, verbose), symbols)
+    return _open(_compile(_private(), filename, source, cc), symbols)
 
 
 def cached_text(relative: str, text: str) -> Path:
