@@ -22,7 +22,7 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from paper_figures._tb import read_scalars, scalar_tags  # noqa: E402
+from paper_figures._tb import label, read_scalars, scalar_tags  # noqa: E402
 from paper_figures.minilm_table import (  # noqa: E402
     RULES,
     START,
@@ -68,20 +68,20 @@ def main(argv=None) -> int:
     fig, (ax, gx, bx) = plt.subplots(1, 3, figsize=(17, 4.8), gridspec_kw={"width_ratios": [1.3, 1, 1]})
     bars = []
     for rule in [r for r in RULES if r in seeds]:
-        label, color = RULES[rule][1], colors[rule]
+        name, color = label(rule), colors[rule]
         found = curves(seeds[rule])
         if found is not None:
             steps, vals = found
-            ax.plot(steps, vals.mean(0), color=color, label=f"{label} ({len(vals)} seeds)")
+            ax.plot(steps, vals.mean(0), color=color, label=f"{name} ({len(vals)} seeds)")
             ax.fill_between(steps, vals.min(0), vals.max(0), color=color, alpha=0.2)
-        bars.append((label, test_acc(seeds[rule]), color))
-    for i, (label, group) in enumerate(sorted(refs.items())):
+        bars.append((name, test_acc(seeds[rule]), color))
+    for i, (name, group) in enumerate(sorted(refs.items())):
         found = curves(group)
-        style = dict(color=f"C{7 + i % 3}", ls="--" if label.startswith("ZO") else ":")
+        style = dict(color=f"C{7 + i % 3}", ls="--" if name.startswith("ZO") else ":")
         if found is not None:
             steps, vals = found
-            ax.plot(steps, vals.mean(0), label=f"{label} ({len(vals)})", **style)
-        bars.append((label.replace("first order, ", "FO ").replace(": ", "\n"), test_acc(group), style["color"]))
+            ax.plot(steps, vals.mean(0), label=f"{name} ({len(vals)})", **style)
+        bars.append((name.replace("first order, ", "FO ").replace(": ", "\n"), test_acc(group), style["color"]))
     ax.axhline(START, color="grey", lw=0.8)
     ax.set(xlabel="step", ylabel="validation loss (500 dev sentences)", title="validation loss (mean, seed range)")
     ax.legend(fontsize=7)
@@ -93,7 +93,7 @@ def main(argv=None) -> int:
         losses = [table[rule][lr] for lr in lrs]
         ok = np.array([not diverged(v) for v in losses])
         losses = np.array([np.nan if v is None else v for v in losses], dtype=float)
-        gx.plot(lrs[ok], losses[ok], "o-", color=colors[rule], label=RULES[rule][1])
+        gx.plot(lrs[ok], losses[ok], "o-", color=colors[rule], label=label(rule))
         gx.plot(lrs[~ok], np.full((~ok).sum(), top), "x", color=colors[rule], ms=9)
     gx.axhline(START, color="grey", lw=0.8)
     gx.set(xscale="log", xlabel="step size", ylabel="validation loss at step 200",

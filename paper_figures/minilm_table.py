@@ -47,20 +47,16 @@ import yaml
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from paper_figures._tb import find_runs, read_hparams, read_scalars, scalar_tags  # noqa: E402
+from paper_figures._tb import label, read_hparams, read_scalars, scalar_tags  # noqa: E402
+from zolab.claims import minilm as study  # noqa: E402
+from zolab.claims.experiments import Runs  # noqa: E402
+from zolab.claims.minilm import steps_to  # noqa: E402, F401 - the table's steps to the common loss
 
-START = 0.5388  # val/loss of the zero-shot start (zolab validate --config experiments/minilm/base.yaml)
-START_TEST_ACC = 0.7122  # its test/acc on the 872 sentences (zolab test --config experiments/minilm/base.yaml)
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"  # the sweep files name the runs' folders
+START = study.START_VAL_LOSS  # val/loss of the zero-shot start (zolab validate --config experiments/minilm/base.yaml)
+START_TEST_ACC = study.START_TEST_ACC  # its test/acc on the 872 sentences (zolab test --config ...base.yaml)
 TIE = 1e-4
-RULES = {  # hparams rule -> (grid file stem, label), in the table's order
-    "ZOSGD": ("zo_sgd", "ZO-SGD (MeZO)"),
-    "RAdaZO": ("radazo", "R-AdaZO"),
-    "ZOAdaMM": ("zo_adamm", "ZO-AdaMM"),
-    "ZORMSProp": ("zo_rmsprop", "ZO-RMSProp"),
-    "ZOAdaMU": ("zo_adamu", "ZO-AdaMU"),
-    "MEAZO": ("meazo", "MEAZO"),
-    "MeZOBCD": ("mezo_bcd", "MeZO-BCD"),
-}
+RULES = ("ZOSGD", "RAdaZO", "ZOAdaMM", "ZORMSProp", "ZOAdaMU", "MEAZO", "MeZOBCD")  # the table's order
 R6_RULES = ("RAdaZO", "ZOAdaMM", "ZORMSProp")
 WALL, RSS = "diagnostics/step_cost/wall_ms", "diagnostics/step_cost/peak_rss_mib"
 
@@ -73,8 +69,18 @@ def last(run, tag) -> tuple[int, float]:
     return int(steps[-1]), float(values[-1])
 
 
-def runs_of(root: Path) -> list[tuple[Path, dict]]:
-    return [(run, read_hparams(run)) for run in find_runs(root)] if root.is_dir() else []
+def runs_of(folder: Path) -> list[tuple[Path, dict]]:
+    """(run directory, hparams) of every run under ``folder``."""
+    return [(r.path, r.hp) for r in Runs(folder.parent, EXPERIMENTS).folder(folder.name)]
+
+
+def stems(rules_dir: Path) -> dict[str, str]:
+    """Rule class name -> the stem of its file in ``rules_dir`` (by the file's class_path)."""
+    out = {}
+    for f in sorted(Path(rules_dir).glob("*.yaml")):
+        spec = yaml.safe_load(f.read_text()) or {}
+        out.setdefault(str(spec.get("class_path", "")).rsplit(".", 1)[-1], f.stem)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- pilot
@@ -138,10 +144,9 @@ def grid_report(table: dict[str, dict[float, float]], start: float = START) -> s
         lr, all_diverged = best_lr(losses, start)
         moved = sum(not diverged(v, start) and v < start for v in losses.values())
         if all(v is None for v in losses.values()):
-            lines.append(f"| {RULES.get(rule, (rule, rule))[1]} | {cells} | — | — |")
+            lines.append(f"| {label(rule)} | {cells} | — | — |")
             continue
-        label = RULES.get(rule, (rule, rule))[1]
-        lines.append(f"| {label} | {cells} | {lr:g}{' (all diverged)' if all_diverged else ''} | "
+        lines.append(f"| {label(rule)} | {cells} | {lr:g}{' (all diverged)' if all_diverged else ''} | "
                      f"{moved}/{len(losses)} |")
     return "\n".join(lines)
 
@@ -159,13 +164,13 @@ def write_edges(table, rules_dir: Path, out_dir: Path, start: float = START) -> 
     """One extension of the grid (module doc): for every rule whose best step size is an end of its grid,
     DIR/<rule>-edge-lr=<lr>.yaml one 1-3-10 point beyond it, and DIR/grid_edges.yaml, the sweep of them
     (None and nothing written when no best is at an end). ``table`` must hold the grid without extensions."""
-    files = []
+    files, stem_of = [], stems(rules_dir)
     for rule, losses in table.items():
         lr, _ = best_lr(losses, start)
         if lr not in (min(losses), max(losses)):
             continue
         new = beyond(lr, up=lr == max(losses) and lr != min(losses))
-        stem = RULES[rule][0]
+        stem = stem_of[rule]
         spec = yaml.safe_load((rules_dir / f"{stem}.yaml").read_text())
         spec["init_args"]["lr"] = new
         files.append(f"{stem}{EDGE}lr={new:g}.yaml")
@@ -186,9 +191,9 @@ def write_edges(table, rules_dir: Path, out_dir: Path, start: float = START) -> 
 def write_best(table, rules_dir: Path, out_dir: Path, long_steps: int, start: float = START) -> list[Path]:
     """DIR/<rule>.yaml for every rule of the grid: its grid file with the chosen lr (module doc)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
+    written, stem_of = [], stems(rules_dir)
     for rule, losses in table.items():
-        stem = RULES[rule][0]
+        stem = stem_of[rule]
         spec = yaml.safe_load((rules_dir / f"{stem}.yaml").read_text())
         lr, all_diverged = best_lr(losses, start)
         spec["init_args"]["lr"] = lr
@@ -197,23 +202,12 @@ def write_best(table, rules_dir: Path, out_dir: Path, long_steps: int, start: fl
         note = " (every grid step size diverged: the smallest)" if all_diverged else ""
         path = out_dir / f"{stem}.yaml"
         path.write_text(f"# Written by `python paper_figures/minilm_table.py grid --write-best {out_dir}`: "
-                        f"{RULES[rule][1]} at its best grid step size{note}.\n" + yaml.safe_dump(spec, sort_keys=False))
+                        f"{label(rule)} at its best grid step size{note}.\n" + yaml.safe_dump(spec, sort_keys=False))
         written.append(path)
     return written
 
 
 # ---------------------------------------------------------------------------------------------- table
-def steps_to(steps: np.ndarray, values: np.ndarray, target: float, start: float = START) -> float:
-    """First step at which the curve (from (0, start)) reaches ``target``, interpolated; nan if never."""
-    xs, ys = np.concatenate([[0.0], steps]), np.concatenate([[start], values])
-    if ys[0] <= target:
-        return 0.0
-    for i in range(1, len(xs)):
-        if ys[i] <= target:
-            return float(xs[i - 1] + (xs[i] - xs[i - 1]) * (ys[i - 1] - target) / (ys[i - 1] - ys[i]))
-    return math.nan
-
-
 def summarise(runs: list[Path]) -> dict:
     """Seed means and spreads of one group of runs (same rule and setting)."""
     def stat(tag, reduce=last):
@@ -262,26 +256,13 @@ def groups(root: Path, key) -> dict:
 def reference_label(hp) -> str:
     mode = hp.get("task.mode", "?")
     what = {"head": "head on the frozen encoder", "lora": "LoRA + head", "full": "full fine-tuning"}.get(mode, mode)
-    how = f"first order, {hp['rule']}" if hp.get("first_order") else f"ZO, {RULES.get(hp['rule'], ('', hp['rule']))[1]}"
+    how = f"first order, {hp['rule']}" if hp.get("first_order") else f"ZO, {label(hp['rule'])}"
     return f"{how}: {what}"
 
 
 def seed_runs(runs_root: Path) -> dict[str, list[Path]]:
-    """Each rule's seed runs: minilm_seeds, plus its minilm_grid run as seed 0 where minilm_seeds has none and
-    the grid run has the same step size and length (experiments/minilm/seeds.yaml)."""
-    out: dict[str, list[Path]] = {}
-    seen: dict[str, dict] = {}
-    for run, hp in runs_of(runs_root / "minilm_seeds"):
-        out.setdefault(hp["rule"], []).append(run)
-        seen.setdefault(hp["rule"], {"seeds": set(), "lr": float(hp["lr"]), "steps": hp.get("max_steps")})
-        seen[hp["rule"]]["seeds"].add(hp.get("seed"))
-    for run, hp in runs_of(runs_root / "minilm_grid"):
-        s = seen.get(hp["rule"])
-        if (s and hp.get("seed") not in s["seeds"] and float(hp["lr"]) == s["lr"]
-                and hp.get("max_steps") == s["steps"]):
-            out[hp["rule"]].append(run)
-            s["seeds"].add(hp.get("seed"))
-    return out
+    """Each rule's seed runs: minilm_seeds, plus its minilm_grid run as seed 0 (zolab.claims.minilm.seed_runs)."""
+    return {rule: [r.path for r in runs] for rule, runs in study.seed_runs(Runs(runs_root, EXPERIMENTS)).items()}
 
 
 def table(runs_root: Path, start: float = START) -> str:
@@ -299,18 +280,18 @@ def table(runs_root: Path, start: float = START) -> str:
              "peak RSS MiB | ms / step (shared) | full FT: peak RSS MiB | full FT: ms / step (shared) |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
 
-    def row(label, lr, s, full=None):
+    def row(name, lr, s, full=None):
         to = steps_to(*s["curve"], target, start) if "curve" in s and math.isfinite(target) else math.nan
         full_cells = ("—", "—") if full is None else (f"{full['rss_mib']:.0f}", f"{full['wall_ms']:.0f}")
-        lines.append(f"| {label} | {lr:g} | {s['n']} | {fmt(s['test_acc'], 2, 100)} | {fmt(s['test_loss'], 4)} | "
+        lines.append(f"| {name} | {lr:g} | {s['n']} | {fmt(s['test_acc'], 2, 100)} | {fmt(s['test_loss'], 4)} | "
                      f"{fmt(s['val_loss'], 4)} | {'not reached' if math.isnan(to) else f'{to:.0f}'} | "
                      f"{s['rss_mib']:.0f} | {s['wall_ms']:.0f} | {full_cells[0]} | {full_cells[1]} |")
 
     for rule in [r for r in RULES if r in seeds]:
-        row(f"ZO, {RULES[rule][1]}: LoRA + head", lrs[rule], seeds[rule], cost.get(rule))
-    for label in sorted(refs):
-        s, lr = refs[label]
-        row(label, lr, s, s if label.endswith("full fine-tuning") else None)
+        row(f"ZO, {label(rule)}: LoRA + head", lrs[rule], seeds[rule], cost.get(rule))
+    for name in sorted(refs):
+        s, lr = refs[name]
+        row(name, lr, s, s if name.endswith("full fine-tuning") else None)
     return "\n".join(lines + hessian_lines(runs_root / "minilm_seeds"))
 
 

@@ -22,15 +22,15 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from paper_figures._tb import find_runs, read_hparams, read_scalars  # noqa: E402
+from paper_figures._tb import find_runs, label, read_hparams, read_scalars  # noqa: E402
 
 FUNCTIONS = ("Quadratic", "Cubic", "Levy", "Rosenbrock")
-RULES = {  # class name -> (label in the paper, colour, line style: ZO-AdaMM dashed, it lies on ZO-RMSProp)
-    "ZOSGD": ("ZO-SGD", "tab:gray", "-"),
-    "ZOSignSGD": ("ZO-signSGD", "tab:green", "-"),
-    "ZOAdaMM": ("ZO-AdaMM", "tab:blue", "--"),
-    "ZORMSProp": ("ZO-RMSProp", "tab:orange", "-"),
-    "RAdaZO": ("R-AdaZO", "tab:red", "-"),
+STYLES = {  # class name -> (colour, line style: ZO-AdaMM dashed, it lies on ZO-RMSProp), in the legend's order
+    "ZOSGD": ("tab:gray", "-"),
+    "ZOSignSGD": ("tab:green", "-"),
+    "ZOAdaMM": ("tab:blue", "--"),
+    "ZORMSProp": ("tab:orange", "-"),
+    "RAdaZO": ("tab:red", "-"),
 }
 DIVERGED = 1e3  # a final loss above DIVERGED × the panel's initial loss (or non-finite) counts as diverged
 
@@ -92,13 +92,12 @@ def plot(curves, out) -> Path:
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.6 * rows), squeeze=False)
     for ax, func in zip(axes.flat, functions, strict=False):
         start = initial_loss(curves[func])
-        for rule in _order(curves[func], RULES):
+        for rule in _order(curves[func], STYLES):
             steps, values = curves[func][rule]
-            label, colour, style = RULES.get(rule, (rule, None, "-"))
+            colour, style = STYLES.get(rule, (None, "-"))
             ok = np.isfinite(values) & (values > 0)
-            if final_loss(values, start) == math.inf:
-                label += " (diverged)"
-            ax.plot(steps[ok], values[ok], label=label, color=colour, ls=style, lw=1.4)
+            name = label(rule) + (" (diverged)" if final_loss(values, start) == math.inf else "")
+            ax.plot(steps[ok], values[ok], label=name, color=colour, ls=style, lw=1.4)
         ax.set_yscale("log")
         if math.isfinite(start):
             ax.set_ylim(top=2 * start)  # a diverged run would squash the others
@@ -123,7 +122,7 @@ def report(curves) -> str:
     ranks = ranking(curves)
     wins = []
     for func in _order(ranks, FUNCTIONS):
-        cells = [f"{RULES.get(r, (r,))[0]} {'diverged' if v == math.inf else f'{v:.4g}'}" for r, v in ranks[func]]
+        cells = [f"{label(r)} {'diverged' if v == math.inf else f'{v:.4g}'}" for r, v in ranks[func]]
         lines.append(f"  {func:<11} " + " < ".join(cells))
         if ranks[func][0][0] == "RAdaZO":
             wins.append(func)

@@ -55,7 +55,7 @@ def test_grid_report_and_best_files(tmp_path, capsys):
     assert minilm_table.main(["grid", "--runs", str(tmp_path), "--write-best", str(best), "--rules-dir", str(rules),
                               "--long-steps", "1500"]) == 0
     text = capsys.readouterr().out
-    assert "| ZO-SGD (MeZO) | 0.001: 0.5350, 0.003: 0.5300, 0.01: diverged (1e+04) | 0.003 | 2/3 |" in text
+    assert "| ZO-SGD | 0.001: 0.5350, 0.003: 0.5300, 0.01: diverged (1e+04) | 0.003 | 2/3 |" in text
     assert "| ZO-AdaMU | 0.0001: 0.5360, 0.001: diverged, 0.01: 0.5400 (above the start) | 0.0001 | 1/3 |" in text
     assert yaml.safe_load((best / "zo_sgd.yaml").read_text()) == {"class_path": "zolab.ZOSGD",
                                                                    "init_args": {"lr": 3e-3}}
@@ -90,7 +90,7 @@ def test_table_rows_seeds_references_and_full_fine_tuning_cost(tmp_path):
     radazo = rows["| ZO, R-AdaZO: LoRA + head"]
     # R-AdaZO's mean curve (0.521, 0.501 at steps 150, 300) crosses 0.521 at step 150
     assert "| 76.00 ± 1.00 | 0.5000 ± 0.0000 | 0.5010 ± 0.0010 | 150 | 810 | 510 | 1210 | 1350 |" in radazo
-    assert "| not reached |" in rows["| ZO, ZO-SGD (MeZO): LoRA + head"]
+    assert "| not reached |" in rows["| ZO, ZO-SGD: LoRA + head"]
     fo = rows["| first order, Adam: full fine-tuning"]
     assert "| 2e-05 | 2 | 85.00 ± 0.00 |" in fo and fo.endswith("| 1500 | 1500 | 1500 | 1500 |")
 

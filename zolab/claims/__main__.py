@@ -1,7 +1,7 @@
-"""``python -m zolab.claims``: the claims scoreboard."""
+"""``python -m zolab.claims``: the same as ``zolab claims``."""
 
 import sys
 
-from zolab.claims import main
+from zolab.claims.command import main
 
 sys.exit(main())
