@@ -43,7 +43,7 @@ class Row:
     def state(self, part: Part) -> str:
         """What keeps a part unread: its runs' state, or its reader's failure."""
         if part.name in self.errors:
-            return f"incomplete: the reader failed ({self.errors[part.name]})"
+            return f"incomplete: {self.errors[part.name]}"
         check = self.checks[part.name]
         if not part.cpu:
             return "not run (GPU-only)"
@@ -66,10 +66,10 @@ def score(root: Path, experiments: Path, selection) -> list[Row]:
             try:
                 row.results[part.name] = part.reading(Runs(root, experiments, check.runs))
             except Exception as err:  # noqa: BLE001 - a malformed run must not hide the other claims
-                row.errors[part.name] = f"{type(err).__name__}: {err}"
+                row.errors[part.name] = f"the reader failed ({type(err).__name__}: {err})"
                 continue
             if row.results[part.name] is None:
-                row.errors[part.name] = "its runs are complete but hold none of what it reads"
+                row.errors[part.name] = "the runs are all there but hold none of the values its reader needs"
         rows.append(row)
     return rows
 

@@ -153,9 +153,12 @@ class Claim:
     prediction: str = ""  # the prediction written before the runs (Z1, B2)
 
     def power_text(self) -> str:
-        """Each comparison part's power rule, as the scoreboard and docs print it."""
-        texts = [f"[{p.name}] {p.tolerance.text()}" for p in self.parts if p.tolerance]
-        return "; ".join(texts)
+        """Each comparison part's power rule, as the scoreboard and docs print it (parts that share one, once)."""
+        texts: dict[str, list[str]] = {}
+        for p in self.parts:
+            if p.tolerance:
+                texts.setdefault(p.tolerance.text(), []).append(p.name)
+        return "; ".join(f"[{', '.join(names)}] {text}" for text, names in texts.items())
 
 
 def combine(verdicts: list[str]) -> str:
