@@ -25,7 +25,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from paper_figures._tb import find_runs, label, read_hparams, read_scalars  # noqa: E402
 
 FUNCTIONS = ("Quadratic", "Cubic", "Levy", "Rosenbrock")
-STYLES = {  # class name -> (colour, line style: ZO-AdaMM dashed, it lies on ZO-RMSProp), in the legend's order
+RULES = {  # class name -> (colour, line style: ZO-AdaMM dashed, it lies on ZO-RMSProp), in the legend's order
     "ZOSGD": ("tab:gray", "-"),
     "ZOSignSGD": ("tab:green", "-"),
     "ZOAdaMM": ("tab:blue", "--"),
@@ -92,9 +92,9 @@ def plot(curves, out) -> Path:
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.6 * rows), squeeze=False)
     for ax, func in zip(axes.flat, functions, strict=False):
         start = initial_loss(curves[func])
-        for rule in _order(curves[func], STYLES):
+        for rule in _order(curves[func], RULES):
             steps, values = curves[func][rule]
-            colour, style = STYLES.get(rule, (None, "-"))
+            colour, style = RULES.get(rule, (None, "-"))
             ok = np.isfinite(values) & (values > 0)
             name = label(rule) + (" (diverged)" if final_loss(values, start) == math.inf else "")
             ax.plot(steps[ok], values[ok], label=name, color=colour, ls=style, lw=1.4)
