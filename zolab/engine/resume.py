@@ -8,6 +8,10 @@ e.g. lr), except the hyper-parameters the caller overrides on purpose, which kee
 
 from __future__ import annotations
 
+import torch
+
+from zolab.engine.directions import compute_type
+
 
 def config(opt) -> dict:
     out = {"rule": type(opt).__name__, "seed": opt.seed, "estimator": opt.estimator,
@@ -43,3 +47,23 @@ def check(opt, state_dict: dict, saved: dict | None, overrides) -> None:
             "the saved optimizer state was made with other settings: " + "; ".join(changed) +
             ". Resume with the saved settings, or name the hyper-parameters you change on purpose in "
             "resume_overrides (e.g. ['lr']); the rule, seed, estimator and block options cannot change")
+
+
+def check_state(opt, state_dict: dict) -> None:
+    """Each saved state tensor has the shape and dtype that ``opt.state_tensor`` gives its parameter (the
+    parameter's shape, its compute type); raises naming every one that does not, before anything is loaded."""
+    saved_groups = state_dict.get("param_groups", [])
+    if [len(g["params"]) for g in saved_groups] != [len(g["params"]) for g in opt.param_groups]:
+        return  # torch's load_state_dict names this mismatch
+    ids = [i for g in saved_groups for i in g["params"]]
+    refs = dict(zip(ids, opt._refs()))
+    wrong = []
+    for i, values in state_dict.get("state", {}).items():
+        if i not in refs:
+            continue  # torch's load ignores state of no parameter
+        p = refs[i].param
+        want = (tuple(p.shape), compute_type(p))
+        wrong += [f"state {k!r} of {refs[i].name!r}: {tuple(v.shape)} {v.dtype}; allowed: {want[0]} {want[1]}"
+                  for k, v in values.items() if torch.is_tensor(v) and (tuple(v.shape), v.dtype) != want]
+    if wrong:
+        raise ValueError("the saved optimizer state does not fit these parameters: " + "; ".join(wrong))

@@ -168,11 +168,21 @@ class ZOOptimizer(torch.optim.Optimizer):
         if params and isinstance(params[0], tuple):
             param_group["param_names"] = [n for n, _ in params]
             params = [p for _, p in params]
-        for p in params:
+        first = sum(len(g["params"]) for g in self.param_groups)  # unnamed tensors are named as ParamRef names them
+        names = param_group.get("param_names") or [f"param{first + i}" for i in range(len(params))]
+        seen = {}
+        for p, name in zip(params, names):
             if not isinstance(p, torch.Tensor) or not p.is_floating_point():
                 what = p.dtype if isinstance(p, torch.Tensor) else type(p).__name__
                 raise ValueError(f"parameter of type {what} is not supported; allowed: real floating-point tensors "
                                  "(float16, bfloat16, float32, float64)")
+            if p.device.type == "meta":
+                raise ValueError(f"parameter {name!r} is on the meta device (a shape, no data); allowed: tensors "
+                                 "with data (materialise the model first, e.g. model.to_empty(device=...))")
+            if id(p) in seen:  # torch only warns: the tensor would draw two directions and update twice
+                raise ValueError(f"parameter {name!r} is the same tensor as {seen[id(p)]!r}; allowed: each tensor "
+                                 "once")
+            seen[id(p)] = name
         if any(_is_dtensor(p) for p in params):  # FSDP2's sharded parameters: their local shards, with offsets
             shards = list(param_group.get("shards") or [None] * len(params))
             for i, p in enumerate(params):
@@ -307,6 +317,7 @@ class ZOOptimizer(torch.optim.Optimizer):
         saved = zo.pop("config", None)
         overrides = tuple(self.resume_overrides if overrides is None else overrides)
         resume.check(self, state_dict, saved, overrides)
+        resume.check_state(self, state_dict)
         kept = [{k: g[k] for k in overrides if k in g} for g in self.param_groups]
         super().load_state_dict(state_dict)
         for g, values in zip(self.param_groups, kept):
