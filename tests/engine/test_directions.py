@@ -1,45 +1,96 @@
+"""Directions: u_k on each tensor from the sampler's draw keyed mix(query seed, tensor index); sphere's norm over
+the perturbed set; shards draw their slice of the whole; a rule's own directions run its function of the noise."""
+
+import math
+
 import pytest
 import torch
 
-from zolab.engine.directions import Gaussian, Rademacher, Sphere, make_sampler, mix
+from zolab.engine.directions import RuleDirections, SamplerDirections
+from zolab.engine.estimator import Query
+from zolab.engine.groups import ParamRef
+from zolab.engine.samplers import Gaussian, Rademacher, Sphere
+from zolab.engine.seeds import mix
+from zolab.rules import ZOAdaMU
+
+MU = {"mu": 1e-2}
 
 
-@pytest.mark.parametrize("sampler", [Gaussian(), Sphere(), Rademacher()])
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
-def test_same_seed_same_draw_in_the_tensors_dtype(sampler, dtype):
-    like = torch.empty(3, 5, dtype=dtype)
-    a, b = sampler.sample(11, like), sampler.sample(11, like)
-    assert a.dtype == dtype and a.shape == like.shape and torch.equal(a, b)
-    assert not torch.equal(a, sampler.sample(12, like))
+def refs(*shapes, dtype=torch.float64):
+    gen = torch.Generator().manual_seed(0)
+    return [ParamRef(i, torch.randn(s, generator=gen, dtype=dtype), f"t{i}", MU) for i, s in enumerate(shapes)]
 
 
-def test_gaussian_and_rademacher_laws():
-    like = torch.empty(200_000, dtype=torch.float64)
-    z = Gaussian().sample(1, like)
-    assert abs(z.mean()) < 5 / 200_000**0.5 and abs(z.var() - 1) < 0.02
-    r = Rademacher().sample(2, like)
-    assert set(r.unique().tolist()) == {-1.0, 1.0} and abs(r.mean()) < 5 / 200_000**0.5
+@pytest.mark.parametrize("rng", ["counter", "torch"])
+@pytest.mark.parametrize("sampler", [Gaussian, Rademacher])
+def test_point_is_base_plus_radius_times_the_tensors_draw(sampler, rng):
+    dirs = SamplerDirections(sampler(rng))
+    for r in refs((4, 5), (7,)):
+        z = sampler(rng).sample(mix(123, r.index), r.param)
+        torch.testing.assert_close(dirs.point(r, Query(123), 0.5, base=r.param), r.param + 0.5 * z,
+                                   rtol=1e-15, atol=1e-15)
+        torch.testing.assert_close(dirs.point(r, Query(123), -2.0), -2.0 * z, rtol=0, atol=0)
 
 
-def test_draw_does_not_touch_the_global_rng():
-    torch.manual_seed(0)
-    expected = torch.rand(3)
-    torch.manual_seed(0)
-    Gaussian().sample(5, torch.empty(1000))
-    assert torch.equal(torch.rand(3), expected)
+@pytest.mark.parametrize("rng", ["counter", "torch"])
+def test_combine_is_the_weighted_sum_of_the_queries_draws(rng):
+    dirs, (r,) = SamplerDirections(Gaussian(rng)), refs((30,))
+    queries, coefs = [Query(s) for s in (5, 6, 7)], [0.5, -1.5, 2.0]
+    expected = sum(c * Gaussian(rng).sample(mix(q.seed, 0), r.param) for q, c in zip(queries, coefs))
+    torch.testing.assert_close(dirs.combine(r, queries, coefs), expected, rtol=1e-14, atol=1e-14)
 
 
-def test_mix_is_a_pure_63_bit_hash():
-    assert mix(1, 2, 3) == mix(1, 2, 3) and mix(1, 2, 3) != mix(1, 3, 2)
-    assert 0 <= mix(2**70, -5) < 2**63
+@pytest.mark.parametrize("rng", ["counter", "torch"])
+def test_sphere_directions_are_unit_over_the_perturbed_set(rng):
+    dirs, rs = SamplerDirections(Sphere(rng)), refs((4, 5), (7,))
+    queries = [Query(1), Query(2)]
+    dirs.prepare(rs, queries, scratch=lambda r: torch.empty_like(r.param))
+    for q in queries:
+        z = torch.cat([Gaussian(rng).sample(mix(q.seed, r.index), r.param).flatten() for r in rs])
+        assert float(q.inv_norm) == pytest.approx(1 / float(z.norm()), rel=1e-12)
+        u = torch.cat([dirs.point(r, q, 1.0).flatten() for r in rs])
+        assert float(u.norm()) == pytest.approx(1.0, rel=1e-12)  # unit over both tensors, not each
+    plain = [Query(1)]
+    SamplerDirections(Gaussian(rng)).prepare(rs, plain)
+    assert plain[0].inv_norm is None  # only sphere normalises
 
 
-def test_unknown_directions_name():
-    with pytest.raises(ValueError, match="unknown directions 'cauchy'.*allowed"):
-        make_sampler("cauchy")
+def test_a_shard_draws_its_slice_of_the_whole_tensors_direction():
+    whole = ParamRef(3, torch.zeros(10, dtype=torch.float64), "w", MU)
+    shard = ParamRef(3, torch.zeros(4, dtype=torch.float64), "w", MU, offset=6, full_numel=10)
+    dirs = SamplerDirections(Gaussian())
+    assert torch.equal(dirs.point(shard, Query(9), 1.0), dirs.point(whole, Query(9), 1.0)[6:])
+    assert torch.equal(dirs.combine(shard, [Query(9), Query(8)], [1.0, 2.0]),
+                       dirs.combine(whole, [Query(9), Query(8)], [1.0, 2.0])[6:])
 
 
-def test_mix_each_equals_mix_with_the_common_prefix():
-    from zolab.engine.directions import mix, mix_each
+@pytest.mark.parametrize("sampler", [Gaussian(), Sphere(), Gaussian("torch")])
+def test_rows_are_the_draws_unit_for_sphere(sampler):
+    dirs, (r,) = SamplerDirections(sampler), refs((12,))
+    queries = [Query(s) for s in (3, 4, 5)]
+    rows = dirs.rows(r, queries, torch.empty(3, 12, dtype=torch.float64))
+    for k, q in enumerate(queries):
+        z = sampler.sample(mix(q.seed, 0), r.param)
+        expected = z / z.norm() if sampler.normalize else z
+        torch.testing.assert_close(rows[k], expected, rtol=1e-14, atol=1e-14)
 
-    assert mix_each((3, 7, 0), range(5)) == [mix(3, 7, 0, k) for k in range(5)]
+
+def test_a_rules_own_directions_take_standard_normal_noise_only():
+    opt = ZOAdaMU([torch.nn.Parameter(torch.zeros(3))], total_steps=10, t1=2)
+    with pytest.raises(ValueError, match="standard normal noise.*Sphere"):
+        RuleDirections(opt, Sphere())
+    with pytest.raises(ValueError, match="standard normal noise.*Rademacher"):
+        RuleDirections(opt, Rademacher())
+
+
+def test_a_rules_own_direction_is_its_function_of_the_noise():
+    """ZO-AdaMU with zero momentum: u = s·w, s = √((β1√α)² + ((1 − β1)√(1 − α))²), w the query's first draw."""
+    x = torch.nn.Parameter(torch.zeros(40, dtype=torch.float64))
+    alpha, beta1 = 0.6, 0.7
+    opt = ZOAdaMU([x], alpha=alpha, betas=(beta1, 0.4))
+    dirs, ref = opt.grad_estimator.directions, opt.partition()[0][1][0]
+    s = math.hypot(beta1 * math.sqrt(alpha), (1 - beta1) * math.sqrt(1 - alpha))
+    w = Gaussian().sample(mix(77, 0), x.detach())
+    torch.testing.assert_close(dirs.point(ref, Query(77), 0.5), 0.5 * s * w, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(dirs.combine(ref, [Query(77), Query(78)], [1.0, -1.0]),
+                               s * (w - Gaussian().sample(mix(78, 0), x.detach())), rtol=1e-12, atol=1e-14)

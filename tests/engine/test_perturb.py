@@ -65,7 +65,7 @@ def test_extra_memory_is_one_layer_not_the_model():
     model = tiny_llama()
     opt = zolab.ZOSGD(model.named_parameters(), lr=1e-3, perturb="module").bind(model)
     opt.step(lambda: model(input_ids=IDS, labels=IDS).loss)
-    pooled = sum(b.numel() for free in opt._pool.values() for b in free)
+    pooled = sum(b.numel() for free in opt.perturber.pool.values() for b in free)
     largest = max(p.numel() for p in model.parameters())
     assert pooled <= 2 * largest < sum(p.numel() for p in model.parameters())
 

@@ -353,7 +353,7 @@ def test_record_regenerates_the_estimate():
     rec = opt.record
     assert rec.step == 1 and rec.num_queries == 3 and len(rec.seeds) == 3 and rec.names == ["W", "b"]
     sampler = zolab.Rademacher()
-    from zolab.engine.directions import mix
+    from zolab.engine.seeds import mix
 
     for i, (name, param) in enumerate(p.named_parameters()):
         manual = sum(pk * sampler.sample(mix(s, i), param) for s, pk in zip(rec.seeds, rec.projected_grads)) / 3

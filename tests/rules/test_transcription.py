@@ -13,8 +13,9 @@ import torch
 
 import zolab
 from zolab.engine.blocks import select
-from zolab.engine.directions import make_sampler, mix
+from zolab.engine.samplers import make_sampler
 from zolab.engine.schedules import ThreePhase, value_at
+from zolab.engine.seeds import mix
 from zolab.rules.registry import REGISTRY, Dense, ref_adamu_direction
 
 from ._problem import TinyProblem

@@ -1,7 +1,8 @@
 """Blocks of parameters for block-coordinate ZO (MeZO-BCD, docs/algorithms.md §3.9) and their selection.
 
 A block is a list of tensor positions (indices into the optimizer's flattened parameter list). Any rule
-can run block-wise: the optimizer perturbs and updates only the active block(s) of a step.
+can run block-wise: the optimizer perturbs and updates only the active block(s) of a step. ``BlockPlan``
+holds an optimizer's block options and answers which tensors step t perturbs.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ import random
 import re
 from collections.abc import Sequence
 
-from zolab.engine.directions import mix
+from zolab.engine.checks import check_choice
+from zolab.engine.seeds import mix
 
 SELECTIONS = ("cyclic", "permutation", "uniform")
+GRANULARITIES = ("model", "tensor")
 _EMBEDDING_HINTS = ("embed", "wte", "wpe", "word_embeddings", "position_embeddings", "shared")
 
 
@@ -104,3 +107,36 @@ def select(t: int, num_blocks: int, selection: str, seed: int) -> int:
     if selection == "uniform":
         return random.Random(mix(seed, 0x0F1D, t)).randrange(num_blocks)
     raise ValueError(f"unknown block_selection {selection!r}; allowed: {list(SELECTIONS)}")
+
+
+class BlockPlan:
+    """An optimizer's block options (``blocks``, ``block_selection``, ``blocks_per_step``, ``granularity``; see
+    ``ZOOptimizer``), checked, and the blocks of a step: ``partition`` splits the trainable tensors,
+    ``of_step`` picks the block(s) step t perturbs and updates."""
+
+    def __init__(self, spec=None, selection: str = "permutation", per_step: int | str = 1,
+                 granularity: str = "model"):
+        check_choice("block_selection", selection, SELECTIONS)
+        check_choice("granularity", granularity, GRANULARITIES)
+        if per_step not in (1, "all"):
+            raise ValueError(f"invalid blocks_per_step {per_step!r}; allowed: 1 or 'all'")
+        if granularity == "tensor":
+            if spec is not None:
+                raise ValueError(f"granularity='tensor' makes each tensor a block; got blocks={spec!r} too")
+            spec, per_step, selection = "tensor", "all", "cyclic"
+        self.spec, self.selection, self.per_step, self.granularity = spec, selection, per_step, granularity
+
+    def partition(self, refs: list, named: bool) -> list[tuple[str, list]]:
+        """The ordered blocks of ``refs`` (objects with ``name`` and ``numel``); ``named``: the user gave names."""
+        if not refs:
+            raise ValueError("no trainable parameter (all have requires_grad=False)")
+        if self.spec not in (None, "tensor") and not named and not isinstance(self.spec, int):
+            raise ValueError(f"blocks={self.spec!r} needs parameter names: pass model.named_parameters()")
+        parts = partition([r.name for r in refs], [r.numel for r in refs], self.spec)
+        return [(name, [refs[i] for i in idx]) for name, idx in parts]
+
+    def of_step(self, parts: list, t: int, seed: int) -> list:
+        """The block(s) of ``parts`` that step t perturbs and updates (a pure function of t and the seed)."""
+        if self.per_step == "all" or len(parts) == 1:
+            return parts
+        return [parts[select(t, len(parts), self.selection, seed)]]

@@ -23,27 +23,12 @@ from dataclasses import dataclass
 
 import torch
 
-from zolab.engine.directions import compute_type, mix_each
+from zolab.engine.checks import check_choice, check_int
+from zolab.engine.groups import ParamRef, compute_type
+from zolab.engine.seeds import mix_each
 
 ESTIMATORS = ("forward", "central")
 SCALES = ("dimension", "none")
-
-
-@dataclass
-class ParamRef:
-    """One trainable tensor as the optimizer sees it."""
-
-    index: int  # position in the optimizer's flattened parameter list: keys its directions
-    param: torch.Tensor
-    name: str
-    group: dict
-    offset: int = 0  # a shard of a larger tensor: the element index of its first element in the whole
-    full_numel: int | None = None  # the whole tensor's size (None: not a shard)
-
-    @property
-    def numel(self) -> int:
-        """The whole tensor's size (a shard's own size is ``param.numel()``)."""
-        return self.param.numel() if self.full_numel is None else self.full_numel
 
 
 @dataclass
@@ -78,6 +63,18 @@ class BlockEstimate:
         """(c/K) δ_k/μ_g for each k: ĝ on ``ref`` is Σ_k coef_k u_k."""
         return self.diffs * (self.scale / (len(self.queries) * ref.group["mu"]))
 
+    def grad(self, directions) -> dict[str, torch.Tensor]:
+        """ĝ on each tensor of the block, by name, regenerated along ``directions`` (the batched step's
+        ``drawn`` rows when it kept them: one product, no redraw)."""
+        out = {}
+        for r in self.refs:
+            coefs = self.coefficients(r)
+            if self.drawn is not None:
+                out[r.name] = (coefs.to(self.drawn.dtype) @ self.drawn).view(r.param.shape)
+            else:
+                out[r.name] = directions.combine(r, self.queries, coefs)
+        return out
+
 
 def as_loss(value) -> torch.Tensor:
     """The closure's return value as a 0-dim tensor; anything else is a TypeError."""
@@ -105,10 +102,9 @@ class Estimator:
     c (``dimension`` | ``none``). Args as in docs/algorithms.md §1; the optimizer owns one."""
 
     def __init__(self, directions, difference: str = "central", num_queries: int = 1, scale: str = "none"):
-        if difference not in ESTIMATORS:
-            raise ValueError(f"unknown estimator {difference!r}; allowed: {list(ESTIMATORS)}")
-        if scale not in SCALES:
-            raise ValueError(f"unknown scale {scale!r}; allowed: {list(SCALES)}")
+        check_int("num_queries", num_queries, 1)
+        check_choice("estimator", difference, ESTIMATORS)
+        check_choice("scale", scale, SCALES)
         self.directions, self.difference, self.num_queries, self.scale = directions, difference, num_queries, scale
         self.parallel = Local()
         self.shard_sum = None  # for sharded tensors: sums a tensor over the processes holding the shards

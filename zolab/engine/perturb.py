@@ -30,8 +30,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from zolab import kernels
-from zolab.engine.directions import mix
-from zolab.engine.estimator import ParamRef, Query
+from zolab.engine.checks import check_choice, check_int
+from zolab.engine.estimator import Query
+from zolab.engine.groups import ParamRef
+from zolab.engine.seeds import mix
 
 PERTURB_MODES = ("auto", "copy", "module")
 
@@ -66,6 +68,50 @@ def evaluate_copy(refs: list[ParamRef], query: Query | None, sign: float, direct
             p.data = data
         for p, copy in saved:
             p.data.copy_(copy)
+
+
+class Perturber:
+    """How a step's points are evaluated: ``mode`` ``"copy"``, ``"module"`` or ``"auto"`` (module mode once a
+    bound ``model`` owns every perturbed tensor through its submodules and the counter rng draws them), with
+    the scratch tensors module mode reuses between steps (``pool``)."""
+
+    def __init__(self, mode: str = "auto", chunk_numel: int = 1 << 21):
+        check_choice("perturb", mode, PERTURB_MODES)
+        check_int("chunk_numel", chunk_numel, 1)
+        self.mode, self.chunk_numel = mode, chunk_numel
+        self.model: nn.Module | None = None
+        self.pool = new_pool()
+        self.copy_only = False  # "auto" met a tensor used outside its module's forward: copy mode from then on
+
+    def resolved(self, refs: list[ParamRef], fused: bool) -> str:
+        """The mode in use for these perturbed tensors: ``"copy"`` or ``"module"`` (``"auto"`` resolved)."""
+        if self.mode != "auto":
+            return self.mode
+        ok = (self.model is not None and fused and not self.copy_only
+              and all(r.full_numel is None for r in refs) and owned_by_submodules(self.model, refs))
+        return "module" if ok else "copy"
+
+    def estimate(self, estimator, block: str, refs: list[ParamRef], queries, closure, batched, scratch, mode: str):
+        """``estimator.estimate`` of one block, its points evaluated in ``mode`` (or by ``batched``)."""
+        dirs = estimator.directions
+        if batched is None and mode == "module":
+            if self.model is None:
+                raise RuntimeError("perturb='module' needs the model: call optimizer.bind(model) first")
+            try:
+                with ModulePerturbation(self.model, refs, dirs, self.pool, self.chunk_numel) as mp:
+                    return estimator.estimate(block, refs, queries, lambda q, s: mp.evaluate(q, s, closure),
+                                              scratch=scratch)
+            except NotPerturbed:
+                if self.mode == "module":
+                    raise
+                self.copy_only = True
+
+        def buffer(r):
+            return scratch((r.index, "point"), r.param.shape, r.param.dtype, r.param.device)
+
+        return estimator.estimate(block, refs, queries,
+                                  lambda q, s: evaluate_copy(refs, q, s, dirs, closure, buffer),
+                                  batched=batched, scratch=scratch)
 
 
 def owned_by_submodules(model: nn.Module, refs: list[ParamRef]) -> bool:

@@ -1,27 +1,38 @@
-"""What a saved optimizer state must agree on with the optimizer that loads it.
+"""Resume: an optimizer's state_dict with the settings that made it, and a load that refuses a state that does not fit.
 
 ``config(opt)`` is saved in ``state_dict()["zo"]["config"]``: the rule, the seed, the estimator, the
 directions and the block options, the rule's own options and the schedules, which together fix the random
 stream and the maths. ``check`` raises naming every setting that differs (and every group hyper-parameter,
-e.g. lr), except the hyper-parameters the caller overrides on purpose, which keep the new values.
+e.g. lr), except the hyper-parameters the caller overrides on purpose, which keep the new values;
+``check_state`` raises naming every state tensor of another shape or dtype than its parameter's. ``load``
+runs both before anything changes, then torch's load, keeping the saved state's dtypes.
 """
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
-from zolab.engine.directions import compute_type
+from zolab.engine.groups import compute_type, refs
 
 
 def config(opt) -> dict:
     out = {"rule": type(opt).__name__, "seed": opt.seed, "estimator": opt.estimator,
            "directions": opt.sampler.name, "rng": opt.sampler.rng, "num_queries": opt.num_queries,
-           "scale": opt.scale, "weight_decay_mode": opt.weight_decay_mode, "blocks": repr(opt.block_spec),
-           "block_selection": opt.block_selection, "blocks_per_step": opt.blocks_per_step,
-           "granularity": opt.granularity}
+           "scale": opt.scale, "weight_decay_mode": opt.weight_decay_mode, "blocks": repr(opt.block_plan.spec),
+           "block_selection": opt.block_plan.selection, "blocks_per_step": opt.block_plan.per_step,
+           "granularity": opt.block_plan.granularity}
     out.update({k: getattr(opt, k) for k in opt.static_options})
     out.update({f"schedule.{k}": repr(v) for k, v in opt.schedules.items()})
     return out
+
+
+def save(opt, state_dict: dict) -> dict:
+    """torch's ``state_dict`` plus ``"zo"``: the step counters and ``config(opt)``."""
+    state_dict["zo"] = copy.deepcopy(opt.zo)
+    state_dict["zo"]["config"] = config(opt)
+    return state_dict
 
 
 def check(opt, state_dict: dict, saved: dict | None, overrides) -> None:
@@ -55,15 +66,41 @@ def check_state(opt, state_dict: dict) -> None:
     saved_groups = state_dict.get("param_groups", [])
     if [len(g["params"]) for g in saved_groups] != [len(g["params"]) for g in opt.param_groups]:
         return  # torch's load_state_dict names this mismatch
-    ids = [i for g in saved_groups for i in g["params"]]
-    refs = dict(zip(ids, opt._refs()))
+    by_id = dict(zip([i for g in saved_groups for i in g["params"]], refs(opt.param_groups)))
     wrong = []
     for i, values in state_dict.get("state", {}).items():
-        if i not in refs:
+        if i not in by_id:
             continue  # torch's load ignores state of no parameter
-        p = refs[i].param
-        want = (tuple(p.shape), compute_type(p))
-        wrong += [f"state {k!r} of {refs[i].name!r}: {tuple(v.shape)} {v.dtype}; allowed: {want[0]} {want[1]}"
+        ref = by_id[i]
+        want = (tuple(ref.param.shape), compute_type(ref.param))
+        wrong += [f"state {k!r} of {ref.name!r}: {tuple(v.shape)} {v.dtype}; allowed: {want[0]} {want[1]}"
                   for k, v in values.items() if torch.is_tensor(v) and (tuple(v.shape), v.dtype) != want]
     if wrong:
         raise ValueError("the saved optimizer state does not fit these parameters: " + "; ".join(wrong))
+
+
+def load(opt, state_dict: dict, overrides, torch_load) -> None:
+    """Check ``state_dict`` against ``opt``, then load it with ``torch_load`` (torch's ``load_state_dict``), the
+    group hyper-parameters named in ``overrides`` keeping ``opt``'s values, and the ZO counters."""
+    state_dict = dict(state_dict)
+    zo = state_dict.pop("zo", None)
+    if zo is None:
+        raise ValueError("this state_dict has no 'zo' entry: it was not saved by a zolab optimizer")
+    zo = dict(zo)
+    saved = zo.pop("config", None)
+    check(opt, state_dict, saved, overrides)
+    check_state(opt, state_dict)
+    kept = [{k: g[k] for k in overrides if k in g} for g in opt.param_groups]
+    torch_load(state_dict)
+    for g, values in zip(opt.param_groups, kept):
+        g.update(values)
+    # torch casts every state tensor to its parameter's dtype; zolab keeps the saved dtypes (float32
+    # moments of half-precision tensors), so that a resumed run continues bitwise.
+    saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+    by_id = dict(zip(saved_ids, [p for g in opt.param_groups for p in g["params"]]))
+    for i, values in state_dict["state"].items():
+        p = by_id[i]
+        for k, v in values.items():
+            if torch.is_tensor(v) and k != "step":
+                opt.state[p][k] = v.to(device=p.device, copy=True)
+    opt.zo = copy.deepcopy(zo)

@@ -22,6 +22,28 @@ def value_at(x: float | Schedule, t: int) -> float:
     return float(x(t)) if isinstance(x, Schedule) else x
 
 
+def is_scheduled(v) -> bool:
+    """A hyper-parameter value that holds a schedule (``lr=Cosine(...)``, ``betas=(Linear(...), 0.99)``)."""
+    return isinstance(v, Schedule) or (isinstance(v, tuple) and any(isinstance(x, Schedule) for x in v))
+
+
+def resolve(v, t: int):
+    """A hyper-parameter's value at step t (each entry of a tuple such as ``betas``)."""
+    return tuple(value_at(x, t) for x in v) if isinstance(v, tuple) else value_at(v, t)
+
+
+def current_values(names, group: dict) -> dict[str, float]:
+    """The scheduled hyper-parameters ``names`` as ``group`` holds them now, flat (``betas`` as betas1, betas2)."""
+    out = {}
+    for k in names:
+        values = group[k]
+        if isinstance(values, tuple):
+            out.update({f"{k}{i + 1}" if k == "betas" else f"{k}{i}": x for i, x in enumerate(values)})
+        else:
+            out[k] = values
+    return out
+
+
 @dataclass(frozen=True)
 class Constant(Schedule):
     value: float

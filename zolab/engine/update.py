@@ -15,12 +15,10 @@ swapped in, and swapped back out if a later block's loss is not finite.
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 import torch
 
 from zolab import kernels
-from zolab.engine.directions import compute_type
+from zolab.engine.groups import compute_type
 from zolab.engine.ops import Traced, hyper_values
 
 
@@ -67,10 +65,6 @@ class Transaction:
             state.clear()
             state.update(before)
         self.saved = []
-
-
-def new_spares() -> dict:
-    return defaultdict(list)
 
 
 class Updater:

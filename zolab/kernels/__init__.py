@@ -9,7 +9,7 @@ Three backends give the same numbers (``reference.py`` is the specification):
 - ``torch``: plain torch ops, any device and dtype (float16/bfloat16 are computed in float32).
 
 The backend is chosen per tensor; ``ZOLAB_KERNELS=torch|c|triton`` (or ``use_backend``) forces one.
-Every function takes the direction keys (63-bit integers from ``zolab.engine.directions.mix``) and the element
+Every function takes the direction keys (63-bit integers from ``zolab.engine.seeds.mix``) and the element
 offset of the tensor's first element, so a slice of a tensor draws exactly the slice of the whole.
 
 Arithmetic: the compute type is float64 for float64 tensors and float32 otherwise;

@@ -1,8 +1,8 @@
 """ZO-AdaMU: directions adapted by a momentum of past directions, with annealed weights (docs/algorithms.md §3.7)."""
 
 from zolab.engine.checks import check_betas, check_range
-from zolab.engine.directions import Gaussian
 from zolab.engine.ops import sqrt
+from zolab.engine.samplers import Gaussian
 from zolab.engine.schedules import adamu_schedules
 from zolab.rules.base import ZOOptimizer
 
