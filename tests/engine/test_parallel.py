@@ -13,7 +13,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from zolab.engine.parallel import ParallelPoints, check_in_step, shard
-from zolab.rules.registry import REGISTRY
+from zolab.testing import REGISTRY
 
 from ..rules._problem import TinyProblem
 

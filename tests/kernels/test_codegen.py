@@ -5,7 +5,7 @@ import torch
 
 from tests.kernels.test_program import assert_same_bits, every_op_program, run_every_op
 from zolab.kernels import codegen
-from zolab.rules.registry import REGISTRY
+from zolab.testing import REGISTRY
 
 
 @pytest.fixture

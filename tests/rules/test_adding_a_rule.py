@@ -24,7 +24,7 @@ def test_a_rule_added_as_readme_says_runs_every_generic_test(tmp_path):
     shutil.copytree(ROOT / "zolab", copy / "zolab", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "tests", copy / "tests", ignore=shutil.ignore_patterns("__pycache__"))
     (copy / "zolab" / "rules" / "lion.py").write_text(rule_file)
-    registry = copy / "zolab" / "rules" / "registry.py"
+    registry = copy / "zolab" / "testing" / "rules.py"
     registry.write_text(registry.read_text() + "\n\n" + registry_entry)
     tests = ["tests/rules/test_generic.py", "tests/rules/test_transcription.py"]
     proc = subprocess.run(

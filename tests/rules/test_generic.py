@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import zolab
-from zolab.rules.registry import REGISTRY
+from zolab.testing import REGISTRY
 
 from ._problem import TinyProblem
 

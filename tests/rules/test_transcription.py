@@ -16,7 +16,8 @@ from zolab.engine.blocks import select
 from zolab.engine.samplers import make_sampler
 from zolab.engine.schedules import ThreePhase, value_at
 from zolab.engine.seeds import mix
-from zolab.rules.registry import REGISTRY, Dense, ref_adamu_direction
+from zolab.testing import REGISTRY, Dense
+from zolab.testing.rules import ref_adamu_direction
 
 from ._problem import TinyProblem
 

@@ -1,31 +1,35 @@
-"""The rule registry: every rule's class, test arguments, state, capabilities and dense reference update.
+"""The rule registry of the tests: every rule's class, test arguments, state, capabilities and dense reference.
 
 ``REGISTRY`` drives the table-driven tests of ``tests/rules/`` (in the manner of torch's ``OptimizerInfo``): a
-rule is its file plus one ``RuleInfo`` entry here, and every generic test (float64 transcription, fused
-program against the eager update, lr = 0, resume, state_dict, bad input, a short convergence check) runs on
-it. ``reference`` is a direct transcription of the rule's update on dense float64 vectors (docs/algorithms.md
-§3), written apart from the rule's own ``update``: the tests build ĝ, the blocks and the weight decay
-themselves (§1, §2) and call it with a ``Dense`` context.
+rule is its file in ``zolab/rules/`` plus one ``RuleInfo`` entry here, and every generic test (float64
+transcription, fused program against the eager update, lr = 0, resume, state_dict, bad input, a short
+convergence check) runs on it. ``reference`` is a direct transcription of the rule's update on dense float64
+vectors (docs/algorithms.md §3), written apart from the rule's own ``update``: the tests build ĝ, the blocks
+and the weight decay themselves (§1, §2) and call it with a ``Dense`` context. The runtime map of rules by
+short name is ``zolab.rules.RULES``; it does not import this module.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
-from zolab.rules.adamm import ZOAdaMM
-from zolab.rules.adamu import ZOAdaMU
-from zolab.rules.base import ZOOptimizer
-from zolab.rules.meazo import MEAZO
-from zolab.rules.mezo_bcd import MeZOBCD
-from zolab.rules.momentum import ZOSGDMomentum
-from zolab.rules.radazo import RAdaZO
-from zolab.rules.rmsprop import ZORMSProp
-from zolab.rules.signsgd import ZOSignSGD
-from zolab.rules.zosgd import ZOSGD
+from zolab.rules import (
+    MEAZO,
+    ZOSGD,
+    MeZOBCD,
+    RAdaZO,
+    ZOAdaMM,
+    ZOAdaMU,
+    ZOOptimizer,
+    ZORMSProp,
+    ZOSGDMomentum,
+    ZOSignSGD,
+)
+from zolab.rules.adamm import denominator
 
 
 @dataclass
@@ -81,7 +85,7 @@ def _masked(d: Dense, name: str, new: torch.Tensor) -> torch.Tensor:
 
 
 def _den(v, h, options):
-    return torch.sqrt(v + h["eps"]) if options.get("eps_inside_sqrt") else torch.sqrt(v) + h["eps"]
+    return denominator(v, h["eps"], bool(options.get("eps_inside_sqrt")))
 
 
 def ref_sgd(d: Dense) -> torch.Tensor:
@@ -198,22 +202,5 @@ REGISTRY: dict[str, RuleInfo] = {
         bad=(({"blocks": 9}, "equal blocks"), ({"blocks": ["("]}, "invalid"))),
 }
 
-class _Classes(Mapping):
-    """Short name -> rule class, always in step with ``REGISTRY`` (a rule registered later appears here too)."""
-
-    def __getitem__(self, name: str) -> type[ZOOptimizer]:
-        return REGISTRY[name].cls
-
-    def __iter__(self):
-        return iter(REGISTRY)
-
-    def __len__(self) -> int:
-        return len(REGISTRY)
-
-    def __repr__(self) -> str:
-        return repr({k: v.__name__ for k, v in self.items()})
-
-
-RULES: Mapping[str, type[ZOOptimizer]] = _Classes()
 # A new rule: its file in zolab/rules/, then here its reference and one entry, e.g.
 #     REGISTRY["zo_lion"] = RuleInfo(ZOLion, ref_lion, state=("m",))      (README: "Adding a rule")
