@@ -1,6 +1,8 @@
+"""Blocks: the partition of the tensors, the block of each step, and an optimizer's block options."""
+
 import pytest
 
-from zolab.engine.blocks import module_block, partition, select
+from zolab.engine.blocks import BlockPlan, module_block, partition, select
 
 LLAMA = [
     "model.embed_tokens.weight",
@@ -57,3 +59,44 @@ def test_selections():
     assert all(abs(draws.count(b) / 2000 - 0.2) < 0.05 for b in range(n))
     with pytest.raises(ValueError, match="block_selection"):
         select(1, n, "greedy", 0)
+
+
+class Ref:
+    def __init__(self, name, numel):
+        self.name, self.numel = name, numel
+
+
+def test_a_block_plan_partitions_refs_and_picks_the_blocks_of_a_step():
+    refs = [Ref(n, 1) for n in LLAMA]
+    plan = BlockPlan("module", "cyclic")
+    parts = plan.partition(refs, named=True)
+    assert [b for b, _ in parts] == ["embeddings", "model.layers.0", "model.layers.1", "model.norm", "lm_head"]
+    assert parts[1][1] == refs[1:4]
+    assert [plan.of_step(parts, t, 0)[0][0] for t in (1, 2, 6)] == ["embeddings", "model.layers.0", "embeddings"]
+    assert BlockPlan("module", per_step="all").of_step(parts, 3, 0) == parts
+    assert BlockPlan(None).of_step(BlockPlan(None).partition(refs, named=False), 3, 0)[0][1] == refs
+
+
+def test_tensor_granularity_is_every_tensor_a_block_each_step():
+    plan = BlockPlan(granularity="tensor")
+    assert (plan.spec, plan.per_step, plan.selection) == ("tensor", "all", "cyclic")
+    assert len(plan.partition([Ref("a", 2), Ref("b", 3)], named=False)) == 2
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(selection="greedy"), r"unknown block_selection 'greedy'; allowed"),
+    (dict(per_step=2), r"invalid blocks_per_step 2; allowed: 1 or 'all'"),
+    (dict(granularity="layer"), r"unknown granularity 'layer'; allowed"),
+    (dict(spec=["a"], granularity="tensor"), r"granularity='tensor' makes each tensor a block; got blocks=\['a'\]"),
+])
+def test_bad_block_options_are_named(kw, match):
+    with pytest.raises(ValueError, match=match):
+        BlockPlan(**kw)
+
+
+def test_module_and_regex_blocks_need_names_and_trainable_tensors():
+    with pytest.raises(ValueError, match=r"blocks='module' needs parameter names"):
+        BlockPlan("module").partition([Ref("param0", 1)], named=False)
+    assert len(BlockPlan(2).partition([Ref("param0", 1), Ref("param1", 1)], named=False)) == 2  # an int needs none
+    with pytest.raises(ValueError, match="no trainable parameter"):
+        BlockPlan().partition([], named=True)

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 import zolab
+from zolab.engine.perturb import Perturber
 
 IDS = torch.randint(0, 300, (2, 12), generator=torch.Generator().manual_seed(0))
 
@@ -96,3 +97,24 @@ def test_bad_settings_are_named():
         zolab.ZOSGD([p], perturb="module").step(lambda: p.sum())
     with pytest.raises(ValueError, match="not parameters of the bound model"):
         zolab.ZOSGD([p], perturb="module").bind(nn.Linear(2, 2)).step(lambda: p.sum())
+
+
+def test_auto_resolves_to_module_only_for_a_bound_model_that_owns_the_tensors_through_submodules():
+    model = nn.Sequential(nn.Linear(3, 3))
+    refs = zolab.ZOSGD(model.named_parameters()).partition()[0][1]
+    auto = Perturber("auto")
+    assert auto.resolved(refs, fused=True) == "copy"  # no model bound
+    auto.model = model
+    assert auto.resolved(refs, fused=True) == "module"
+    assert auto.resolved(refs, fused=False) == "copy"  # the torch rng cannot draw single elements
+    auto.copy_only = True  # a tensor was met outside its module's forward
+    assert auto.resolved(refs, fused=True) == "copy"
+    assert Perturber("copy").resolved(refs, fused=True) == "copy"
+    assert Perturber("module").resolved(refs, fused=False) == "module"  # as asked; the optimizer refuses this
+
+
+def test_bad_perturbation_options_are_named():
+    with pytest.raises(ValueError, match=r"unknown perturb 'inplace'; allowed: \['auto', 'copy', 'module'\]"):
+        Perturber("inplace")
+    with pytest.raises(ValueError, match=r"invalid chunk_numel: 0; allowed: an integer >= 1"):
+        Perturber("module", chunk_numel=0)

@@ -1,0 +1,118 @@
+"""The update: θ' = θ(1 − ηλ) − ηU with the rule's U, state written back, host state restored when planning
+fails, and a Transaction that swaps spare tensors in and rolls them back bit for bit."""
+
+from collections import defaultdict
+
+import pytest
+import torch
+from torch import nn
+
+import zolab
+from zolab.engine.estimator import BlockEstimate, Query
+from zolab.engine.update import Transaction, returned
+
+
+def estimate(opt, diffs, seeds=(11, 12)):
+    """A block estimate over all the optimizer's tensors with the given differences δ_k (no closure needed)."""
+    refs = opt.partition()[0][1]
+    diffs = torch.tensor(diffs, dtype=torch.float64)
+    return BlockEstimate("all", refs, [Query(s) for s in seeds], diffs, diffs, diffs[0], 1.0)
+
+
+def g_hat(opt, est, ref):
+    return opt.grad_estimator.directions.combine(ref, est.queries, est.coefficients(ref))
+
+
+@pytest.mark.parametrize("mode", ["decoupled", "coupled"])
+def test_sgd_update_is_theta_minus_lr_times_g_with_weight_decay(mode):
+    W = nn.Parameter(torch.randn(3, 4, dtype=torch.float64))
+    opt = zolab.ZOSGD([("W", W)], lr=0.1, mu=0.01, weight_decay=0.5, weight_decay_mode=mode, num_queries=2)
+    before = W.detach().clone()
+    est = estimate(opt, [0.02, -0.03])
+    g = g_hat(opt, est, est.refs[0])
+    opt.updater.apply(est)
+    expected = before * (1 - 0.1 * 0.5) - 0.1 * g if mode == "decoupled" else before - 0.1 * (g + 0.5 * before)
+    torch.testing.assert_close(W.detach(), expected, rtol=1e-14, atol=1e-15)
+
+
+def test_a_one_dimensional_tensor_decays_only_when_its_group_asks():
+    b, c = nn.Parameter(torch.ones(5, dtype=torch.float64)), nn.Parameter(torch.ones(5, dtype=torch.float64))
+    opt = zolab.ZOSGD([{"params": [("b", b)]}, {"params": [("c", c)], "weight_decay": 0.5}], lr=0.1,
+                      weight_decay=0.5, num_queries=2)
+    est = estimate(opt, [0.0, 0.0])  # ĝ = 0: only decay moves θ
+    opt.updater.apply(est)
+    assert torch.equal(b.detach(), torch.ones(5, dtype=torch.float64))
+    torch.testing.assert_close(c.detach(), torch.full((5,), 0.95, dtype=torch.float64))
+
+
+def test_momentum_state_is_written_back_by_the_same_pass():
+    x = nn.Parameter(torch.zeros(6, dtype=torch.float64))
+    opt = zolab.ZOSGDMomentum([("x", x)], lr=0.1, momentum=0.5, num_queries=2)
+    est1, est2 = estimate(opt, [0.01, 0.02]), estimate(opt, [-0.03, 0.01], seeds=(21, 22))
+    g1, g2 = g_hat(opt, est1, est1.refs[0]), g_hat(opt, est2, est2.refs[0])
+    opt.updater.apply(est1)
+    opt.updater.apply(est2)
+    b = 0.5 * g1 + g2
+    torch.testing.assert_close(opt.state[x]["momentum_buffer"], b, rtol=1e-14, atol=1e-16)
+    torch.testing.assert_close(x.detach(), -0.1 * g1 - 0.1 * b, rtol=1e-14, atol=1e-16)
+
+
+def test_a_plan_that_fails_leaves_state_counters_and_parameters_as_they_were():
+    class Failing(zolab.ZOAdaMM):
+        def prepare(self, ref, state, est):
+            out = super().prepare(ref, state, est)  # counts the update in the host state first
+            self.zo["prepared"] = self.zo.get("prepared", 0) + 1
+            if ref.name == "b":
+                raise RuntimeError("boom in prepare")
+            return out
+
+    w, b = nn.Parameter(torch.ones(4, 3)), nn.Parameter(torch.ones(3))
+    opt = Failing([("w", w), ("b", b)], lr=0.1)
+    with pytest.raises(RuntimeError, match="boom in prepare"):
+        opt.updater.apply(estimate(opt, [0.1], seeds=(3,)))
+    assert all(not opt.state[p] for p in (w, b)) and "prepared" not in opt.zo
+    assert torch.equal(w, torch.ones(4, 3)) and torch.equal(b, torch.ones(3))
+
+
+def test_programs_are_traced_once_per_variant():
+    opt = zolab.ZOSGD([nn.Parameter(torch.zeros(3))])
+    p = opt.updater.program(2, False, True, False)
+    assert opt.updater.program(2, False, True, False) is p
+    assert opt.updater.program(2, True, False, False) is not p
+
+
+def test_an_update_returns_u_or_u_and_its_new_state():
+    u = torch.ones(2)
+    assert returned(u) == (u, {}) and returned((u, {"m": u}))[1] == {"m": u}
+
+
+def test_a_transaction_rolls_back_to_the_original_tensors_bit_for_bit():
+    p = nn.Parameter(torch.randn(5))
+    m = torch.randn(5)
+    state = {"m": m, "updates": 3}
+    data, bits, m_bits = p.data, p.detach().clone(), m.clone()
+    tx = Transaction(defaultdict(list))
+    outputs = tx.outputs(p, state, ["m"], dict(state))
+    outputs["theta"].fill_(7.0)
+    outputs["state:m"].fill_(-7.0)
+    tx.swap_in(p, state, outputs)
+    state["updates"] = 4
+    assert torch.equal(p.data, torch.full((5,), 7.0)) and torch.equal(state["m"], torch.full((5,), -7.0))
+    assert torch.equal(data, bits) and torch.equal(m, m_bits)  # the originals were never written
+    tx.rollback()
+    assert p.data_ptr() == data.data_ptr() and torch.equal(p.detach(), bits)  # the original storage is back
+    assert state["m"] is m and torch.equal(m, m_bits) and state["updates"] == 3
+
+
+def test_a_committed_transaction_keeps_the_originals_as_the_next_steps_spares():
+    p = nn.Parameter(torch.zeros(4))
+    state = {"m": torch.zeros(4)}
+    spares = defaultdict(list)
+    original, original_m = p.data, state["m"]
+    tx = Transaction(spares)
+    tx.swap_in(p, state, tx.outputs(p, state, ["m"], dict(state)))
+    tx.commit()
+    assert p.data_ptr() != original.data_ptr() and tx.saved == []
+    free = [t.data_ptr() for t in spares[(torch.Size([4]), torch.float32, torch.device("cpu"))]]
+    assert sorted(free) == sorted([original.data_ptr(), original_m.data_ptr()])
+    assert Transaction(spares).spare(p.data).data_ptr() in free  # reused, not allocated
