@@ -1,4 +1,9 @@
-"""The ZO engine: estimator, directions, perturbation, blocks, schedules, update and ops.
+"""The ZO engine: the parts a rule is composed of, one file per concern.
 
-No module here imports Lightning, YAML or TensorBoard (tests/test_layers.py checks it).
+seeds (keys of every draw), samplers (the laws of z), directions (u_k from them), estimator (differences, ĝ),
+groups (param groups, names, shards), blocks (which tensors a step perturbs), perturb (how a point is
+evaluated), update (the rule's traced update, atomic steps), ops (what the update is written with), schedules,
+resume (state_dict and its checks), record (the step record), scratch (reused tensors), checks (argument
+checks), parallel (points and losses across processes). No module here imports Lightning, YAML, TensorBoard,
+the lab, the tasks, the claims or the probes (tests/test_layers.py checks it).
 """
