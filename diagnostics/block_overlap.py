@@ -29,7 +29,7 @@ from diagnostics.gradients import trainable
 from diagnostics.guards import untouched
 from diagnostics.linalg import HessianOperator, exact_hessian, hutchinson_diagonal
 from diagnostics.probe import Probe, gradient_sq
-from zolab.engine.directions import mix
+from zolab.engine.seeds import mix
 
 
 class BlockOverlap(Probe):

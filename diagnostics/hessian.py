@@ -33,7 +33,7 @@ from diagnostics.linalg import (
     stable_rank,
 )
 from diagnostics.probe import Probe
-from zolab.engine.directions import mix
+from zolab.engine.seeds import mix
 
 METHODS = ("auto", "exact", "stochastic")
 

@@ -39,9 +39,9 @@ import torch
 from diagnostics.guards import untouched
 from diagnostics.probe import Probe, gradient_sq
 from diagnostics.reductions import dot, sq_sum, sq_sum_and_dot
-from zolab.engine.directions import mix
 from zolab.engine.estimator import BlockEstimate, Local
 from zolab.engine.perturb import ModulePerturbation, NotPerturbed, evaluate_copy, new_pool
+from zolab.engine.seeds import mix
 
 LAWS = ("gaussian", "sphere", "rademacher")
 TAG = int.from_bytes(b"variance", "big")  # keys the probe's seeds apart from the step's (mix(opt.seed, t, ...))

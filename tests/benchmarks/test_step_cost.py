@@ -5,10 +5,10 @@ import json
 
 import pytest
 import torch
+from zolab.rules.registry import ref_sgd
 
 from benchmarks import step_cost
 from zolab.rules import REGISTRY, RULES, ZOSGD, RuleInfo
-from zolab.rules.registry import ref_sgd
 
 
 class ZOFake(ZOSGD):
