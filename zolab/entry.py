@@ -1,4 +1,11 @@
-"""The ``zolab`` command: ``claims`` answers without importing torch or Lightning; the rest goes to zolab.lab.cli."""
+"""The ``zolab`` command's one dispatcher: ``sweep`` and ``claims`` to their modules, the rest to the fit CLI.
+
+    zolab fit | validate | test ...   # zolab.lab.cli (LightningCLI)
+    zolab sweep FILE ...               # zolab.lab.sweep
+    zolab claims ...                   # zolab.claims: answers without importing torch or Lightning
+
+``python -m zolab.entry ...`` is the same command (what sweeps' subprocesses and tests start).
+"""
 
 from __future__ import annotations
 
@@ -6,11 +13,17 @@ import sys
 
 
 def main(argv=None) -> int:
+    """The command's exit status. ``argv`` None: the command line, which ``zolab fit`` keeps in ``sys.argv``
+    (Lightning starts a multi-process run's other processes with it)."""
     args = sys.argv[1:] if argv is None else list(argv)
     if args[:1] == ["claims"]:
         from zolab.claims import main as claims_main
 
         return claims_main(args[1:])
+    if args[:1] == ["sweep"]:
+        from zolab.lab.sweep import main as sweep_main
+
+        return sweep_main(args[1:])
     from zolab.lab.cli import main as cli_main
 
     return cli_main(argv)

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def zolab_fit(tmp_path, name, *extra, steps=12):
-    args = [sys.executable, "-m", "zolab.lab.cli", "fit", "--model.task=zolab.tasks.synthetic.Quadratic",
+    args = [sys.executable, "-m", "zolab.entry", "fit", "--model.task=zolab.tasks.synthetic.Quadratic",
             "--model.task.init_args.dim=50", "--model.optimizer=zolab.RAdaZO", "--model.optimizer.init_args.lr=0.02",
             "--model.optimizer.init_args.mu=0.05", "--model.optimizer.init_args.num_queries=4",
             "--data=zolab.tasks.synthetic.SyntheticDataModule", f"--trainer.max_steps={steps}",

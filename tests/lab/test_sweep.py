@@ -160,8 +160,8 @@ def test_bad_sweep_files(spec, match):
         sweep.load(spec)
 
 
-def test_cli_dispatches_sweep(tmp_path, capsys):
-    from zolab.lab.cli import main
+def test_the_zolab_command_dispatches_sweep(tmp_path, capsys):
+    from zolab.entry import main
 
     assert main(["sweep", str(FIG1), "--dry-run", "--root", str(tmp_path)]) == 0
     assert "[20/20] Rosenbrock-radazo" in capsys.readouterr().out

@@ -83,10 +83,10 @@ def final_state(run_dir) -> tuple[dict[str, torch.Tensor], int]:
 
 
 def zolab_process(args, cwd, **kwargs) -> subprocess.Popen:
-    """``python -m zolab.lab.cli ARGS`` in its own process, importing this checkout's zolab."""
+    """``python -m zolab.entry ARGS`` (the ``zolab`` command) in its own process, importing this checkout's zolab."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "zolab.lab.cli", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "zolab.entry", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, **kwargs)
 
 

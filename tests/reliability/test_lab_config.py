@@ -79,7 +79,7 @@ def test_item10_n_test_above_the_test_split_is_refused(tmp_path):
 
 
 def test_item10_python_m_zolab_cli_sweep_exits_non_zero_when_a_run_failed(tmp_path, monkeypatch, capsys):
-    """`python -m zolab.lab.cli sweep` ignored sweep's status and exited 0."""
+    """`python -m zolab.entry sweep` (the `zolab` command) passes on the sweep's status: 1 when a run failed."""
     spec = tmp_path / "s.yaml"
     spec.write_text(yaml.safe_dump({
         "name": "s", "base": {"model": {"task": {"class_path": "zolab.tasks.synthetic.Quadratic",
@@ -87,9 +87,9 @@ def test_item10_python_m_zolab_cli_sweep_exits_non_zero_when_a_run_failed(tmp_pa
                               "data": {"class_path": "zolab.tasks.synthetic.SyntheticDataModule"}},
         "grid": {"model.optimizer.init_args.lr": [-1.0]}, "args": ["--trainer.max_steps=2"]}))
     monkeypatch.setattr(sys, "argv", ["zolab", "sweep", str(spec), "--root", str(tmp_path / "runs")])
-    monkeypatch.delitem(sys.modules, "zolab.lab.cli")  # runpy executes a fresh copy as __main__
+    monkeypatch.delitem(sys.modules, "zolab.entry", raising=False)  # runpy executes a fresh copy as __main__
     with pytest.raises(SystemExit) as exit_:
-        runpy.run_module("zolab.lab.cli", run_name="__main__")
+        runpy.run_module("zolab.entry", run_name="__main__")
     assert exit_.value.code == 1
     assert "1 failed" in capsys.readouterr().out
 

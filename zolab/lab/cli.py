@@ -1,10 +1,8 @@
-"""``zolab``: the LightningCLI entry point.
+"""``zolab fit | validate | test``: the LightningCLI of ZO runs (``zolab.entry`` dispatches the command here).
 
     zolab fit --config experiments/radazo/base.yaml [--model.optimizer.init_args.lr=1e-2 ...]
     zolab validate --config X.yaml --ckpt_path runs/NAME/version_0/checkpoints/....ckpt
     zolab fit --config X.yaml --print_config        # the full config, every default filled in
-    zolab sweep experiments/radazo/fig1.yaml [--dry-run]   # see zolab.lab.sweep
-    zolab claims ...                                       # see zolab.claims
 
 The task, the rule (with its schedules), the data and the trainer are chosen by ``class_path`` in YAML and
 overridden from the command line, as in any LightningCLI. What zolab adds to the trainer:
@@ -30,11 +28,9 @@ Each stops with ``zolab: error: ...`` naming the field or file (exit status 2) a
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import sys
-import threading
 from pathlib import Path
 
 from lightning.pytorch.callbacks import (
@@ -52,7 +48,9 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from typing_extensions import override
 
+from zolab.lab.interrupt import InterruptCheckpoint, Interrupted
 from zolab.lab.module import ZOModule, check_precision
+from zolab.lab.preflight import check_resume, check_run_dir
 from zolab.lab.rundir import (
     AtomicCheckpointIO,
     CheckpointError,
@@ -66,7 +64,6 @@ from zolab.lab.strategy import ZOStrategy
 
 RUNS_DIR = "runs"
 PROGRESS_REFRESH_RATE = 20
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
 SPECIAL_CKPT = ("last", "best", "hpc", "registry")  # Lightning's ckpt_path keywords
 # raised before training: a config or data problem (Lightning's own config errors are MisconfigurationException)
 SETUP_ERRORS = (ValueError, TypeError, OSError, ImportError, MisconfigurationException)
@@ -74,130 +71,6 @@ SETUP_ERRORS = (ValueError, TypeError, OSError, ImportError, MisconfigurationExc
 
 class ConfigError(ValueError):
     """A config that cannot run; raised before training, its message names the field or file."""
-
-
-class Interrupted(BaseException):
-    """A run stopped by a signal: after the running step and its checkpoint (``saved``), or at once (a second
-    signal: ``saved`` is None). A ``BaseException``, as ``KeyboardInterrupt``: ``except Exception`` lets it
-    through. ``exit_status``: 128 + the signal number (130 for SIGINT, 143 for SIGTERM), as a shell reports it."""
-
-    def __init__(self, signum: int, step: int | None = None, saved: str | None = None):
-        self.signum, self.step, self.saved = int(signum), step, saved
-        name = signal.Signals(self.signum).name
-        where = f" after step {step}" if step is not None else ""
-        then = f"; checkpoint {saved}: resume with --ckpt_path={saved}" if saved else "; no checkpoint of this step"
-        super().__init__(f"stopped by {name}{where}{then}")
-
-    @property
-    def exit_status(self) -> int:
-        return 128 + self.signum
-
-
-class InterruptCheckpoint(Callback):
-    """Signal-safe checkpoints. A SIGINT (Ctrl-C) or SIGTERM during training lets the current step finish (a ZO
-    step is never cut in half), saves ``DIRPATH/FILENAME.ckpt`` at that step's end (where Lightning's own step
-    checkpoints are taken, so the resumed run logs at the right steps), lets that step's validation and logging
-    run, then stops the run with ``Interrupted`` (exit status 128 + signal). A second signal stops at once,
-    without a checkpoint (the step may be half done). Any other exception during training also leaves that
-    checkpoint, if the run made a step since it started; nothing is saved before training starts (a failed
-    resume never replaces the checkpoint it came from). ``zolab fit ... --ckpt_path DIRPATH/FILENAME.ckpt``
-    resumes exactly.
-
-    A plain ``Callback``, not Lightning's ``OnExceptionCheckpoint``: with that one in the trainer,
-    ``fit(ckpt_path=None)`` silently resumes from the newest "last" checkpoint it can find. Lightning's own
-    SIGTERM handling ends ``fit`` with exit status 0, as if the run had finished: this callback replaces it
-    while training runs.
-
-    Args:
-        dirpath: where to save; default ``<trainer.log_dir>/checkpoints`` (resolved at setup).
-        filename: file name without ``.ckpt`` (default ``on_exception``).
-
-    Example::
-
-        trainer = L.Trainer(callbacks=[InterruptCheckpoint()], max_steps=10_000)
-        # Ctrl-C ...  then: trainer.fit(module, datamodule, ckpt_path=".../checkpoints/on_exception.ckpt")
-    """
-
-    def __init__(self, dirpath: str | None = None, filename: str = "on_exception"):
-        if not filename:
-            raise ValueError("InterruptCheckpoint: filename must not be empty")
-        self.dirpath, self.filename = dirpath, filename
-        self._fitting = False
-        self._start_step = None  # global_step when training started (None: not started)
-        self._signum = None  # the signal seen, its step not finished yet
-        self._saved_step = None  # the step whose end was saved because of a signal
-        self.late_signal = None  # a signal that came after the last step: the run finished, its caller should stop
-        self._previous = {}
-
-    @property
-    def ckpt_path(self) -> str | None:
-        return None if self.dirpath is None else os.path.join(self.dirpath, self.filename + ".ckpt")
-
-    @override
-    def setup(self, trainer, pl_module, stage):
-        self._fitting = stage == "fit"
-        self._start_step = None
-        if self.dirpath is None:
-            self.dirpath = os.path.join(trainer.log_dir or trainer.default_root_dir, "checkpoints")
-
-    # ---------------------------------------------------------------- signal deferral
-    def _on_signal(self, signum, frame):
-        if self._signum is not None or self._saved_step is not None:  # second signal: stop now
-            self._restore()
-            raise Interrupted(signum)
-        self._signum = signum
-        print(f"\nzolab: {signal.Signals(signum).name}: saving a checkpoint after this step (send it again to stop "
-              "at once, without one)", file=sys.stderr, flush=True)
-
-    def _restore(self):
-        for signum, previous in self._previous.items():
-            signal.signal(signum, previous)
-        self._previous = {}
-
-    def _save(self, trainer):
-        trainer.save_checkpoint(self.ckpt_path, weights_only=False)  # full state (optimizer, loops): resumable
-        print(f"zolab: checkpoint at step {trainer.global_step}: {self.ckpt_path}", file=sys.stderr, flush=True)
-
-    @override
-    def on_train_start(self, trainer, pl_module):
-        self._signum, self._saved_step, self.late_signal = None, None, None
-        self._start_step = trainer.global_step
-        if threading.current_thread() is threading.main_thread():
-            self._previous = {s: signal.signal(s, self._on_signal) for s in SIGNALS}
-        if trainer.received_sigterm:  # SIGTERM while Lightning set the run up: nothing trained, nothing to save
-            self._restore()
-            raise Interrupted(signal.SIGTERM, trainer.global_step)
-
-    @override
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if self._signum is not None and self._saved_step is None:  # the step is complete: save here
-            self._saved_step = trainer.global_step
-            self._save(trainer)
-
-    @override
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if self._saved_step is not None:  # the saved step's validation and logging are done: stop before the next
-            self._restore()
-            raise Interrupted(self._signum, self._saved_step, self.ckpt_path)
-
-    @override
-    def on_train_end(self, trainer, pl_module):
-        self._restore()
-        if self._signum is not None and self._saved_step is None:  # no step left to finish: the run is complete
-            self.late_signal = self._signum
-
-    @override
-    def on_exception(self, trainer, pl_module, exception):
-        self._restore()
-        if isinstance(exception, Interrupted | KeyboardInterrupt) or not self._fitting or self.ckpt_path is None:
-            return  # a signal's checkpoint is saved at its step's end; a second signal stops mid-step: no save
-        started = self._start_step is not None and trainer.global_step > self._start_step
-        if started and self._saved_step != trainer.global_step:
-            self._save(trainer)
-
-    @override
-    def teardown(self, trainer, pl_module, stage):
-        self._restore()
 
 
 class _TrainingStarted(Callback):
@@ -224,13 +97,17 @@ class ZOLabCLI(LightningCLI):
         self._new_run_dir = None
         self._resume = None  # (path, loaded checkpoint) of fit's --ckpt_path
         self._optimizer = None  # the rule as built from the config, for the resume check
+        given = sys.argv[1:] if kwargs.get("args") is None else kwargs["args"]
+        self._only = given[0] if isinstance(given, list) and given and given[0] in self.subcommands() else None
         _CURRENT.append(self)
         super().__init__(*args, **kwargs)
 
-    @staticmethod
-    def subcommands() -> dict:
-        """fit, validate, test (no predict: a ZO task has nothing to predict)."""
-        return {k: v for k, v in LightningCLI.subcommands().items() if k != "predict"}
+    def subcommands(self=None) -> dict:
+        """fit, validate, test (no predict: a ZO task has nothing to predict); only the one named on the command
+        line once it is known (each subcommand's parser costs as much to build as the parse itself)."""
+        names = {k: v for k, v in LightningCLI.subcommands().items() if k != "predict"}
+        only = getattr(self, "_only", None)
+        return {only: names[only]} if only in names else names
 
     def add_arguments_to_parser(self, parser):
         parser.add_argument("--name", type=str | None, default=None,
@@ -315,7 +192,10 @@ class ZOLabCLI(LightningCLI):
                 f"{self.trainer.world_size} processes, each of which would step on its own data (unrelated models): "
                 "use --trainer.strategy=zo (zolab.lab.strategy.ZOStrategy: one all-reduce of the losses a step)")
         if self._resume is not None:
-            self._check_resume(*self._resume)
+            try:
+                check_resume(module, self._optimizer, *self._resume)
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
 
     def instantiate_trainer(self, **kwargs):
         config = self._subconfig(self.config_init)
@@ -358,56 +238,15 @@ class ZOLabCLI(LightningCLI):
             kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
         return super().instantiate_trainer(**kwargs)
 
-    def _check_resume(self, path: Path, ckpt: dict) -> None:
-        """Before training: the checkpoint fits this task and optimizer, and the run directory holds no other run."""
-        module, where = self.model, f"--ckpt_path={path}"
-        mine = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-        saved = {k: tuple(getattr(v, "shape", ())) for k, v in ckpt["state_dict"].items()}
-        changed = [f"{k}: shape {list(saved[k])} (saved) -> {list(mine[k])} (now)"
-                   for k in sorted(mine.keys() & saved.keys()) if mine[k] != saved[k]]
-        changed += [f"{k}: missing (now)" for k in sorted(saved.keys() - mine.keys())]
-        changed += [f"{k}: missing (saved)" for k in sorted(mine.keys() - saved.keys())]
-        if changed:
-            raise ConfigError(f"{where}: the checkpoint's task has other tensors: " + "; ".join(changed[:8]) +
-                              (" ..." if len(changed) > 8 else "") + ". Resume with the saved model.task settings")
-        states = ckpt["optimizer_states"]
-        if len(states) != 1:
-            raise ConfigError(f"{where}: {len(states)} optimizer states saved; a zolab run has one")
-        state = {k: v for k, v in states[0].items() if k != "state"}  # settings only: no tensor is copied
-        optimizer = self._optimizer
-        try:
-            optimizer.load_state_dict({**state, "state": {}})
-        except (ValueError, KeyError) as err:
-            hint = " (zolab fit: --model.resume_overrides=[lr])" if "resume_overrides" in str(err) else ""
-            raise ConfigError(f"{where}: {err}{hint}") from None
-        module.extra_hparams["resumed_from"] = str(path)
-        module.extra_hparams["resumed_at_step"] = int(ckpt["global_step"])
-
     def _check_run_dir(self) -> None:
-        """A fresh run needs a run directory without checkpoints; a resumed one, none newer than its own. With
+        """The run directory holds no other run (``preflight.check_run_dir``); then this process holds it. With
         several processes, process 0 checks and holds the run (the others write nothing of it)."""
         if rank_zero_only.rank > 0:
             return
         run_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
-        existing = checkpoint_files(run_dir)
-        source = self._resume[0].resolve() if self._resume else None
-        if existing and (source is None or source not in {p.resolve() for p in existing}):
-            raise ConfigError(
-                f"run directory {run_dir} already holds checkpoints ({', '.join(p.name for p in existing[:3])}) of "
-                "another run: choose another --version, or resume one of them with --ckpt_path")
-        if source is not None and existing:
-            step = int(self._resume[1]["global_step"])
-            for p in existing:
-                try:
-                    other = int(read_checkpoint(p, keys=("global_step",))["global_step"])
-                except CheckpointError:
-                    continue
-                if other > step:
-                    raise ConfigError(
-                        f"--ckpt_path={self._resume[0]} (step {step}): {p} in the same run is newer (step {other}) and "
-                        "would be overwritten: resume from it, or write to another --version")
-        self._new_run_dir = None if run_dir.exists() else run_dir  # removed again if the run fails before training
         try:
+            check_run_dir(run_dir, self._resume)
+            self._new_run_dir = None if run_dir.exists() else run_dir  # removed if the run fails before training
             self._lock = RunLock(run_dir).acquire()
         except ValueError as err:
             raise ConfigError(str(err)) from None
@@ -515,16 +354,9 @@ def cli_main(args=None, run: bool = True, **kwargs) -> ZOLabCLI:
 
 
 def main(argv=None) -> int:
-    """``zolab``: the exit status (0 done, 2 a config error, 128 + signal when stopped by SIGINT/SIGTERM)."""
-    args = sys.argv[1:] if argv is None else list(argv)
-    if args and args[0] == "sweep":
-        from zolab.lab.sweep import main as sweep_main
-
-        return sweep_main(args[1:])
-    if args and args[0] == "claims":
-        from zolab.claims import main as claims_main
-
-        return claims_main(args[1:])
+    """``zolab fit|validate|test ARGS``: the exit status (0 done, 2 a config error, 128 + signal when stopped by
+    SIGINT/SIGTERM). ``argv`` None: the command line (``sys.argv``, which the processes of a multi-process run
+    are started with again)."""
     try:
         cli_main(argv)  # None: LightningCLI reads sys.argv itself
     except ConfigError as err:
@@ -537,7 +369,3 @@ def main(argv=None) -> int:
         print("zolab: stopped by SIGTERM", file=sys.stderr)
         return 128 + signal.SIGTERM
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

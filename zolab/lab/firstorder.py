@@ -25,10 +25,8 @@ from collections.abc import Callable, Iterable
 
 import lightning as L
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger
-from torch.utils.tensorboard.summary import hparams as _tb_hparams
 
-from zolab.lab.evaluation import EvaluationLogging
+from zolab.lab.evaluation import EvaluationLogging, hparam_value
 from zolab.rules import ZOOptimizer
 from zolab.tasks.base import Task
 
@@ -40,15 +38,6 @@ except ImportError:  # Windows: no getrusage
 OptimizerFactory = Callable[[Iterable], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 _RNG_KEY = "first_order_rng_state"
-
-
-def _plain(v):
-    """A value TensorBoard's HPARAMS tab takes (bool, int, float, str)."""
-    if isinstance(v, bool | int | float | str):
-        return v
-    if isinstance(v, torch.Tensor) and v.numel() == 1:
-        return v.item()
-    return str(v)
 
 
 class FirstOrderModule(EvaluationLogging, L.LightningModule):
@@ -118,18 +107,10 @@ class FirstOrderModule(EvaluationLogging, L.LightningModule):
             else:
                 hp[k] = v
         hp.update(seed=self.seed, dropout=self.dropout, **self.extra_hparams)
-        return {k: _plain(v) for k, v in hp.items()}
+        return {k: hparam_value(v) for k, v in hp.items()}
 
     def on_fit_start(self) -> None:
-        hp = self.hparams_to_log()
-        for logger in self.loggers:
-            if isinstance(logger, TensorBoardLogger):  # as ZOModule.on_fit_start: no placeholder metric scalars
-                logger.log_hyperparams(hp, metrics={})
-                writer = logger.experiment._get_file_writer()
-                for summary in _tb_hparams(hp, {"train/loss": 0.0, "val/loss": 0.0}):
-                    writer.add_summary(summary)
-            else:
-                logger.log_hyperparams(hp)
+        self._log_hparams(self.hparams_to_log())
 
     # ------------------------------------------------------------------ RNG (dropout masks) across resumes
     def on_train_start(self) -> None:

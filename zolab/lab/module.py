@@ -26,11 +26,9 @@ from collections.abc import Callable, Iterable
 
 import lightning as L
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger
-from torch.utils.tensorboard.summary import hparams as _tb_hparams
 
 from zolab.engine.parallel import check_in_step, shard
-from zolab.lab.evaluation import EvaluationLogging
+from zolab.lab.evaluation import EvaluationLogging, hparam_value
 from zolab.lab.strategy import ZOStrategy
 from zolab.rules import ZOSGD, ZOOptimizer
 from zolab.tasks.base import Task
@@ -61,15 +59,6 @@ def check_precision(precision) -> str:
         f"trainer.precision={precision!r} is not supported by zolab{why}; "
         "allowed: 32, 64, bf16-mixed, bf16-true, 16-true"
     )
-
-
-def _hparam_value(v):
-    """A value TensorBoard's HPARAMS tab takes (bool, int, float, str)."""
-    if isinstance(v, bool | int | float | str):
-        return v
-    if isinstance(v, torch.Tensor) and v.numel() == 1:
-        return v.item()
-    return str(v)
 
 
 def _accepts(factory, name: str) -> bool:
@@ -218,7 +207,7 @@ class ZOModule(EvaluationLogging, L.LightningModule):
         hp["blocks"] = opt.block_spec
         hp["resume_overrides"] = ",".join(self.resume_overrides)
         hp.update(self.extra_hparams)
-        return {k: _hparam_value(v) for k, v in hp.items()}
+        return {k: hparam_value(v) for k, v in hp.items()}
 
     # ------------------------------------------------------------------ global RNG in checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -245,18 +234,8 @@ class ZOModule(EvaluationLogging, L.LightningModule):
                 torch.cuda.set_rng_state_all(rng["cuda"])
 
     def on_fit_start(self) -> None:
-        if not self.trainer.is_global_zero:  # loggers write from process 0 only
-            return
-        hp = self.zo_hparams()
-        for logger in self.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                logger.log_hyperparams(hp, metrics={})  # hparams.yaml only: no hp_metric placeholder scalar
-                # TensorBoard's HPARAMS tab: the session summaries, with the run's own loss tags as metrics
-                writer = logger.experiment._get_file_writer()  # as TensorBoardLogger.log_hyperparams does
-                for summary in _tb_hparams(hp, {"train/loss": 0.0, "val/loss": 0.0}):
-                    writer.add_summary(summary)
-            else:
-                logger.log_hyperparams(hp)
+        if self.trainer.is_global_zero:  # loggers write from process 0 only
+            self._log_hparams(self.zo_hparams())
 
     # ------------------------------------------------------------------ training
     def on_train_batch_start(self, batch, batch_idx):
