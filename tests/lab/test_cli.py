@@ -13,7 +13,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 
 import zolab
 from paper_figures._tb import event_files, read_scalars
-from zolab.lab.cli import ConfigError, InterruptCheckpoint, Interrupted, cli_main, main
+from zolab.lab.cli import ConfigError, cli_main, main
+from zolab.lab.interrupt import InterruptCheckpoint, Interrupted
 from zolab.tasks.synthetic import Quadratic
 
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]

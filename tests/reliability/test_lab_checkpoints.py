@@ -1,6 +1,7 @@
-"""Trust issue, lab side: items 2 (a failed resume never writes or replaces a checkpoint), 4 (``sweep --resume``
-resumes from the newest loadable checkpoint and never deletes one), 8 (changed settings on resume stop before
-training; ``resume_overrides``) and 10 (corrupt checkpoints are named). Each test failed before its fix."""
+"""Checkpoints are never lost: a failed resume writes and replaces nothing, a save is atomic, one process per run;
+``sweep --resume`` continues from the newest loadable checkpoint and deletes none; changed settings on resume stop
+before training (unless ``resume_overrides`` names them); a corrupt checkpoint is named. Each test failed before
+its fix."""
 
 import functools
 import pickle
@@ -34,12 +35,12 @@ def _fails_before_training(capsys, args, match):
     assert re.search(match, err, flags=re.S), err
 
 
-# ---------------------------------------------------------------- item 2: failed resumes write nothing
+# ---------------------------------------------------------------- failed resumes write nothing
 @pytest.mark.parametrize("change, match", [
     ("--model.task.init_args.dim=32", r"task\.x: shape \[16\] \(saved\) -> \[32\] \(now\)"),
     ("--model.optimizer.init_args.seed=7", r"seed: 0 \(saved\) -> 7 \(now\)"),
 ])
-def test_item02_a_failed_resume_leaves_every_file_as_it_was(tmp_path, capsys, change, match):
+def test_a_failed_resume_leaves_every_file_as_it_was(tmp_path, capsys, change, match):
     """Resuming with a changed dim (or seed) into the run's own directory used to fail after Lightning started and
     save a step-0 on_exception.ckpt over the real checkpoint; every later resume failed."""
     run_dir, ckpt = _first_leg(tmp_path)
@@ -51,14 +52,14 @@ def test_item02_a_failed_resume_leaves_every_file_as_it_was(tmp_path, capsys, ch
     assert resumed.trainer.global_step == 12  # the checkpoint still resumes
 
 
-def test_item02_a_missing_checkpoint_writes_nothing(tmp_path, capsys):
+def test_a_missing_checkpoint_writes_nothing(tmp_path, capsys):
     """--ckpt_path missing.ckpt used to write a step-0 checkpoint."""
     _fails_before_training(capsys, quadratic_args(tmp_path, f"--ckpt_path={tmp_path / 'missing.ckpt'}"),
                            r"--ckpt_path: checkpoint .*missing\.ckpt: no such file")
     assert snapshot(tmp_path) == {}
 
 
-def test_item02_an_exception_before_the_first_step_saves_nothing(tmp_path):
+def test_an_exception_before_the_first_step_saves_nothing(tmp_path):
     """A run that fails while Lightning sets it up (here: the data) has trained nothing: no checkpoint."""
     with pytest.raises(ConfigError, match=r"before training: .*no file"):
         cli_main(quadratic_args(tmp_path, "--data=zolab.tasks.text.SST2DataModule",
@@ -66,7 +67,7 @@ def test_item02_an_exception_before_the_first_step_saves_nothing(tmp_path):
     assert not list(tmp_path.rglob("*.ckpt"))
 
 
-def test_item02_a_fresh_run_refuses_a_directory_with_another_runs_checkpoints(tmp_path, capsys):
+def test_a_fresh_run_refuses_a_directory_with_another_runs_checkpoints(tmp_path, capsys):
     run_dir, ckpt = _first_leg(tmp_path)
     before = snapshot(tmp_path)
     _fails_before_training(capsys, quadratic_args(tmp_path, "--version=version_0", steps=12),
@@ -74,7 +75,7 @@ def test_item02_a_fresh_run_refuses_a_directory_with_another_runs_checkpoints(tm
     assert snapshot(tmp_path) == before
 
 
-def test_item02_a_resume_from_an_older_checkpoint_never_overwrites_a_newer_one(tmp_path, capsys):
+def test_a_resume_from_an_older_checkpoint_never_overwrites_a_newer_one(tmp_path, capsys):
     run_dir, ckpt = _first_leg(tmp_path)
     older = run_dir / "checkpoints" / "older.ckpt"
     state = torch.load(ckpt, weights_only=True)
@@ -88,7 +89,7 @@ def test_item02_a_resume_from_an_older_checkpoint_never_overwrites_a_newer_one(t
     assert snapshot(tmp_path) == before
 
 
-def test_item02_a_checkpoint_save_that_fails_midway_leaves_the_old_file_whole(tmp_path, monkeypatch):
+def test_a_checkpoint_save_that_fails_midway_leaves_the_old_file_whole(tmp_path, monkeypatch):
     """Checkpoints go to a temporary file beside the target and are renamed over it: a crash mid-save (here
     torch.save raising after writing half) leaves the previous checkpoint and no partial file."""
     path = tmp_path / "run" / "checkpoints" / "on_exception.ckpt"
@@ -107,7 +108,7 @@ def test_item02_a_checkpoint_save_that_fails_midway_leaves_the_old_file_whole(tm
     assert sorted(p.name for p in path.parent.iterdir()) == ["on_exception.ckpt"]
 
 
-def test_item02_a_second_process_writing_the_same_run_is_refused(tmp_path, capsys):
+def test_a_second_process_writing_the_same_run_is_refused(tmp_path, capsys):
     """Two processes writing one run directory would interleave their checkpoints and events: the second one is
     refused (the lock is an flock: here held through another open file, as another process would hold it)."""
     run_dir = tmp_path / "t" / "v"
@@ -121,7 +122,7 @@ def test_item02_a_second_process_writing_the_same_run_is_refused(tmp_path, capsy
     assert cli_main(quadratic_args(tmp_path, "--version=v", steps=2)).trainer.global_step == 2
 
 
-# ---------------------------------------------------------------- item 4: sweep --resume after kill -9
+# ---------------------------------------------------------------- sweep --resume after kill -9
 def _spec(steps, **extra_args):
     return {
         "name": "s",
@@ -135,7 +136,7 @@ def _spec(steps, **extra_args):
     }
 
 
-def test_item04_resume_after_a_kill_continues_from_the_newest_checkpoint_and_deletes_nothing(tmp_path):
+def test_sweep_resume_after_a_kill_continues_from_the_newest_checkpoint_and_deletes_nothing(tmp_path):
     """A run killed (kill -9, out of memory) leaves its periodic epoch=…-step=N.ckpt and no on_exception.ckpt or
     status: --resume used to delete the run directory and start again from step 0."""
     _, (ref,) = sweep.load(_spec(12), root=tmp_path / "ref")
@@ -155,7 +156,7 @@ def test_item04_resume_after_a_kill_continues_from_the_newest_checkpoint_and_del
 
 
 @pytest.mark.parametrize("damage", [b"", b"not a checkpoint"])
-def test_item04_resume_never_deletes_unloadable_checkpoints(tmp_path, damage):
+def test_sweep_resume_never_deletes_unloadable_checkpoints(tmp_path, damage):
     _, (run,) = sweep.load(_spec(3), root=tmp_path)
     sweep.run_sweep([run], log=lambda line: None)
     (run.run_dir / sweep.STATUS_FILE).unlink()
@@ -168,8 +169,8 @@ def test_item04_resume_never_deletes_unloadable_checkpoints(tmp_path, damage):
     assert snapshot(tmp_path) == before
 
 
-# ---------------------------------------------------------------- item 8: changed settings on resume
-def test_item08_resume_with_a_changed_lr_stops_before_training_naming_it(tmp_path, capsys):
+# ---------------------------------------------------------------- changed settings on resume
+def test_a_resume_with_a_changed_lr_stops_before_training_naming_it(tmp_path, capsys):
     run_dir, ckpt = _first_leg(tmp_path)
     before = snapshot(tmp_path)
     args = quadratic_args(tmp_path, "--model.optimizer.init_args.lr=0.5", f"--ckpt_path={ckpt}", steps=12)
@@ -179,13 +180,13 @@ def test_item08_resume_with_a_changed_lr_stops_before_training_naming_it(tmp_pat
 
 @pytest.mark.parametrize("rule, match", [("zolab.ZOAdaMM", r"rule: 'RAdaZO' \(saved\) -> 'ZOAdaMM' \(now\)"),
                                          ("zolab.ZOSGD", r"rule: 'RAdaZO' \(saved\) -> 'ZOSGD' \(now\)")])
-def test_item08_another_rules_checkpoint_is_refused_before_training(tmp_path, capsys, rule, match):
+def test_another_rules_checkpoint_is_refused_before_training(tmp_path, capsys, rule, match):
     """Used to be accepted silently, or to fail with KeyError: 'beta' at step 1."""
     run_dir, ckpt = _first_leg(tmp_path)
     _fails_before_training(capsys, quadratic_args(tmp_path, f"--ckpt_path={ckpt}", rule=rule, steps=12), match)
 
 
-def test_item08_resume_overrides_keep_the_new_lr_and_are_recorded(tmp_path):
+def test_resume_overrides_keep_the_new_lr_and_are_recorded(tmp_path):
     """--model.resume_overrides=[lr]: steps 7-12 use lr 0.5 (bitwise the plain loop that changes lr after step 6),
     and hparams.yaml records the override and the checkpoint."""
     run_dir, ckpt = _first_leg(tmp_path)
@@ -202,13 +203,13 @@ def test_item08_resume_overrides_keep_the_new_lr_and_are_recorded(tmp_path):
     assert (hp["lr"], hp["resume_overrides"], hp["resumed_from"], hp["resumed_at_step"]) == (0.5, "lr", str(ckpt), 6)
 
 
-def test_item08_an_override_that_is_no_hyper_parameter_fails_before_training(tmp_path, capsys):
+def test_an_override_that_is_no_hyper_parameter_fails_before_training(tmp_path, capsys):
     _fails_before_training(capsys, quadratic_args(tmp_path, "--model.resume_overrides=[seed]"),
                            r"model\.resume_overrides: resume_overrides \['seed'\] are not hyper-parameters of RAdaZO")
     assert snapshot(tmp_path) == {}
 
 
-# ---------------------------------------------------------------- item 10: corrupt checkpoints are named
+# ---------------------------------------------------------------- corrupt checkpoints are named
 def _damaged(path, kind, good: bytes):
     if kind == "empty":
         path.write_bytes(b"")
@@ -230,7 +231,7 @@ def _damaged(path, kind, good: bytes):
     ("pickled_object", r"not loadable with weights_only=True"),
 ])
 @pytest.mark.parametrize("subcommand", ["fit", "validate"])
-def test_item10_corrupt_checkpoints_are_named_without_a_traceback(tmp_path, capsys, kind, match, subcommand):
+def test_corrupt_checkpoints_are_named_without_a_traceback(tmp_path, capsys, kind, match, subcommand):
     run_dir, ckpt = _first_leg(tmp_path)
     bad = tmp_path / f"{kind}.ckpt"
     _damaged(bad, kind, ckpt.read_bytes())
@@ -245,7 +246,7 @@ def test_item10_corrupt_checkpoints_are_named_without_a_traceback(tmp_path, caps
 
 @pytest.mark.xfail(strict=True, reason="optimizer side (lead): load_state_dict compares the group's lr, which an "
                    "lr_scheduler owns; it should compare initial_lr when the saved group has one")
-def test_item08_a_run_with_an_lr_scheduler_resumes_exactly(tmp_path):
+def test_a_run_with_an_lr_scheduler_resumes_exactly(tmp_path):
     sched = ["--model.lr_scheduler=torch.optim.lr_scheduler.StepLR", "--model.lr_scheduler.init_args.step_size=2",
              "--model.lr_scheduler.init_args.gamma=0.5"]
     full = cli_main(quadratic_args(tmp_path, *sched, steps=12, name="full", per_epoch=3))

@@ -1,6 +1,6 @@
-"""Trust issue, lab side: items 9 (every config error stops before training, as ``zolab: error: ...``), 10 (n_test,
-sweep exit status, malformed data files, seeds) and 11 (more than one process is refused). Each test failed
-before its fix."""
+"""Bad input stops before training as ``zolab: error: ...``: config errors, n_test, malformed data files, seeds out
+of range, a strategy that would let several processes diverge; the ``zolab`` command passes on a sweep's status.
+Each test failed before its fix."""
 
 import gzip
 import json
@@ -27,7 +27,7 @@ def _fails_before_training(capsys, tmp_path, args, match):
     assert snapshot(tmp_path) == before
 
 
-# ---------------------------------------------------------------- item 9: config errors before training
+# ---------------------------------------------------------------- config errors before training
 @pytest.mark.parametrize("extra, match", [
     (["--model.optimizer=zolab.MeZOBCD", "--model.optimizer.init_args.blocks=[nomatch]"],
      r"model\.optimizer \(zolab\.MeZOBCD\): blocks: .*matches none of the regexes"),
@@ -35,7 +35,7 @@ def _fails_before_training(capsys, tmp_path, args, match):
     (["--model.optimizer=zolab.MeZOBCD", "--model.optimizer.init_args.blocks=5"], r"blocks='?5'?"),
     (["--model.optimizer.init_args.betas=[0.9, 0.99, 0.5]"], r"model\.optimizer \(zolab\.RAdaZO\): invalid betas"),
 ])
-def test_item09_optimizer_construction_errors_stop_zolab_fit_before_training(tmp_path, capsys, extra, match):
+def test_optimizer_construction_errors_stop_zolab_fit_before_training(tmp_path, capsys, extra, match):
     _fails_before_training(capsys, tmp_path, quadratic_args(tmp_path, *extra), match)
 
 
@@ -54,20 +54,20 @@ def test_item09_optimizer_construction_errors_stop_zolab_fit_before_training(tmp
     (["--trainer.callbacks+=diagnostics.HessianSpectrum", "--trainer.callbacks.params=[nomatch]",
       "--trainer.callbacks.every_n_steps=3"], r"params=\['nomatch'\] match no trainable tensor"),
 ])
-def test_item09_other_config_errors_stop_before_training(tmp_path, capsys, extra, match):
+def test_other_config_errors_stop_before_training(tmp_path, capsys, extra, match):
     _fails_before_training(capsys, tmp_path, quadratic_args(tmp_path, *extra, steps=6), match)
 
 
-# ---------------------------------------------------------------- item 10: n_test, sweep status, data, seeds
+# ---------------------------------------------------------------- n_test, sweep status, data, seeds
 @pytest.mark.parametrize("n_test, match", [(-5, r"n_test=-5; allowed: an integer >= 0"), (2.5, r"n_test=2\.5"),
                                             (True, r"n_test=True")])
-def test_item10_n_test_outside_its_range_is_refused(tmp_path, n_test, match):
+def test_n_test_outside_its_range_is_refused(tmp_path, n_test, match):
     """n_test=-5 used to drop the last 5 test examples silently."""
     with pytest.raises(ValueError, match=match):
         SST2DataModule(str(tmp_path), n_test=n_test)
 
 
-def test_item10_n_test_above_the_test_split_is_refused(tmp_path):
+def test_n_test_above_the_test_split_is_refused(tmp_path):
     (tmp_path / "train.tsv").write_text("sentence\tlabel\n" + "".join(f"s{i}\t{i % 2}\n" for i in range(10)))
     (tmp_path / "dev.tsv").write_text("sentence\tlabel\na\t0\nb\t1\n")
     dm = SST2DataModule(str(tmp_path), n_train=4, n_val=2, n_test=3)
@@ -78,7 +78,7 @@ def test_item10_n_test_above_the_test_split_is_refused(tmp_path):
     assert len(ok.test_set) == 2
 
 
-def test_item10_python_m_zolab_cli_sweep_exits_non_zero_when_a_run_failed(tmp_path, monkeypatch, capsys):
+def test_the_zolab_command_exits_non_zero_when_a_sweep_run_failed(tmp_path, monkeypatch, capsys):
     """`python -m zolab.entry sweep` (the `zolab` command) passes on the sweep's status: 1 when a run failed."""
     spec = tmp_path / "s.yaml"
     spec.write_text(yaml.safe_dump({
@@ -106,7 +106,7 @@ def _write(path, text: bytes):
     (b"sentence\tlabel\nfine\tpositive\n", r"train\.tsv, line 2: label 'positive'"),
     (b"", r"train\.tsv: empty file"),
 ])
-def test_item10_malformed_sst2_files_name_the_file_and_line(tmp_path, capsys, content, match):
+def test_malformed_sst2_files_name_the_file_and_line(tmp_path, capsys, content, match):
     """A non-UTF-8 byte used to raise a bare UnicodeDecodeError without the file's name; through zolab fit the
     error is one line naming file and line, before training."""
     data = tmp_path / "data"
@@ -129,7 +129,7 @@ def test_item10_malformed_sst2_files_name_the_file_and_line(tmp_path, capsys, co
      r"val\.jsonl, line 2: label True; allowed: 0 or 1"),
     (b'{"premise": "p", "choice1": "a"', r"val\.jsonl, line 2: not JSON"),
 ])
-def test_item10_malformed_copa_files_name_the_file_and_line(tmp_path, line, match):
+def test_malformed_copa_files_name_the_file_and_line(tmp_path, line, match):
     good = json.dumps({"premise": "p.", "choice1": "a.", "choice2": "b.", "question": "effect", "label": 1})
     path = _write(tmp_path / "val.jsonl", good.encode() + b"\n" + line + b"\n")
     with pytest.raises(ValueError, match=match):
@@ -137,7 +137,7 @@ def test_item10_malformed_copa_files_name_the_file_and_line(tmp_path, line, matc
 
 
 @pytest.mark.parametrize("keep", [0.5, -3])
-def test_item10_a_truncated_mnist_file_is_named(tmp_path, keep):
+def test_a_truncated_mnist_file_is_named(tmp_path, keep):
     raw = gzip.compress(b"\x00\x00\x08\x01" + (100).to_bytes(4, "big") + bytes(100))
     path = _write(tmp_path / "t10k-labels-idx1-ubyte.gz", raw[: int(len(raw) * keep) if keep > 0 else keep])
     with pytest.raises(ValueError, match=r"t10k-labels-idx1-ubyte\.gz: not a complete gzip file"):
@@ -152,20 +152,20 @@ def test_item10_a_truncated_mnist_file_is_named(tmp_path, keep):
     (lambda d: __import__("zolab.tasks.mnist", fromlist=["MNISTDataModule"]).MNISTDataModule(d, seed=True),
      r"seed=True"),
 ])
-def test_item10_seeds_outside_the_generators_range_are_refused(tmp_path, make, match):
+def test_seeds_outside_the_generators_range_are_refused(tmp_path, make, match):
     """torch.Generator.manual_seed wraps seeds modulo 2**64 (-1 is 2**64 - 1) or overflows: refused instead."""
     with pytest.raises(ValueError, match=match):
         make(str(tmp_path))
 
 
-# ---------------------------------------------------------------- item 11: processes stay in step or are refused
+# ---------------------------------------------------------------- processes stay in step or are refused
 @pytest.mark.parametrize("extra, strategy", [
     (["--trainer.strategy=ddp", "--trainer.devices=2"], "'ddp'"),
     (["--trainer.strategy=ddp_spawn", "--trainer.devices=2"], "'ddp_spawn'"),
     (["--trainer.devices=2"], "'auto'"),
     (["--trainer.num_nodes=2"], "'auto'"),
 ])
-def test_item11_a_strategy_that_would_diverge_is_refused_before_training(tmp_path, capsys, extra, strategy):
+def test_a_strategy_that_would_diverge_is_refused_before_training(tmp_path, capsys, extra, strategy):
     """Trainer(strategy="ddp", devices=2) left the ranks with different parameters and no warning: any strategy
     but zolab's is refused with more than one process, naming the one to use (tests/lab/test_strategy.py runs it)."""
     args = quadratic_args(tmp_path, "--trainer.accelerator=cpu", *extra)
@@ -174,7 +174,7 @@ def test_item11_a_strategy_that_would_diverge_is_refused_before_training(tmp_pat
                            r"step on its own data \(unrelated models\): use --trainer.strategy=zo")
 
 
-def test_item11_a_plain_trainer_with_ddp_is_refused_by_the_module(tmp_path, monkeypatch):
+def test_a_plain_trainer_with_ddp_is_refused_by_the_module(tmp_path, monkeypatch):
     """Without the CLI: ZOModule itself refuses several processes under any strategy but zolab's."""
     import functools
 

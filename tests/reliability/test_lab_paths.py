@@ -1,6 +1,5 @@
-"""Trust issue, lab side: item 5 (run names and versions cannot leave the runs root; a sweep never deletes outside
-it) and acceptance 4 (nothing is written or deleted outside the run's directory). Each test failed before its
-fix."""
+"""Runs stay inside their root: run names and versions cannot leave it, a sweep never deletes outside it, and a run
+writes nothing outside its run directory. Each test failed before its fix."""
 
 import os
 import signal
@@ -11,7 +10,8 @@ import yaml
 
 from tests.reliability._lab import quadratic_args, snapshot
 from zolab.lab import sweep
-from zolab.lab.cli import ConfigError, Interrupted, cli_main
+from zolab.lab.cli import ConfigError, cli_main
+from zolab.lab.interrupt import Interrupted
 
 BAD_NAMES = ["../x", "..", ".", "a/b", "/tmp/abs", "../../victim"]
 
@@ -27,7 +27,7 @@ def victim(tmp_path):
 
 @pytest.mark.parametrize("bad", BAD_NAMES)
 @pytest.mark.parametrize("key", ["name", "version"])
-def test_item05_fit_refuses_a_name_or_version_that_leaves_the_root(tmp_path, victim, key, bad):
+def test_fit_refuses_a_name_or_version_that_leaves_the_root(tmp_path, victim, key, bad):
     """`zolab fit --name ../../x` (or --version) used to write outside runs/."""
     before = snapshot(tmp_path)
     args = [*quadratic_args(tmp_path / "runs", steps=2), f"--{key}={bad}"]
@@ -37,7 +37,7 @@ def test_item05_fit_refuses_a_name_or_version_that_leaves_the_root(tmp_path, vic
 
 
 @pytest.mark.parametrize("bad", BAD_NAMES)
-def test_item05_a_sweep_name_cannot_reach_outside_the_root_even_with_overwrite(tmp_path, victim, bad):
+def test_a_sweep_name_cannot_reach_outside_the_root_even_with_overwrite(tmp_path, victim, bad):
     """A sweep file's `name: ../../victim` plus --overwrite deleted a folder outside the runs root."""
     spec = tmp_path / "s.yaml"
     spec.write_text(yaml.safe_dump({"name": bad, "base": {"model": {"task": "zolab.tasks.synthetic.Quadratic"}},
@@ -49,7 +49,7 @@ def test_item05_a_sweep_name_cannot_reach_outside_the_root_even_with_overwrite(t
     assert snapshot(tmp_path) == before
 
 
-def test_item05_a_symbolic_link_in_the_root_is_not_followed_out_of_it(tmp_path, victim):
+def test_a_symbolic_link_in_the_root_is_not_followed_out_of_it(tmp_path, victim):
     """runs/s -> ../victim: --overwrite would rmtree victim/<run>; the sweep refuses before running anything."""
     (victim / "dim=2").mkdir()
     (victim / "dim=2" / "also_precious.txt").write_text("keep")
@@ -66,7 +66,7 @@ def test_item05_a_symbolic_link_in_the_root_is_not_followed_out_of_it(tmp_path, 
     assert snapshot(victim) == before
 
 
-def test_acceptance4_a_run_writes_only_inside_its_run_directory(tmp_path, monkeypatch):
+def test_a_run_writes_only_inside_its_run_directory(tmp_path, monkeypatch):
     """A fit interrupted by SIGTERM (its checkpoint), resumed into the same directory and finished, from a working
     directory and with a temporary directory of its own: every file written is below ROOT/NAME/VERSION, and the
     working and temporary directories stay empty (Lightning's own checkpoint writer stages files in /tmp)."""

@@ -1,6 +1,6 @@
-"""Trust issue, acceptance 3: every precision zolab accepts × every rule trains 100 steps on Quadratic through
-Lightning to finite parameters, every step taken; every other precision is refused before training (item 1's
-Lightning side: bf16-mixed with R-AdaZO or ZO-RMSProp used to end with NaN parameters and 99 skipped steps)."""
+"""Every precision zolab accepts × every rule trains 100 steps on Quadratic through Lightning to finite parameters,
+every step taken (bf16-mixed with R-AdaZO or ZO-RMSProp used to end with NaN parameters and 99 skipped steps);
+every other precision is refused before training."""
 
 import pytest
 import torch
@@ -15,7 +15,7 @@ RULE_CLASSES = {name: f"zolab.{cls.__name__}" for name, cls in sorted(zolab.RULE
 
 @pytest.mark.parametrize("precision", SUPPORTED_PRECISIONS)
 @pytest.mark.parametrize("rule", sorted(RULE_CLASSES))
-def test_acceptance3_every_precision_and_rule_ends_100_steps_with_finite_parameters(tmp_path, precision, rule):
+def test_every_precision_and_rule_ends_100_steps_with_finite_parameters(tmp_path, precision, rule):
     extra = ["--model.optimizer.init_args.t1=10"] if rule == "zo_adamu" else []
     cli = cli_main(quadratic_args(
         tmp_path, *extra, "--model.optimizer.init_args.lr=1e-3", "--model.optimizer.init_args.nonfinite=skip",
@@ -37,7 +37,7 @@ def Quadratic_start(dtype) -> float:
 
 
 @pytest.mark.parametrize("precision", ["16-mixed", "16", "transformer-engine"])
-def test_acceptance3_other_precisions_are_refused_before_training(tmp_path, precision):
+def test_other_precisions_are_refused_before_training(tmp_path, precision):
     with pytest.raises(ConfigError, match=rf"trainer\.precision='?{precision}'?.*allowed: 32, 64, bf16-mixed"):
         cli_main(quadratic_args(tmp_path, f"--trainer.precision={precision}"))
     assert snapshot(tmp_path) == {}

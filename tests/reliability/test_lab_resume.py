@@ -1,5 +1,5 @@
-"""Trust issue, lab side: items 6 (data tasks resume exactly) and 7 (a resumed run logs where the uninterrupted
-one does). Each test failed before its fix."""
+"""Data tasks resume exactly (the shuffled loader, SST-2 after Ctrl-C mid-epoch, dropout masks), and a resumed run
+logs where the uninterrupted one does. Each test failed before its fix."""
 
 import json
 import signal
@@ -10,14 +10,15 @@ from torch.utils.data import DataLoader
 
 from paper_figures._tb import read_scalars
 from tests.reliability._lab import SST2, quadratic_args, sst2_config, sst2_texts, tiny_lm_folder
-from zolab.lab.cli import Interrupted, cli_main
+from zolab.lab.cli import cli_main
+from zolab.lab.interrupt import Interrupted
 from zolab.tasks.base import ResumableLoader
 
 needs_data = pytest.mark.skipif(not SST2.is_dir(), reason="no ../shared/data")
 SIGNAL_AT = "tests.reliability._lab.SignalAt"
 
 
-# ---------------------------------------------------------------- item 6: data tasks resume exactly
+# ---------------------------------------------------------------- data tasks resume exactly
 def _epoch(loader):
     """One epoch as Lightning reads a sized loader: len(loader) batches, not one more."""
     batches = iter(loader)
@@ -25,7 +26,7 @@ def _epoch(loader):
 
 
 @pytest.mark.parametrize("n, batch_size", [(10, 3), (12, 4), (5, 8)])
-def test_item06_resumable_loader_is_the_plain_shuffled_loader_and_resumes_at_any_batch(n, batch_size):
+def test_resumable_loader_is_the_plain_shuffled_loader_and_resumes_at_any_batch(n, batch_size):
     """Same batches as DataLoader(shuffle=True, generator=seeded) for 4 epochs; a loader restored from the state
     after k batches of epoch e yields the rest of that epoch, then the next epoch, as the plain one does."""
     data = list(range(n))
@@ -70,7 +71,7 @@ def _lora(cli):
 
 
 @needs_data
-def test_item06_sst2_resumes_exactly_after_ctrl_c_mid_epoch_and_from_an_epoch_checkpoint(tiny_lm, tmp_path):
+def test_sst2_resumes_exactly_after_ctrl_c_mid_epoch_and_from_an_epoch_checkpoint(tiny_lm, tmp_path):
     """SST-2 with a tiny LoRA Llama, 4 batches an epoch, 10 steps. Ctrl-C inside step 7 (mid-epoch 2) and a resume
     from its checkpoint; and a resume from the end-of-epoch checkpoint at step 4: the LoRA tensors and every
     logged train/loss and val/loss are bitwise the uninterrupted run's (the shuffled loader used to restart its
@@ -101,7 +102,7 @@ def test_item06_sst2_resumes_exactly_after_ctrl_c_mid_epoch_and_from_an_epoch_ch
     assert all(torch.equal(p, _lora(full)[n]) for n, p in _lora(second).items())
 
 
-def test_item06_dropout_during_zo_forwards_resumes_exactly(tmp_path):
+def test_dropout_during_zo_forwards_resumes_exactly(tmp_path):
     """zo_dropout=True draws dropout masks from the global RNG, which Lightning re-seeds when a run starts: the
     resumed run drew other masks. The checkpoint now holds the RNG state."""
     task = ["--model.task=tests.reliability._lab.DropoutQuadratic", "--model.zo_dropout=true"]
@@ -117,9 +118,9 @@ def test_item06_dropout_during_zo_forwards_resumes_exactly(tmp_path):
     assert resumed.trainer.global_step == 12 and torch.equal(full.model.task.x, resumed.model.task.x)
 
 
-# ---------------------------------------------------------------- item 7: logging positions
+# ---------------------------------------------------------------- logging positions
 @pytest.mark.parametrize("steps_per_batch", [1, 2])
-def test_item07_a_run_resumed_from_a_periodic_checkpoint_logs_where_the_uninterrupted_one_does(tmp_path,
+def test_a_run_resumed_from_a_periodic_checkpoint_logs_where_the_uninterrupted_one_does(tmp_path,
                                                                                                 steps_per_batch):
     """30 steps, an epoch of 10 steps with its checkpoint and validation, train/* every 5 steps (batches): the
     run resumed from the step-20 checkpoint logged train/loss 5 steps late and val/loss one step off."""

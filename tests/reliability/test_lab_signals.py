@@ -1,7 +1,6 @@
-"""Trust issue, lab side: item 3 (SIGTERM ends a run with a checkpoint and a non-zero status that sweeps record)
-and acceptance 2 (a sweep killed by SIGTERM, SIGINT and SIGKILL and resumed with ``--resume`` ends bitwise where
-an uninterrupted sweep ends, losing no checkpoint). Signals go to real subprocesses. Each test failed before its
-fix."""
+"""SIGTERM ends a run with a checkpoint and status 143 that sweeps record as interrupted; a sweep killed by SIGTERM,
+SIGINT and SIGKILL and resumed with ``--resume`` ends bitwise where an uninterrupted sweep ends, losing no
+checkpoint. Signals go to real subprocesses. Each test failed before its fix."""
 
 import functools
 import json
@@ -60,8 +59,8 @@ def _newest(run_dir) -> int:
     return max(steps, default=-1)
 
 
-# ---------------------------------------------------------------- item 3: SIGTERM
-def test_item03_sigterm_on_zolab_fit_ends_with_status_143_and_a_checkpoint_that_resumes_exactly(tmp_path):
+# ---------------------------------------------------------------- SIGTERM
+def test_sigterm_on_zolab_fit_ends_with_status_143_and_a_checkpoint_that_resumes_exactly(tmp_path):
     """`kill -TERM` on `zolab fit` used to exit 0 at step 4,701 of 30,000, as if the run had finished."""
     args = quadratic_args(tmp_path, f"--model.task={SLOW}", "--version=v", steps=600, per_epoch=50, dim=8)
     run_dir = tmp_path / "t" / "v"
@@ -94,7 +93,7 @@ def _quadratic_spec(root_args=()):
     }
 
 
-def test_item03_a_sigterm_in_a_sweep_is_recorded_as_interrupted_and_resumed(tmp_path, capsys):
+def test_a_sigterm_in_a_sweep_is_recorded_as_interrupted_and_resumed(tmp_path, capsys):
     """In a sweep, the SIGTERM'd run was logged "done" and --resume skipped it for ever."""
     spec = tmp_path / "q.yaml"
     sigterm = ["--trainer.callbacks+=tests.reliability._lab.SignalAt", "--trainer.callbacks.step=5",
@@ -124,9 +123,9 @@ def test_item03_a_sigterm_in_a_sweep_is_recorded_as_interrupted_and_resumed(tmp_
         assert step == ref_step == 10 and torch.equal(state["task.x"], ref_state["task.x"])
 
 
-# ---------------------------------------------------------------- acceptance 2
+# ---------------------------------------------------------------- a sweep killed three ways resumes bitwise
 @pytest.mark.skipif(not SST2.is_dir(), reason="no ../shared/data")
-def test_acceptance2_a_sweep_killed_by_sigterm_sigint_and_sigkill_resumes_bitwise(tmp_path):
+def test_a_sweep_killed_by_sigterm_sigint_and_sigkill_resumes_bitwise(tmp_path):
     """A two-run sweep (SST-2 with a tiny LoRA Llama, 40 steps; a Quadratic, 600 steps) in a subprocess: SIGTERM
     at a random point of run 1, SIGINT at a random point after the resume, SIGKILL at a random point after the
     next resume, then a last --resume. Every run's final tensors equal an uninterrupted sweep's bitwise; after
