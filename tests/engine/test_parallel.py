@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from zolab.engine.parallel import ParallelPoints, check_in_step, shard
+from zolab.engine.parallel import ParallelPoints, batch_length, check_in_step, shard, shard_size
 from zolab.testing import REGISTRY
 
 from ..rules._problem import TinyProblem
@@ -289,3 +289,25 @@ def test_shards_of_a_batch():
     assert shard(batch, 1, 2)["ids"].tolist() == [2, 3]
     assert shard((torch.arange(4), torch.arange(4) * 2), 1, 2)[1].tolist() == [4, 6]
     assert shard(x, 0, 1) is x
+
+
+def test_the_default_collates_records_split_field_by_field_and_lists_of_examples_by_example():
+    x, y = torch.arange(10).reshape(5, 2), torch.arange(5)
+    first, second = shard([x, y], 0, 2), shard([x, y], 1, 2)  # a TensorDataset's default collate: a list
+    assert isinstance(first, list) and first[0].tolist() == [[0, 1], [2, 3], [4, 5]] and first[1].tolist() == [0, 1, 2]
+    assert second[0].tolist() == [[6, 7], [8, 9]] and second[1].tolist() == [3, 4]
+    assert shard([x, ["a", "b", "c", "d", "e"]], 1, 2)[1] == ["d", "e"]  # a string field: its examples
+    examples = [(x[i], y[i]) for i in range(5)]  # an identity collate's list of records: split by example
+    assert shard(examples, 1, 2) == examples[3:]
+    assert shard([{"t": "a"}, {"t": "b"}], 1, 2) == [{"t": "b"}]
+
+
+def test_batch_length_counts_the_examples_shard_splits():
+    x, y = torch.arange(10).reshape(5, 2), torch.arange(5)
+    assert batch_length([x, y]) == batch_length((x, y)) == batch_length({"x": x, "y": y, "name": "s"}) == 5
+    assert batch_length(["a", "b", "c"]) == 3 and batch_length([(x[i], y[i]) for i in range(5)]) == 5
+    assert batch_length(None) is None and batch_length(3) is None and batch_length(torch.tensor(1.0)) is None
+    assert [shard_size(5, d, 2) for d in range(2)] == [len(shard(x, d, 2)) for d in range(2)] == [3, 2]
+    assert [shard_size(1, d, 2) for d in range(2)] == [len(shard([x[:1], y[:1]], d, 2)[1]) for d in range(2)] == [1, 0]
+    with pytest.raises(ValueError, match=r"fields hold \[3, 5\] examples: its shards would not line up"):
+        batch_length({"x": x, "vocab": torch.ones(3)})

@@ -135,6 +135,8 @@ class Estimator:
         points = self.points(queries)
         owned = self.parallel.owned(len(points))
         losses = [as_loss(evaluate(*points[i])) for i in owned]
+        if not losses:  # nothing to evaluate here (an empty data shard): the others' losses come from combine
+            losses = [refs[0].param.new_zeros((), dtype=torch.float64)]
         losses = torch.stack([x.to(losses[0].dtype) for x in losses])
         if len(owned) != len(points):
             full = losses.new_zeros(len(points))
@@ -171,11 +173,11 @@ class Estimator:
             points = points.view(-1, n)
         owned = self.parallel.owned(len(points))
         rows = points if len(owned) == len(points) else points[list(owned)]
-        values = batched(rows.to(p.dtype).view(-1, *p.shape))
+        values = batched(rows.to(p.dtype).view(-1, *p.shape)) if len(rows) else points.new_zeros(0)
         if not isinstance(values, torch.Tensor) or values.shape != (len(rows),):
             got = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
             raise TypeError(f"the batched objective must return one loss per point, shape ({len(rows)},); got {got}")
         losses = values.detach()
         if len(owned) != len(points):
-            losses = losses.new_zeros(len(points)).index_copy_(0, torch.tensor(list(owned)), losses)
+            losses = losses.new_zeros(len(points)).index_copy_(0, torch.tensor(list(owned), dtype=torch.long), losses)
         return self._finish(block, [ref], queries, self.parallel.combine(losses, owned), drawn=u)

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 import lightning as L
 import torch
 
-from zolab.engine.parallel import check_in_step, shard
+from zolab.engine.parallel import batch_length, check_in_step, shard, shard_size
 from zolab.lab.evaluation import EvaluationLogging, hparam_value
 from zolab.lab.strategy import ZOStrategy
 from zolab.rules import ZOSGD, ZOOptimizer
@@ -227,6 +227,7 @@ class ZOModule(EvaluationLogging, L.LightningModule):
             raise ValueError("several processes with Lightning's DistributedSampler: each process would read other "
                              "batches; zolab shards each global batch itself: pass use_distributed_sampler=False to "
                              "the Trainer (the zolab CLI does)")
+        self._verified_at = None
         rng, self._rng_to_restore = getattr(self, "_rng_to_restore", None), None
         if rng is not None:
             torch.set_rng_state(rng["cpu"])
@@ -250,9 +251,10 @@ class ZOModule(EvaluationLogging, L.LightningModule):
     def training_step(self, batch, batch_idx):
         optimizer = self.optimizers()
         parallel = optimizer.optimizer.grad_estimator.parallel
-        if hasattr(parallel, "data_index"):  # several processes: this one's shard of the global batch
+        if hasattr(parallel, "data_index"):  # several processes: this one's shard of the global batch, weighted by
+            n = batch_length(batch)  # its real size (0: an empty shard, not evaluated)
+            parallel.weight = 1.0 if n is None else float(shard_size(n, parallel.data_index, parallel.data))
             batch = shard(batch, parallel.data_index, parallel.data)
-            parallel.weight = float(self.task.batch_size(batch))
         closure = lambda: self.task.loss(batch)  # noqa: E731
         # A one-tensor task with a batched objective (synthetic functions) evaluates all K (+1) points of
         # the step in one call (Task.batched_loss); the closure is then not called.
@@ -266,9 +268,8 @@ class ZOModule(EvaluationLogging, L.LightningModule):
                 self.trainer.should_stop = True
                 break
             loss = zo_step(closure, batched)
-        every_check = getattr(self.trainer.strategy, "verify_every", 0)
-        if hasattr(parallel, "data_index") and every_check and self.trainer.global_step % every_check == 0:
-            check_in_step([p for _, p in self.task.zo_named_parameters()])
+        last = self.trainer.max_steps is not None and 0 < self.trainer.max_steps <= self.trainer.global_step
+        self._verify(every=True, last=last)
         # self.log costs ~0.4 ms: log only at the steps written, which depend on the ZO step alone
         step = self.trainer.global_step
         every = self.log_every_n_steps or self.trainer.log_every_n_steps
@@ -276,6 +277,26 @@ class ZOModule(EvaluationLogging, L.LightningModule):
         if batches % every == 0 or step <= self.steps_per_batch:
             self._log_train(loss, write=batches % every == 0)
         return loss
+
+    def on_train_end(self) -> None:
+        self._verify(every=False, last=True)  # a run that ended early (task.done, max_epochs) is compared too
+
+    def _verify(self, every: bool, last: bool) -> None:
+        """Several processes: compare their parameters bitwise every ``verify_every`` steps and at the run's last
+        step (a RuntimeError when they differ; ``verify_every=0``: never)."""
+        n = getattr(self.trainer.strategy, "verify_every", 0)
+        step = self.trainer.global_step
+        if n and isinstance(self.trainer.strategy, ZOStrategy) and ((every and step % n == 0) or last):
+            self.check_in_step()
+
+    def check_in_step(self) -> None:
+        """Several processes (``ZOStrategy`` with ``verify_every`` > 0): a RuntimeError unless their parameters are
+        bitwise the same (one collective: every process must call it at the same step). Once a step."""
+        step = self.trainer.global_step
+        if getattr(self.trainer.strategy, "verify_every", 0) and getattr(self, "_verified_at", None) != step and \
+                isinstance(self.trainer.strategy, ZOStrategy) and self.trainer.world_size > 1:
+            check_in_step([p for _, p in self.task.zo_named_parameters()])
+            self._verified_at = step
 
     def _stepper(self, optimizer):
         """``step(closure, batched) -> loss``: one ZO step inside Lightning's step bookkeeping (global_step,
