@@ -9,13 +9,23 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 
 
 def main(argv=None) -> int:
     """The command's exit status. ``argv`` None: the command line, which ``zolab fit`` keeps in ``sys.argv``
-    (Lightning starts a multi-process run's other processes with it)."""
-    args = sys.argv[1:] if argv is None else list(argv)
+    (Lightning starts a multi-process run's other processes with it); the process then ends without a last
+    garbage collection (``gc.freeze``: it takes seconds after torch and Lightning, and the memory goes anyway)."""
+    if argv is None:
+        try:
+            return _dispatch(sys.argv[1:], None)
+        finally:
+            gc.freeze()
+    return _dispatch(list(argv), argv)
+
+
+def _dispatch(args: list[str], argv) -> int:
     if args[:1] == ["claims"]:
         from zolab.claims import main as claims_main
 

@@ -4,9 +4,11 @@ checkpoint. Signals go to real subprocesses. Each test failed before its fix."""
 
 import functools
 import json
+import os
 import random
 import signal
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -78,6 +80,65 @@ def test_sigterm_on_zolab_fit_ends_with_status_143_and_a_checkpoint_that_resumes
     reference = cli_main(quadratic_args(tmp_path, f"--model.task={SLOW}", "--model.task.init_args.sleep=0",
                                         steps=600, per_epoch=50, dim=8, name="ref"))
     assert resumed.trainer.global_step == 600 and torch.equal(resumed.model.task.x, reference.model.task.x)
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the launcher's processes in /proc")
+def test_sigterm_to_the_launcher_of_two_processes_stops_both_within_10_s_with_a_checkpoint_that_resumes(tmp_path):
+    """`kill PID` (or `docker stop`) reaches only the process Lightning started the others from: the run used to
+    stall for the 120 s collective timeout and end with status 1 and gloo tracebacks. Now both processes stop at
+    the same step, the checkpoint is saved, and the launcher exits 143; the checkpoint resumes bitwise (in one
+    process: data parallel on an exact objective is bitwise one process)."""
+    two = ["--trainer.strategy=zo", "--trainer.devices=2", "--trainer.accelerator=cpu"]
+    args = quadratic_args(tmp_path, f"--model.task={SLOW}", "--version=v", *two, steps=3000, per_epoch=50, dim=8)
+    run_dir = tmp_path / "t" / "v"
+    proc = zolab_process(args, cwd=tmp_path)
+    children = []
+    try:
+        _wait(lambda: _newest(run_dir) >= 50, proc, what="the step-50 checkpoint")
+        children = _children(proc.pid)
+        assert len(children) == 1, children
+        start = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+        while any(map(_alive, children)) and time.monotonic() - start < 60:
+            time.sleep(0.05)
+        elapsed = time.monotonic() - start
+    finally:
+        for pid in [proc.pid, *children]:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    out = _output(proc)
+    assert code == 143 and elapsed < 10, (code, elapsed, out)
+    assert "stopped by SIGTERM after step" in out and "Traceback" not in out, out
+    saved = tmp_path / "t" / "v" / "checkpoints" / "on_exception.ckpt"
+    assert 50 <= read_checkpoint(saved)["global_step"] < 3000
+    from zolab.lab.cli import cli_main
+
+    one = quadratic_args(tmp_path, f"--model.task={SLOW}", "--model.task.init_args.sleep=0", steps=3000, per_epoch=50,
+                         dim=8, name="one")
+    resumed = cli_main([*one, f"--ckpt_path={saved}"])
+    reference = cli_main([*one, "--version=reference"])
+    assert resumed.trainer.global_step == 3000 and torch.equal(resumed.model.task.x, reference.model.task.x)
 
 
 def _quadratic_spec(root_args=()):

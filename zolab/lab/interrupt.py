@@ -47,6 +47,11 @@ class InterruptCheckpoint(Callback):
     resume never replaces the checkpoint it came from). ``zolab fit ... --ckpt_path DIRPATH/FILENAME.ckpt``
     resumes exactly.
 
+    With several processes (``ZOStrategy``) a stop reaches every process: the signal one process receives (``kill``
+    or ``docker stop`` reach only the process that started the others) rides the next step's all-reduce of the
+    losses (``ParallelPoints.request_stop``), every process saves (process 0 writes) and stops at that step, and
+    each ends with 128 + signal; a second signal to the first process stops it at once and kills the others.
+
     A plain ``Callback``, not Lightning's ``OnExceptionCheckpoint``: with that one in the trainer,
     ``fit(ckpt_path=None)`` silently resumes from the newest "last" checkpoint it can find. Lightning's own
     SIGTERM handling ends ``fit`` with exit status 0, as if the run had finished: this callback replaces it
@@ -72,6 +77,8 @@ class InterruptCheckpoint(Callback):
         self._saved_step = None  # the step whose end was saved because of a signal
         self.late_signal = None  # a signal that came after the last step: the run finished, its caller should stop
         self._previous = {}
+        self._points = None  # several processes: the ParallelPoints whose all-reduce carries a stop to all of them
+        self._launcher = None
 
     @property
     def ckpt_path(self) -> str | None:
@@ -88,8 +95,12 @@ class InterruptCheckpoint(Callback):
     def _on_signal(self, signum, frame):
         if self._signum is not None or self._saved_step is not None:  # second signal: stop now
             self._restore()
+            if self._launcher is not None and getattr(self._launcher, "procs", None):
+                self._launcher.kill(signal.SIGKILL)  # the processes it started would wait for this one's collectives
             raise Interrupted(signum)
         self._signum = signum
+        if self._points is not None:
+            self._points.request_stop(signum)
         print(f"\nzolab: {signal.Signals(signum).name}: saving a checkpoint after this step (send it again to stop "
               "at once, without one)", file=sys.stderr, flush=True)
 
@@ -106,6 +117,8 @@ class InterruptCheckpoint(Callback):
     def on_train_start(self, trainer, pl_module):
         self._signum, self._saved_step, self.late_signal = None, None, None
         self._start_step = trainer.global_step
+        self._points = getattr(trainer.strategy, "parallel_points", None) if trainer.world_size > 1 else None
+        self._launcher = trainer.strategy.launcher if trainer.is_global_zero else None
         if threading.current_thread() is threading.main_thread():
             self._previous = {s: signal.signal(s, self._on_signal) for s in SIGNALS}
         if trainer.received_sigterm:  # SIGTERM while Lightning set the run up: nothing trained, nothing to save
@@ -114,8 +127,12 @@ class InterruptCheckpoint(Callback):
 
     @override
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if self._signum is not None and self._saved_step is None:  # the step is complete: save here
-            self._saved_step = trainer.global_step
+        signum = self._signum if self._points is None else self._points.stop  # several: the stop they agreed on
+        if signum is not None and self._saved_step is None:  # the step is complete: save here
+            self._signum, self._saved_step = signum, trainer.global_step
+            check = getattr(pl_module, "check_in_step", None)
+            if self._points is not None and check is not None:
+                check()  # a checkpoint of processes out of step would resume one of them silently
             self._save(trainer)
 
     @override
@@ -129,6 +146,7 @@ class InterruptCheckpoint(Callback):
         self._restore()
         if self._signum is not None and self._saved_step is None:  # no step left to finish: the run is complete
             self.late_signal = self._signum
+        self._points = self._launcher = None
 
     @override
     def on_exception(self, trainer, pl_module, exception):

@@ -51,6 +51,7 @@ class ZOStrategy(DDPStrategy):
             raise ValueError(f"invalid timeout: {timeout!r}; allowed: seconds > 0")
         super().__init__(timeout=timedelta(seconds=timeout), start_method=start_method, **kwargs)
         self.data, self.query, self.verify_every = data, query, verify_every
+        self.parallel_points: ParallelPoints | None = None
 
     @override
     def configure_ddp(self) -> None:
@@ -73,8 +74,10 @@ class ZOStrategy(DDPStrategy):
         rank_zero_info(f"ZOStrategy: {self.world_size} processes, data parallel {data} × query parallel {query}")
 
     def points(self) -> ParallelPoints:
-        """The optimizer's seam: which points this process evaluates and the all-reduce that combines them."""
-        return ParallelPoints(*self.shape())
+        """The optimizer's seam: which points this process evaluates and the all-reduce that combines them (also
+        kept as ``parallel_points``: its all-reduce carries a stop to every process)."""
+        self.parallel_points = ParallelPoints(*self.shape())
+        return self.parallel_points
 
 
 StrategyRegistry.register(ZOStrategy.strategy_name, ZOStrategy, description="zolab: ZO steps on several processes",
