@@ -37,6 +37,14 @@ def test_names_that_are_not_one_directory_are_refused_naming_the_field(bad):
         check_name("--version", bad)
 
 
+def test_a_name_longer_than_a_directory_name_may_be_is_refused():
+    assert check_name("--name", "a" * 255) == "a" * 255
+    with pytest.raises(ValueError, match=r"--name='a+'\.\.\. is 256 bytes; allowed: at most 255"):
+        check_name("--name", "a" * 256)
+    with pytest.raises(ValueError, match=r"is 256 bytes"):
+        check_name("--name", "é" * 128)  # bytes, not characters
+
+
 def test_inside_accepts_paths_below_the_root_and_refuses_the_root_itself_and_links_out(tmp_path):
     root = tmp_path / "runs"
     (root / "a").mkdir(parents=True)

@@ -22,16 +22,21 @@ from typing_extensions import override
 
 CHECKPOINTS = "checkpoints"
 LOCK_FILE = ".zolab.lock"
+NAME_MAX = 255  # bytes in a directory name (Linux, macOS, Windows)
 CHECKPOINT_KEYS = ("state_dict", "global_step", "loops", "optimizer_states")
 
 
 def check_name(what: str, value) -> str:
-    """``value`` as one directory name (a run's name or version), else a ValueError naming it."""
+    """``value`` as one directory name (a run's name or version) of at most NAME_MAX bytes, else a ValueError
+    naming it."""
     text = str(value)
     seps = {"/", "\0", os.sep} | ({os.altsep} if os.altsep else set())
     if not text or text in (".", "..") or any(s in text for s in seps):
         raise ValueError(f"{what}={value!r} is not a directory name; allowed: one name without '/' (not '.' or "
                          "'..'), so that the run stays inside the runs root")
+    size = len(text.encode("utf-8", "surrogateescape"))
+    if size > NAME_MAX:
+        raise ValueError(f"{what}={text[:40]!r}... is {size} bytes; allowed: at most {NAME_MAX} (a directory name)")
     return text
 
 

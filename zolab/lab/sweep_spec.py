@@ -12,11 +12,15 @@ Each run is exactly ``zolab fit --config BASE --KEY=VALUE ... --name NAME --vers
 means what it means on the command line: a class path (``model.task: zolab.tasks.synthetic.Levy``), a mapping,
 or a YAML file (a path relative to the sweep file) whose entries are merged onto the base, as LightningCLI does.
 The first grid key varies slowest. RUN_ID joins one short label per key (a class or file name, else
-``key=value``); NAME is one directory name, so runs stay inside the root.
+``key=value``; shortened with a hash beyond 255 bytes); NAME is one directory name, so runs stay inside the
+root. What the labels say holds: ``args`` and command-line overrides come after the grid values, so one that
+sets a grid key (or a key above it) is an error, as is a key written twice in the file; an override below a
+grid key refines every run (``--model.task.init_args.dim=8`` with a grid over ``model.task``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
@@ -26,7 +30,7 @@ from pathlib import Path
 
 import yaml
 
-from zolab.lab.rundir import check_name
+from zolab.lab.rundir import NAME_MAX, check_name
 
 SWEEP_KEYS = ("name", "base", "grid", "args", "root")
 
@@ -86,6 +90,64 @@ def _display(path: str) -> str:
     return path if rel.startswith("..") else rel
 
 
+class _UniqueKeys(yaml.SafeLoader):
+    """YAML's safe loader, but a key written twice in one mapping is an error (YAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ValueError(f"key {key!r} appears twice (lines {seen[key]} and {line}): YAML would keep the "
+                                 "last one only; allowed: each key once (a grid key lists all its values)")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _config_key(dotted: str) -> str:
+    """A config key as it reaches the config: ``init_args`` implied (``--model.optimizer.lr``), and a class path
+    is the value it replaces (``model.task.class_path`` sets ``model.task``)."""
+    parts = [p for p in dotted.split(".") if p != "init_args"]
+    return ".".join(parts[:-1] if parts[-1:] == ["class_path"] else parts)
+
+
+def _leaves(data: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for k, v in data.items():
+        keys += _leaves(v, f"{prefix}{k}.") if isinstance(v, dict) and v else [f"{prefix}{k}"]
+    return keys
+
+
+def _overrides(common: list[str]) -> list[tuple[str, str]]:
+    """(argument, config key) for every key the common arguments set; a ``--config`` file sets its leaves."""
+    found = []
+    for i, arg in enumerate(common):
+        key, _, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
+        if key == "config":
+            value = value or (common[i + 1] if i + 1 < len(common) else "")
+            try:
+                data = yaml.safe_load(Path(value).read_text(encoding="utf-8") if value.endswith((".yaml", ".yml"))
+                                      else value)
+            except (OSError, UnicodeDecodeError, yaml.YAMLError):
+                continue  # zolab fit names the bad file itself
+            found += [(arg, k) for k in _leaves(data)] if isinstance(data, dict) else []
+        elif key:
+            found.append((arg, key.rstrip("+")))
+    return found
+
+
+def _check_overrides(grid: dict, common: list[str]) -> None:
+    """The common arguments come after the grid values on each run's command line: one that sets a grid key (or a
+    key above it) would give every run its value whatever the run's label."""
+    for arg, key in _overrides(common):
+        for g in grid:
+            if _config_key(g) == _config_key(key) or _config_key(g).startswith(_config_key(key) + "."):
+                raise ValueError(f"sweep: {arg!r} (args: or the command line) sets the grid key {g}: every run would "
+                                 "take its value whatever its label; allowed: overrides of other keys, or of keys "
+                                 "below a grid key (e.g. --model.task.init_args.dim=8 with a grid over model.task)")
+
+
 def load(spec, root: str | None = None, extra_args: list[str] | None = None,
          name: str | None = None) -> tuple[str, list[Run]]:
     """Parse a sweep (a path or a mapping) into its name and its runs, in order; ``root``, ``name`` and
@@ -96,9 +158,11 @@ def load(spec, root: str | None = None, extra_args: list[str] | None = None,
         if not path.exists():
             raise ValueError(f"sweep file {str(spec)!r} not found")
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeys)  # a SafeLoader
         except (UnicodeDecodeError, yaml.YAMLError) as err:
             raise ValueError(f"sweep file {path}: not readable YAML: {err}") from None
+        except ValueError as err:
+            raise ValueError(f"sweep file {path}: {err}") from None
         here, default_name = path.resolve().parent, path.stem
     else:
         here, data, default_name = Path.cwd(), spec, "sweep"
@@ -128,12 +192,15 @@ def load(spec, root: str | None = None, extra_args: list[str] | None = None,
         if re.match(r"--(name|version|trainer\.default_root_dir)(=|$)", a):
             raise ValueError(f"sweep: {a!r}: the sweep sets --name, --version and the root itself (use name: and "
                              "root: in the sweep file, or --root)")
+    _check_overrides(grid, common)
     root = Path(root or data.get("root") or "runs")
     runs, seen = [], {}
     keys = list(grid)
     for combo in itertools.product(*(grid[k] for k in keys)) if keys else [()]:
         values = dict(zip(keys, combo, strict=True))
         run_id = _safe("-".join(_label(k, v) for k, v in values.items()) or "run")
+        if len(run_id) > NAME_MAX:  # ASCII: a directory name of at most NAME_MAX bytes, still unique
+            run_id = f"{run_id[:NAME_MAX - 13]}-{hashlib.sha1(run_id.encode()).hexdigest()[:12]}"
         if run_id in seen:
             raise ValueError(f"sweep: two runs would share the id {run_id!r}: {seen[run_id]} and {values}")
         seen[run_id] = values
