@@ -7,9 +7,11 @@ nothing the size of the model is allocated or reduced. ``ZOModule`` gives its op
 applies the same update (docs/algorithms.md §2; README "Several processes and GPUs").
 
 Every process reads the same global batches (``use_distributed_sampler=False``: the ``zolab`` CLI sets it) and
-``ZOModule`` gives process d its shard d of each, so a run is the same run whatever the number of processes
-(with the same global batch) and its checkpoints resume at another world size. At setup the parameters are
-broadcast from process 0; every ``verify_every`` steps their bits are compared (an error if they differ).
+``ZOModule`` gives process d its shard d of each, weighted by its size, so a run is the same run whatever the
+number of processes (with the same global batch: up to floating-point rounding for data parallel, bitwise for
+query parallel) and its checkpoints resume at another world size. At setup the parameters are broadcast from
+process 0; every ``verify_every`` steps and at the last step their bits are compared (an error if they differ).
+A signal to any process stops all of them at the same step (``zolab.lab.interrupt.InterruptCheckpoint``).
 
 Example::
 
