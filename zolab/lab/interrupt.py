@@ -130,7 +130,7 @@ class InterruptCheckpoint(Callback):
         signum = self._signum if self._points is None else self._points.stop  # several: the stop they agreed on
         if signum is not None and self._saved_step is None:  # the step is complete: save here
             self._signum, self._saved_step = signum, trainer.global_step
-            check = getattr(pl_module, "check_in_step", None)
+            check = getattr(pl_module, "verify_in_step", None)
             if self._points is not None and check is not None:
                 check()  # a checkpoint of processes out of step would resume one of them silently
             self._save(trainer)

@@ -287,9 +287,9 @@ class ZOModule(EvaluationLogging, L.LightningModule):
         n = getattr(self.trainer.strategy, "verify_every", 0)
         step = self.trainer.global_step
         if n and isinstance(self.trainer.strategy, ZOStrategy) and ((every and step % n == 0) or last):
-            self.check_in_step()
+            self.verify_in_step()
 
-    def check_in_step(self) -> None:
+    def verify_in_step(self) -> None:
         """Several processes (``ZOStrategy`` with ``verify_every`` > 0): a RuntimeError unless their parameters are
         bitwise the same (one collective: every process must call it at the same step). Once a step."""
         step = self.trainer.global_step
