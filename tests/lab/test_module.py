@@ -74,6 +74,7 @@ def test_hparams_are_logged_to_tensorboard(tmp_path):
     assert hp["rule"] == "ZOAdaMM" and hp["task"] == "Quadratic" and hp["task_params"] == 12
     assert (hp["lr"], hp["mu"], hp["beta1"], hp["beta2"]) == (0.02, 0.03, 0.8, 0.95)
     assert (hp["num_queries"], hp["seed"], hp["estimator"], hp["directions"]) == (2, 5, "forward", "sphere")
+    assert hp["granularity"] == "model"
     assert hp["task.dim"] == 12
     events = EventAccumulator(str(tmp_path / "m" / "v"))
     events.Reload()
