@@ -100,20 +100,30 @@ def load_cnn(path: str | Path) -> MNISTCNN:
 
 class MNISTDataModule(L.LightningDataModule):
     """Args: data_dir (the four ``*-ubyte.gz`` files), batch_size, val_size (held out of the 60,000 training
-    images with ``seed``), eval_batch_size. Test: the 10,000 test images."""
+    images by a permutation seeded with ``split_seed``), seed (the training batches' order), eval_batch_size,
+    split_seed (None: ``seed``, as before it existed; fix it to keep one validation split across seeds).
+    Test: the 10,000 test images."""
 
     def __init__(self, data_dir: str, batch_size: int = 64, val_size: int = 5000, seed: int = 0,
-                 eval_batch_size: int = 1000):
+                 eval_batch_size: int = 1000, split_seed: int | None = None):
         super().__init__()
         check_seed("seed", seed)
+        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size),
+                            ("val_size", val_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r}; allowed: an integer >= 1")
         self.data_dir, self.batch_size, self.val_size, self.seed = data_dir, batch_size, val_size, seed
+        self.split_seed = seed if split_seed is None else check_seed("split_seed", split_seed)
         self.eval_batch_size = eval_batch_size
 
     def setup(self, stage: str | None = None) -> None:
         if hasattr(self, "test_set"):
             return
         train = TensorDataset(*load_mnist(self.data_dir, "train"))
-        gen = torch.Generator().manual_seed(self.seed)
+        if self.val_size >= len(train):
+            raise ValueError(f"val_size={self.val_size} leaves no training image of the {len(train)}; allowed: "
+                             f"1 to {len(train) - 1}")
+        gen = torch.Generator().manual_seed(self.split_seed)
         self.train_set, self.val_set = random_split(train, [len(train) - self.val_size, self.val_size], gen)
         self.test_set = TensorDataset(*load_mnist(self.data_dir, "test"))
 
