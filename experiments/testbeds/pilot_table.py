@@ -40,7 +40,8 @@ def start_metrics(run_dir: Path) -> dict[str, float]:
             for k, v in evaluate(task, loader, torch.device("cpu")).items()}
 
 
-def row(run_dir: Path) -> str:
+def row(run_dir: Path) -> tuple[str, float, float]:
+    """The table's row of a run, its final test accuracy and its test gain (points)."""
     hp, config = read_hparams(run_dir), read_config(run_dir)
     start = start_metrics(run_dir)
     steps, forwards = read_scalars(run_dir, "train/forwards")
@@ -51,7 +52,7 @@ def row(run_dir: Path) -> str:
     gain = 100 * (test_acc - start["test/acc"])
     return (f"| {run_dir} | {hp['rule']} | {hp['lr']:g} | {batch} | {hp['max_steps']:,} | {int(forwards[-1]):,} | "
             f"{hp['task_params']:,} | {100 * start['val/acc']:.2f} | {100 * start['test/acc']:.2f} | {vals} | "
-            f"{100 * test_acc:.2f} | {gain:+.2f} |")
+            f"{100 * test_acc:.2f} | {gain:+.2f} |", 100 * test_acc, gain)
 
 
 def main(argv=None) -> int:
@@ -71,7 +72,16 @@ def main(argv=None) -> int:
     print("| run | rule | lr | batch | steps | forwards | d | start val acc | start test acc | val acc (step: value) "
           "| final test acc | test gain (points) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    print("\n".join(rows))
+    print("\n".join(r[0] for r in rows))
+    groups: dict[Path, list] = {}
+    for run, r in zip(args.runs, rows):
+        groups.setdefault(run.parent, []).append(r)
+    for group, members in groups.items():  # runs of one testbed (runs/NAME/*): their spread over seeds
+        acc = torch.tensor([m[1] for m in members], dtype=torch.float64)
+        gains = [m[2] for m in members]
+        spread = f" ± {acc.std().item():.2f}" if len(members) > 1 else ""
+        print(f"{group}: {len(members)} run(s), final test acc {acc.mean().item():.2f}{spread} (sd over runs), "
+              f"test gain min {min(gains):+.2f}, mean {sum(gains) / len(gains):+.2f} points")
     return 0
 
 
