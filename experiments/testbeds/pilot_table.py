@@ -79,8 +79,8 @@ def main(argv=None) -> int:
     for group, members in groups.items():  # runs of one testbed (runs/NAME/*): their spread over seeds
         acc = torch.tensor([m[1] for m in members], dtype=torch.float64)
         gains = [m[2] for m in members]
-        spread = f" ± {acc.std().item():.2f}" if len(members) > 1 else ""
-        print(f"{group}: {len(members)} run(s), final test acc {acc.mean().item():.2f}{spread} (sd over runs), "
+        spread = f" ± {acc.std().item():.2f} (sd over runs)" if len(members) > 1 else ""
+        print(f"{group}: {len(members)} run(s), final test acc {acc.mean().item():.2f}{spread}, "
               f"test gain min {min(gains):+.2f}, mean {sum(gains) / len(gains):+.2f} points")
     return 0
 
