@@ -36,7 +36,8 @@ from pathlib import Path
 
 import torch
 
-from zolab.rules import REGISTRY, RULES
+from zolab.rules import RULES
+from zolab.testing.rules import REGISTRY
 
 MODELS = {
     "smollm2-135m": dict(
