@@ -77,6 +77,30 @@ def test_a_block_plan_partitions_refs_and_picks_the_blocks_of_a_step():
     assert BlockPlan(None).of_step(BlockPlan(None).partition(refs, named=False), 3, 0)[0][1] == refs
 
 
+def test_a_uniform_subset_is_k_blocks_without_replacement_estimated_as_one():
+    """LeZO's selection: step t draws k distinct blocks from (seed, t) and joins them, in model order, into one
+    block (one perturbation, one estimate); k = 1 is one block."""
+    refs = [Ref(n, 1) for n in LLAMA]
+    plan = BlockPlan("module", "uniform_subset", per_step=3)
+    parts = plan.partition(refs, named=True)
+    names = [b for b, _ in parts]
+    seen = set()
+    for t in range(1, 40):
+        (block, chosen), = plan.of_step(parts, t, seed=7)
+        picked = block.split("+")
+        assert len(set(picked)) == 3 and picked == sorted(picked, key=names.index)
+        assert chosen == [r for b, rs in parts if b in picked for r in rs]
+        assert plan.of_step(parts, t, seed=7) == [(block, chosen)]  # a pure function of (seed, t)
+        seen.add(block)
+    assert len(seen) == 10  # every one of the C(5, 3) subsets turns up in 39 steps
+    assert [plan.of_step(parts, t, 7) for t in range(1, 9)] != [plan.of_step(parts, t, 8) for t in range(1, 9)]
+    one = BlockPlan("module", "uniform_subset").of_step(parts, 2, 7)
+    assert len(one) == 1 and one[0][0] in names
+    with pytest.raises(ValueError, match=r"blocks_per_step=6 but blocks='module' makes 5 blocks; allowed: an "
+                                         r"integer in \[1, 5\]"):
+        BlockPlan("module", "uniform_subset", per_step=6).partition(refs, named=True)
+
+
 def test_tensor_granularity_is_every_tensor_a_block_each_step():
     plan = BlockPlan(granularity="tensor")
     assert (plan.spec, plan.per_step, plan.selection) == ("tensor", "all", "cyclic")
@@ -85,7 +109,10 @@ def test_tensor_granularity_is_every_tensor_a_block_each_step():
 
 @pytest.mark.parametrize("kw, match", [
     (dict(selection="greedy"), r"unknown block_selection 'greedy'; allowed"),
-    (dict(per_step=2), r"invalid blocks_per_step 2; allowed: 1 or 'all'"),
+    (dict(per_step=0), r"invalid blocks_per_step 0; allowed: 1, 'all' or an integer k >= 2"),
+    (dict(per_step=2), r"blocks_per_step=2 with block_selection='permutation'; allowed: an integer k >= 2 together "
+                       r"with 'uniform_subset'"),
+    (dict(per_step="all", selection="uniform_subset"), r"blocks_per_step='all' with block_selection='uniform_subset'"),
     (dict(granularity="layer"), r"unknown granularity 'layer'; allowed"),
     (dict(spec=["a"], granularity="tensor"), r"granularity='tensor' makes each tensor a block; got blocks=\['a'\]"),
 ])

@@ -8,7 +8,9 @@ import zolab
 from zolab.engine.directions import SamplerDirections
 from zolab.engine.estimator import Estimator, Query, as_loss
 from zolab.engine.groups import ParamRef
+from zolab.engine.perturb import build
 from zolab.engine.samplers import Gaussian, Sphere
+from zolab.engine.schemes import THETA, Point, as_point
 from zolab.engine.seeds import mix
 
 from ..rules._problem import TinyProblem
@@ -25,8 +27,8 @@ def setup(difference, K=3, sampler=None, scale="none", d=20):
 
 
 def evaluator(f, ref, est):
-    """evaluate(query, sign): f at θ + sign·μ·u (θ itself for query None), u as the estimator's directions."""
-    return lambda q, s: f(ref.param if q is None else est.directions.point(ref, q, s * MU, base=ref.param))
+    """evaluate(point, sign): f at the point (θ ± μu, θ itself), u as the estimator's directions."""
+    return lambda pt, s: f(build(est.directions, ref, as_point(pt, s), None, ref.param))
 
 
 def test_queries_own_the_seeds_mixed_from_seed_step_and_position():
@@ -34,10 +36,16 @@ def test_queries_own_the_seeds_mixed_from_seed_step_and_position():
     assert [q.seed for q in est.queries(9, 3, 1)] == [mix(9, 3, 1, k) for k in range(4)]
 
 
+def test_queries_know_their_step_position_and_index():
+    est = Estimator(SamplerDirections(Gaussian()), "central", 3)
+    assert [(q.t, q.position, q.k) for q in est.queries(9, 4, 2)] == [(4, 2, 0), (4, 2, 1), (4, 2, 2)]
+
+
 def test_points_come_in_loss_order():
     q = [Query(1), Query(2)]
-    assert Estimator(None, "forward", 2).points(q) == [(None, 0.0), (q[0], 1.0), (q[1], 1.0)]
-    assert Estimator(None, "central", 2).points(q) == [(q[0], 1.0), (q[0], -1.0), (q[1], 1.0), (q[1], -1.0)]
+    assert Estimator(None, "forward", 2).points(q) == [THETA, Point(((q[0], 1.0),)), Point(((q[1], 1.0),))]
+    assert Estimator(None, "central", 2).points(q) == [Point(((q[0], s),)) for s in (1.0, -1.0)] + [
+        Point(((q[1], s),)) for s in (1.0, -1.0)]
 
 
 @pytest.mark.parametrize("difference", ["forward", "central"])
@@ -132,7 +140,7 @@ def test_as_loss_takes_scalars_and_refuses_the_rest():
 
 
 @pytest.mark.parametrize("kw, match", [
-    (dict(difference="backward"), r"unknown estimator 'backward'; allowed: \['forward', 'central'\]"),
+    (dict(difference="backward"), r"unknown estimator 'backward'; allowed: \['forward', 'central', 'three_point'"),
     (dict(scale="half"), r"unknown scale 'half'; allowed: \['dimension', 'none'\]"),
     (dict(num_queries=0), r"invalid num_queries: 0; allowed: an integer >= 1"),
 ])

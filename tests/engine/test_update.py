@@ -75,10 +75,11 @@ def test_a_plan_that_fails_leaves_state_counters_and_parameters_as_they_were():
 
 
 def test_programs_are_traced_once_per_variant():
-    opt = zolab.ZOSGD([nn.Parameter(torch.zeros(3))])
-    p = opt.updater.program(2, False, True, False)
-    assert opt.updater.program(2, False, True, False) is p
-    assert opt.updater.program(2, True, False, False) is not p
+    opt = zolab.ZOSGD([nn.Parameter(torch.zeros(3)), nn.Parameter(torch.zeros(2, 2))])
+    a, b = opt.partition()[0][1]
+    p = opt.updater.program(a, 2, False, True, False)
+    assert opt.updater.program(a, 2, False, True, False) is p and opt.updater.program(b, 2, False, True, False) is p
+    assert opt.updater.program(a, 2, True, False, False) is not p
 
 
 def test_an_update_returns_u_or_u_and_its_new_state():

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from zolab.engine.checks import check_choice
 from zolab.engine.seeds import mix
 
-SELECTIONS = ("cyclic", "permutation", "uniform")
+SELECTIONS = ("cyclic", "permutation", "uniform", "uniform_subset")
 GRANULARITIES = ("model", "tensor")
 _EMBEDDING_HINTS = ("embed", "wte", "wpe", "word_embeddings", "position_embeddings", "shared")
 
@@ -106,7 +106,14 @@ def select(t: int, num_blocks: int, selection: str, seed: int) -> int:
         return order[pos]
     if selection == "uniform":
         return random.Random(mix(seed, 0x0F1D, t)).randrange(num_blocks)
+    if selection == "uniform_subset":
+        return subset(t, num_blocks, 1, seed)[0]
     raise ValueError(f"unknown block_selection {selection!r}; allowed: {list(SELECTIONS)}")
+
+
+def subset(t: int, num_blocks: int, k: int, seed: int) -> list[int]:
+    """The k blocks of step t (``uniform_subset``), drawn without replacement, in model order (pure in t, seed)."""
+    return sorted(random.Random(mix(seed, 0x5B5E7, t)).sample(range(num_blocks), k))
 
 
 class BlockPlan:
@@ -118,8 +125,13 @@ class BlockPlan:
                  granularity: str = "model"):
         check_choice("block_selection", selection, SELECTIONS)
         check_choice("granularity", granularity, GRANULARITIES)
-        if per_step not in (1, "all"):
-            raise ValueError(f"invalid blocks_per_step {per_step!r}; allowed: 1 or 'all'")
+        several = isinstance(per_step, int) and not isinstance(per_step, bool) and per_step >= 2
+        if per_step not in (1, "all") and not several:
+            raise ValueError(f"invalid blocks_per_step {per_step!r}; allowed: 1, 'all' or an integer k >= 2 "
+                             "(with block_selection='uniform_subset')")
+        if several != (selection == "uniform_subset") and per_step != 1:
+            raise ValueError(f"blocks_per_step={per_step!r} with block_selection={selection!r}; allowed: an integer "
+                             "k >= 2 together with 'uniform_subset' (k blocks estimated jointly)")
         if granularity == "tensor":
             if spec is not None:
                 raise ValueError(f"granularity='tensor' makes each tensor a block; got blocks={spec!r} too")
@@ -133,10 +145,17 @@ class BlockPlan:
         if self.spec not in (None, "tensor") and not named and not isinstance(self.spec, int):
             raise ValueError(f"blocks={self.spec!r} needs parameter names: pass model.named_parameters()")
         parts = partition([r.name for r in refs], [r.numel for r in refs], self.spec)
+        if isinstance(self.per_step, int) and self.per_step > len(parts):
+            raise ValueError(f"blocks_per_step={self.per_step} but blocks={self.spec!r} makes {len(parts)} blocks; "
+                             f"allowed: an integer in [1, {len(parts)}]")
         return [(name, [refs[i] for i in idx]) for name, idx in parts]
 
     def of_step(self, parts: list, t: int, seed: int) -> list:
-        """The block(s) of ``parts`` that step t perturbs and updates (a pure function of t and the seed)."""
+        """The block(s) of ``parts`` that step t perturbs and updates (a pure function of t and the seed); k >= 2
+        blocks of ``uniform_subset`` are one block (named ``a+b+...``), perturbed and updated jointly."""
         if self.per_step == "all" or len(parts) == 1:
             return parts
-        return [parts[select(t, len(parts), self.selection, seed)]]
+        if self.per_step == 1:
+            return [parts[select(t, len(parts), self.selection, seed)]]
+        chosen = [parts[i] for i in subset(t, len(parts), self.per_step, seed)]
+        return [("+".join(name for name, _ in chosen), [r for _, refs in chosen for r in refs])]

@@ -42,3 +42,19 @@ def check_betas(group: dict, hi_open: bool = True) -> None:
         raise ValueError(f"invalid betas: {betas!r}; allowed: two numbers (beta1, beta2)")
     for i, b in enumerate(betas):
         check_range(f"betas[{i}]", b, 0.0, 1.0, hi_open=hi_open)
+
+
+def check_step(rule: str, closure, batched, evaluators: dict, scheme) -> None:
+    """A step's arguments: callables, a closure unless a batched objective is given, and only evaluators the
+    difference scheme reads (``scheme.evaluators``)."""
+    if batched is not None and not callable(batched):
+        raise TypeError(f"batched must be a function of the stacked points, got {batched!r}")
+    if batched is None and (closure is None or not callable(closure)):
+        raise TypeError(f"{rule}.step needs a closure that returns the loss, got {closure!r}")
+    unknown = sorted(set(evaluators) - set(scheme.evaluators))
+    if unknown:
+        raise TypeError(f"{rule}.step got evaluators {unknown} that estimator {scheme.name!r} does not read; "
+                        f"allowed: {list(scheme.evaluators)}")
+    bad = [k for k, f in evaluators.items() if not callable(f)]
+    if bad:
+        raise TypeError(f"{rule}.step: evaluators {bad} must be functions like the closure (or batched objective)")

@@ -1,6 +1,9 @@
 """Perturbing parameters for one closure call, with an exact restore: whole tensors, or inside their modules.
 
-``perturb="copy"`` (``evaluate_copy``) writes θ + r·u for every perturbed tensor into scratch tensors before
+A point is a ``zolab.engine.schemes.Point``: base + Σ_j r_j u_{q_j} on every perturbed tensor (θ ± μu for
+the forward and central schemes; candidates, anchors and several-query points for others); ``build`` makes
+it on one tensor with the directions object. ``perturb="copy"`` (``evaluate_copy``) writes the point for
+every perturbed tensor into scratch tensors before
 the closure runs, points each parameter's ``.data`` at its scratch tensor and back afterwards (also when the
 closure raises): θ is bitwise unchanged, for one extra copy of the perturbed tensors.
 ``perturb="module"`` (after ``optimizer.bind(model)``; the default ``"auto"`` picks it for a bound model
@@ -10,8 +13,10 @@ that owns it runs:
 - a module's own perturbed tensors are written into pooled scratch tensors by a forward pre-hook,
   pointed to by ``.data``, and pointed back at the untouched originals by the forward hook (or, if the
   forward raises, when the closure returns), so θ is bitwise unchanged as in ``copy`` mode;
-- an ``nn.Embedding`` looks up θ's rows and adds z for those rows only (the counter rng draws any element);
-- an ``nn.Linear`` whose weight exceeds ``chunk_numel`` computes its output in row chunks of θ + αz.
+- an ``nn.Embedding`` looks up θ's rows and adds r·u for those rows only, and an ``nn.Linear`` whose weight
+  exceeds ``chunk_numel`` computes its output in row chunks of θ + r·u, for one-query points θ + r·u of
+  directions that build parts of a point (``directions.slices(ref)``: the counter rng draws any element, a
+  low-rank u has rows A[i]Bᵀ); other points are built whole, one module's tensors at a time.
 
 So the extra memory is one layer's tensors (or one chunk), not the model. The numbers are those of
 ``copy`` mode (the same kernel builds each perturbed tensor), except that a chunked Linear may round its
@@ -29,11 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zolab import kernels
 from zolab.engine.checks import check_choice, check_int
-from zolab.engine.estimator import Query
 from zolab.engine.groups import ParamRef
-from zolab.engine.seeds import mix
+from zolab.engine.jvp import forward_gradient
+from zolab.engine.schemes import Point, as_point, base_of
 
 PERTURB_MODES = ("auto", "copy", "module")
 
@@ -42,13 +46,31 @@ class NotPerturbed(RuntimeError):
     """A perturbed tensor was never built during the closure: it is used outside its module's forward."""
 
 
-def evaluate_copy(refs: list[ParamRef], query: Query | None, sign: float, directions, closure, buffer=None):
-    """The closure's value at θ + sign·μ·u (θ itself for ``query=None``), θ bitwise restored afterwards.
+def build(directions, ref: ParamRef, point: Point, out, theta: torch.Tensor, state=None) -> torch.Tensor:
+    """``point`` on one tensor (θ = ``theta``) into ``out`` (a new tensor when None; ``out`` may be ``theta``)."""
+    base = base_of(point, ref, state)
+    if base is None:
+        base = theta
+    elif base.dtype != theta.dtype:  # a state of the compute type under a half-precision parameter
+        out = (torch.empty_like(theta, memory_format=torch.contiguous_format) if out is None else out).copy_(base)
+        base = out
+    radii = point.radii(ref)
+    if len(point.terms) == 1:
+        return directions.point(ref, point.terms[0][0], radii[0], out=out, base=base)
+    if not point.terms:
+        return (torch.empty_like(theta, memory_format=torch.contiguous_format) if out is None else out).copy_(base)
+    return directions.combine(ref, point.queries, radii, out=out, base=base)
 
-    ``buffer(ref)`` (optional) gives a reusable tensor to write the perturbed point into. A shard of a larger
-    tensor (``ref.full_numel``) is perturbed in its own storage, where a sharded model's forward gathers it
-    from, and copied back from a saved copy afterwards."""
-    if query is None:
+
+def evaluate_copy(refs: list[ParamRef], query, sign: float, directions, closure, buffer=None, state=None):
+    """The closure's value at a point (``as_point(query, sign)``: θ + sign·μ·u for a query, θ for None, a
+    ``Point``), θ bitwise restored afterwards.
+
+    ``buffer(ref)`` (optional) gives a reusable tensor to write the perturbed point into; ``state(ref, name)``
+    the rule's state tensors (a point's base). A shard of a larger tensor (``ref.full_numel``) is perturbed in
+    its own storage, where a sharded model's forward gathers it from, and copied back from a saved copy."""
+    point = as_point(query, sign)
+    if point.is_theta:
         return closure()
     originals, saved = [], []
     try:
@@ -57,11 +79,11 @@ def evaluate_copy(refs: list[ParamRef], query: Query | None, sign: float, direct
             if r.full_numel is not None:  # a shard that a gathering forward reads from its own storage:
                 copy = buffer(r).copy_(p.data) if buffer else p.data.clone()  # written in place, restored
                 saved.append((p, copy))  # from this copy (exact)
-                directions.point(r, query, sign * r.group["mu"], out=p.data, base=copy)
+                build(directions, r, point, p.data, copy, state)
                 continue
-            point = directions.point(r, query, sign * r.group["mu"], out=buffer(r) if buffer else None, base=p.data)
+            built = build(directions, r, point, buffer(r) if buffer else None, p.data, state)
             originals.append((p, p.data))
-            p.data = point
+            p.data = built
         return closure()
     finally:
         for p, data in originals:
@@ -91,16 +113,24 @@ class Perturber:
               and all(r.full_numel is None for r in refs) and owned_by_submodules(self.model, refs))
         return "module" if ok else "copy"
 
-    def estimate(self, estimator, block: str, refs: list[ParamRef], queries, closure, batched, scratch, mode: str):
-        """``estimator.estimate`` of one block, its points evaluated in ``mode`` (or by ``batched``)."""
-        dirs = estimator.directions
+    def estimate(self, estimator, block: str, refs: list[ParamRef], queries, closure, batched, scratch, mode: str,
+                 evaluators=None, state=None):
+        """``estimator.estimate`` of one block, its points evaluated in ``mode`` (or by ``batched``), with the
+        step's extra ``evaluators`` (closures, or batched objectives with ``batched``) and the rule's ``state``."""
+        dirs, evaluators = estimator.directions, evaluators or {}
+
+        def jvp(query):
+            return forward_gradient(self.model, refs, dirs, query, closure)
+
         if batched is None and mode == "module":
             if self.model is None:
                 raise RuntimeError("perturb='module' needs the model: call optimizer.bind(model) first")
             try:
-                with ModulePerturbation(self.model, refs, dirs, self.pool, self.chunk_numel) as mp:
-                    return estimator.estimate(block, refs, queries, lambda q, s: mp.evaluate(q, s, closure),
-                                              scratch=scratch)
+                with ModulePerturbation(self.model, refs, dirs, self.pool, self.chunk_numel, state) as mp:
+                    return estimator.estimate(
+                        block, refs, queries, lambda q, s: mp.evaluate(q, s, closure), scratch=scratch, jvp=jvp,
+                        evaluators={k: (lambda q, s, f=f: mp.evaluate(q, s, f)) for k, f in evaluators.items()},
+                        state=state)
             except NotPerturbed:
                 if self.mode == "module":
                     raise
@@ -109,9 +139,13 @@ class Perturber:
         def buffer(r):
             return scratch((r.index, "point"), r.param.shape, r.param.dtype, r.param.device)
 
-        return estimator.estimate(block, refs, queries,
-                                  lambda q, s: evaluate_copy(refs, q, s, dirs, closure, buffer),
-                                  batched=batched, scratch=scratch)
+        def copies(f):
+            return lambda q, s: evaluate_copy(refs, q, s, dirs, f, buffer, state)
+
+        if batched is None:
+            evaluators = {k: copies(f) for k, f in evaluators.items()}
+        return estimator.estimate(block, refs, queries, copies(closure), batched=batched, scratch=scratch,
+                                  jvp=None if batched is not None else jvp, evaluators=evaluators, state=state)
 
 
 def owned_by_submodules(model: nn.Module, refs: list[ParamRef]) -> bool:
@@ -122,13 +156,14 @@ def owned_by_submodules(model: nn.Module, refs: list[ParamRef]) -> bool:
 
 
 class ModulePerturbation:
-    """Installs the hooks for one block of tensors; ``evaluate(query, sign, closure)`` per point."""
+    """Installs the hooks for one block of tensors; ``evaluate(point, sign, closure)`` per point."""
 
-    def __init__(self, model: nn.Module, refs: list[ParamRef], directions, pool: dict, chunk_numel: int):
-        """``directions.point(ref, query, radius, out=, base=)`` builds a perturbed tensor; ``directions.law``
-        is the counter draw when u is the plain z (then embeddings look up rows and large Linears go in
-        chunks), None for a rule with its own directions (built whole)."""
-        self.directions, self.law, self.pool, self.chunk_numel = directions, directions.law, pool, chunk_numel
+    def __init__(self, model: nn.Module, refs: list[ParamRef], directions, pool: dict, chunk_numel: int,
+                 state=None):
+        """``build`` makes a perturbed tensor with ``directions``; where ``directions.slices(ref)``, an
+        embedding looks up rows and a large Linear goes in chunks for one-query points; ``state(ref, name)``:
+        the rule's state tensors (a point's base)."""
+        self.directions, self.pool, self.chunk_numel, self.state = directions, pool, chunk_numel, state
         by_id = {id(r.param): r for r in refs}
         self.refs = refs
         self.owners: dict[nn.Module, list[ParamRef]] = {}
@@ -141,18 +176,21 @@ class ModulePerturbation:
             names = [r.name for r in refs if id(r.param) in missing]
             raise ValueError(f"perturb='module': tensors {names[:5]} are not parameters of the bound model; "
                              "bind the model that owns them or use perturb='copy'")
-        self.current: tuple[Query, float] | None = None
+        self.current: Point | None = None
         self.swapped: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (param, original, scratch)
         self.built: set[int] = set()
         self.handles, self.overridden = [], []
 
     # ------------------------------------------------------------ install / remove
     def __enter__(self):
+        dirs = self.directions
         for module, own in self.owners.items():
-            rows_ok = self.law is not None and isinstance(module, nn.Embedding) and module.max_norm is None
-            chunk = (self.law is not None and isinstance(module, nn.Linear)
-                     and module.weight.numel() > self.chunk_numel and any(r.param is module.weight for r in own))
-            if rows_ok and len(own) == 1:
+            rows_ok = (isinstance(module, nn.Embedding) and module.max_norm is None and len(own) == 1
+                       and dirs.slices(own[0]))
+            weight = [r for r in own if r.param is getattr(module, "weight", None)]
+            chunk = (isinstance(module, nn.Linear) and module.weight.numel() > self.chunk_numel and weight
+                     and dirs.slices(weight[0]))
+            if rows_ok:
                 self._override(module, self._embedding_forward)
             elif chunk:
                 self._override(module, self._chunked_linear_forward)
@@ -181,19 +219,20 @@ class ModulePerturbation:
         def forward(mod, *args, **kwargs):
             if owner.current is None:
                 return original(*args, **kwargs)
+            if not owner.current.simple:  # a point of several queries or another base: its tensors built whole
+                owner._pre_hook(mod, args)
+                try:
+                    return original(*args, **kwargs)
+                finally:
+                    owner._post_hook(mod, args, None)
             return fn(mod, *args, **kwargs)
 
         self.overridden.append((module, previous))
         module.forward = types.MethodType(forward, module)
 
     # ------------------------------------------------------------ the perturbed value of one tensor
-    def _coef(self, ref: ParamRef):
-        query, sign = self.current
-        coef = sign * ref.group["mu"]
-        return coef if query.inv_norm is None else query.inv_norm * coef
-
-    def _key(self, ref: ParamRef) -> int:
-        return mix(self.current[0].seed, ref.index)
+    def _radius(self, ref: ParamRef):
+        return self.current.radii(ref)[0]
 
     def _scratch(self, like: torch.Tensor) -> torch.Tensor:
         free = self.pool[(like.numel(), like.dtype, like.device)]
@@ -215,8 +254,7 @@ class ModulePerturbation:
             p = ref.param
             buf = self._scratch(p)
             point = buf.view(p.shape)
-            query, sign = self.current
-            self.directions.point(ref, query, sign * ref.group["mu"], out=point, base=p.data)
+            build(self.directions, ref, self.current, point, p.data, self.state)
             self.swapped.append((p, p.data, buf))
             p.data = point
             self.built.add(id(p))
@@ -245,16 +283,17 @@ class ModulePerturbation:
         rows = F.embedding(input, module.weight, module.padding_idx, None, module.norm_type,
                            module.scale_grad_by_freq, module.sparse)
         self.built.add(id(ref.param))
-        return kernels.rows(rows, input, module.embedding_dim, self._key(ref), self._coef(ref), self.law)
+        return self.directions.embedding_rows(ref, self.current.terms[0][0], self._radius(ref), rows, input,
+                                              module.embedding_dim)
 
     def _chunked_linear_forward(self, module: nn.Linear, x):
         refs = {id(r.param): r for r in self.owners[module]}
         weight, bias = module.weight, module.bias
-        w_ref = refs[id(weight)]
+        w_ref, query = refs[id(weight)], self.current.terms[0][0]
         if bias is not None and id(bias) in refs:
             b_ref = refs[id(bias)]
-            bias = kernels.axpz(torch.empty_like(bias), [self._key(b_ref)], [self._coef(b_ref)], bias.data, 0,
-                                self.law)
+            bias = self.directions.point(b_ref, query, self._radius(b_ref), out=torch.empty_like(bias),
+                                         base=bias.data)
             self.built.add(id(b_ref.param))
         out_f, in_f = weight.shape
         rows = chunk_rows(out_f, in_f, self.chunk_numel)
@@ -263,12 +302,12 @@ class ModulePerturbation:
         buf = self._scratch(weight[:rows])
         # one growing buffer for a chunk's output, kept across calls (fresh ones would page-fault each time)
         tmp = self._grow(("linear_out", out.dtype, out.device), x2.shape[0] * rows)
-        key, coef = self._key(w_ref), self._coef(w_ref)
+        radius = self._radius(w_ref)
         try:
             for r0 in range(0, out_f, rows):
                 r1 = min(r0 + rows, out_f)
                 w = buf[: (r1 - r0) * in_f].view(r1 - r0, in_f)
-                kernels.axpz(w, [key], [coef], weight.data[r0:r1], r0 * in_f, self.law)
+                self.directions.point_rows(w_ref, query, radius, r0, r1, w, weight.data[r0:r1])
                 part = tmp[: x2.shape[0] * (r1 - r0)].view(x2.shape[0], r1 - r0)
                 if bias is None:
                     torch.mm(x2, w.t(), out=part)
@@ -281,11 +320,13 @@ class ModulePerturbation:
         return out.view(*x.shape[:-1], out_f)
 
     # ------------------------------------------------------------ one point
-    def evaluate(self, query: Query | None, sign: float, closure):
-        """f(θ + sign·μ·u) (f(θ) for ``query=None``), each perturbed tensor built only inside its module."""
-        if query is None:
+    def evaluate(self, query, sign: float, closure):
+        """The closure's value at ``as_point(query, sign)`` (θ + sign·μ·u for a query, θ for None, a ``Point``),
+        each perturbed tensor built only inside its module."""
+        point = as_point(query, sign)
+        if point.is_theta:
             return closure()
-        self.current, self.built = (query, sign), set()
+        self.current, self.built = point, set()
         try:
             loss = closure()
         finally:

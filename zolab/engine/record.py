@@ -1,9 +1,9 @@
 """The step record: what a ZO step did, for probes (docs/algorithms.md §2).
 
 After each step ``optimizer.record`` holds the step t, the estimator's settings, each estimated block's
-queries (seeds, sphere norms), differences, losses and scale c, the schedule values and references to the
-moment buffers; from it a probe regenerates ĝ exactly (``optimizer.grad_estimate()``) without the optimizer
-storing it.
+queries (seeds, step, position, sphere norms), differences, losses, scale c and the difference scheme's
+extras (HiZOO's Δ, FZOO's σ, ...), the schedule values and references to the moment buffers; from it a probe
+regenerates ĝ exactly (``optimizer.grad_estimate()``) without the optimizer storing it.
 """
 
 from __future__ import annotations
@@ -27,6 +27,21 @@ class StepRecord:
     skipped: bool
     forwards: int  # forward passes used so far
     moments: dict[str, dict] = field(default_factory=dict)  # name -> that tensor's optimizer state
+
+    @classmethod
+    def of(cls, opt, t: int, estimates: list[BlockEstimate], skipped: bool) -> StepRecord:
+        """The record of step t of ``opt`` (its loss: the estimate's, or the mean over several blocks)."""
+        loss = estimates[0].loss if len(estimates) == 1 else torch.stack(
+            [e.loss.to(estimates[0].loss.dtype) for e in estimates]).mean()
+        return cls(step=t, estimator=opt.grad_estimator.difference, directions=opt.grad_estimator.directions.name,
+                   num_queries=opt.num_queries, blocks=estimates, schedule=opt.schedule_values(), loss=loss,
+                   skipped=skipped, forwards=opt.zo["forwards"],
+                   moments={r.name: opt.state[r.param] for e in estimates for r in e.refs})
+
+    @property
+    def extras(self) -> dict:
+        """The difference scheme's values of each block (Δ, σ, ...), by block name."""
+        return {b.block: b.extras for b in self.blocks}
 
     @property
     def seeds(self) -> list[int]:

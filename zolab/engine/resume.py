@@ -14,12 +14,14 @@ import copy
 
 import torch
 
-from zolab.engine.groups import compute_type, refs
+from zolab.engine.groups import refs
 
 
 def config(opt) -> dict:
-    out = {"rule": type(opt).__name__, "seed": opt.seed, "estimator": opt.estimator,
-           "directions": opt.sampler.name, "rng": opt.sampler.rng, "num_queries": opt.num_queries,
+    dirs = opt.grad_estimator.directions
+    out = {"rule": type(opt).__name__, "seed": opt.seed, "estimator": opt.grad_estimator.scheme.config(),
+           "directions": dirs.config() if hasattr(dirs, "config") else opt.sampler.name, "rng": opt.sampler.rng,
+           "num_queries": opt.num_queries,
            "scale": opt.scale, "weight_decay_mode": opt.weight_decay_mode, "blocks": repr(opt.block_plan.spec),
            "block_selection": opt.block_plan.selection, "blocks_per_step": opt.block_plan.per_step,
            "granularity": opt.block_plan.granularity}
@@ -61,8 +63,8 @@ def check(opt, state_dict: dict, saved: dict | None, overrides) -> None:
 
 
 def check_state(opt, state_dict: dict) -> None:
-    """Each saved state tensor has the shape and dtype that ``opt.state_tensor`` gives its parameter (the
-    parameter's shape, its compute type); raises naming every one that does not, before anything is loaded."""
+    """Each saved state tensor has the shape and dtype that ``opt.state_spec`` gives it (by default its
+    parameter's shape, in the compute type); raises naming every one that does not, before anything is loaded."""
     saved_groups = state_dict.get("param_groups", [])
     if [len(g["params"]) for g in saved_groups] != [len(g["params"]) for g in opt.param_groups]:
         return  # torch's load_state_dict names this mismatch
@@ -72,9 +74,11 @@ def check_state(opt, state_dict: dict) -> None:
         if i not in by_id:
             continue  # torch's load ignores state of no parameter
         ref = by_id[i]
-        want = (tuple(ref.param.shape), compute_type(ref.param))
-        wrong += [f"state {k!r} of {ref.name!r}: {tuple(v.shape)} {v.dtype}; allowed: {want[0]} {want[1]}"
-                  for k, v in values.items() if torch.is_tensor(v) and (tuple(v.shape), v.dtype) != want]
+        for k, v in values.items():
+            want = opt.state_spec(ref, k) if torch.is_tensor(v) else None
+            if want is not None and (tuple(v.shape), v.dtype) != (tuple(want[0]), want[1]):
+                wrong.append(f"state {k!r} of {ref.name!r}: {tuple(v.shape)} {v.dtype}; allowed: {tuple(want[0])} "
+                             f"{want[1]}")
     if wrong:
         raise ValueError("the saved optimizer state does not fit these parameters: " + "; ".join(wrong))
 

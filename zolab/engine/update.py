@@ -9,8 +9,11 @@ For each tensor of a block estimate the program computes, element by element and
 
 and writes θ' and the new state. The rule's host-side bookkeeping (update counters, MEAZO's scalar v) runs
 first, in its ``prepare``; everything a tensor's update needs is gathered and checked before any tensor is
-written. A ``Transaction`` makes a step of several blocks atomic: updates go to spare tensors that are
-swapped in, and swapped back out if a later block's loss is not finite.
+written. What is not element-wise (a low-rank step θ + A Bᵀ, state of another shape than θ) a rule writes
+with torch ops in ``eager_update`` for the tensors where ``is_eager(ref)``: it gets the same outputs a
+program would write (``sgd`` is the plain step θ(1 − ηλ) − ηĝ, written in place by the directions). A
+``Transaction`` makes a step of several blocks atomic: updates go to spare tensors that are swapped in, and
+swapped back out if a later block's loss is not finite.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import torch
 
 from zolab import kernels
 from zolab.engine.groups import compute_type
-from zolab.engine.ops import Traced, hyper_values
+from zolab.engine.ops import Eager, Traced
 
 
 def returned(out) -> tuple:
@@ -67,6 +70,18 @@ class Transaction:
         self.saved = []
 
 
+def sgd(opt, ref, est, h, theta: torch.Tensor, out: dict) -> None:
+    """θ' = θ(1 − ηλ) − ηĝ into ``out["theta"]`` (θ itself outside a transaction), ĝ added by the directions'
+    ``combine`` in place (a low-rank ĝ as rank-r products, never a dense ĝ)."""
+    new = out["theta"]
+    if new is not theta:
+        new.copy_(theta)
+    if h.wd:
+        new.mul_(1 - h.lr * h.wd)
+    coefs = opt.coefficients(ref, est) * -h.lr
+    opt.grad_estimator.directions.combine(ref, est.queries, coefs, out=new, base=new)
+
+
 class Updater:
     """Applies an optimizer's rule to block estimates (see the module doc); programs cached per variant."""
 
@@ -74,12 +89,14 @@ class Updater:
         self.opt = optimizer
         self._programs: dict = {}
 
-    def program(self, num_queries: int, coupled: bool, decays: bool, drawn: bool):
-        key = (num_queries, coupled, decays, drawn)
+    def program(self, ref, num_queries: int, coupled: bool, decays: bool, drawn: bool):
+        """The update program of ``ref``'s directions variant (one per variant, K and decay mode)."""
+        dirs = self.opt.grad_estimator.directions
+        key = (None if drawn else dirs.variant(ref), num_queries, coupled, decays, drawn)
         if key not in self._programs:
             opt, views = self.opt, Traced()
             tracer, h = views.tracer, views.hyper()
-            g = tracer.input("g") if drawn else opt.grad_estimator.directions.trace_g(views, num_queries)
+            g = tracer.input("g") if drawn else dirs.trace_g(views, num_queries, ref)
             theta = tracer.input("theta")
             if coupled:
                 g = g + h.wd * theta
@@ -91,14 +108,19 @@ class Updater:
         return self._programs[key]
 
     def plan(self, est, ref):
-        """Everything one tensor's update needs: (program, inputs, outputs, scalars, slots, compute type)."""
+        """Everything one tensor's update needs: (program, inputs, outputs, scalars, slots, compute type,
+        written state, offset); program None for an eager update (its scalars, then, are ``h``)."""
         opt, p = self.opt, ref.param
         state = opt.state[p]
         extra = opt.prepare(ref, state, est) or {}
         wd = opt.decay_of(ref)
+        if opt.is_eager(ref):
+            scalars = {**opt.hyper(ref, extra), "wd": wd}
+            written = [k for k, v in state.items() if isinstance(v, torch.Tensor)]
+            return None, {"theta": p.data}, {}, scalars, {}, compute_type(p), written, ref.offset
         coupled = bool(wd) and opt.weight_decay_mode == "coupled"
         drawn = est.drawn is not None
-        program = self.program(len(est.queries), coupled, bool(wd) and not coupled, drawn)
+        program = self.program(ref, len(est.queries), coupled, bool(wd) and not coupled, drawn)
         coefs = opt.coefficients(ref, est)
         if drawn:  # the batched step drew its directions once: ĝ = coefs·U, one (K,)·(K, n) product
             slots, tensors = opt.grad_estimator.directions.noise_inputs(program, ref, est.queries)
@@ -107,7 +129,7 @@ class Updater:
             slots, tensors, scalars = opt.grad_estimator.directions.g_inputs(
                 program, ref, est.queries, coefs, lambda r: opt.scratch((r.index, "g"), r.param.shape,
                                                                         compute_type(r.param), r.param.device))
-        scalars.update(hyper_values(ref.group, extra))
+        scalars.update(opt.hyper(ref, extra))
         scalars["wd"] = wd
         tensors["theta"] = p.data
         written = [name[6:] for name, _ in program.stores if name.startswith("state:")]
@@ -133,8 +155,15 @@ class Updater:
             opt.zo.update(zo_before)
             raise
         for ref, (program, tensors, outputs, scalars, slots, ct, written, offset) in plans:
+            state = opt.state[ref.param]
             if transaction is not None:
-                outputs = transaction.outputs(ref.param, opt.state[ref.param], written, before[id(ref.param)])
-            kernels.run(program, tensors, outputs, scalars, slots, ct, offset)
+                outputs = transaction.outputs(ref.param, state, written, before[id(ref.param)])
+            if program is None:
+                if transaction is None:
+                    outputs = {"theta": ref.param.data, **{f"state:{k}": state[k] for k in written}}
+                opt.eager_update(ref, est, Eager.hyper(scalars), tensors["theta"],
+                                 {k: state[k] for k in written}, outputs)
+            else:
+                kernels.run(program, tensors, outputs, scalars, slots, ct, offset)
             if transaction is not None:
-                transaction.swap_in(ref.param, opt.state[ref.param], outputs)
+                transaction.swap_in(ref.param, state, outputs)

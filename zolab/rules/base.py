@@ -18,17 +18,16 @@ import torch
 
 from zolab.engine import groups, resume
 from zolab.engine.blocks import BlockPlan
-from zolab.engine.checks import check_choice, check_int
-from zolab.engine.directions import RuleDirections, SamplerDirections
+from zolab.engine.checks import check_choice, check_int, check_step
+from zolab.engine.directions import make_directions
 from zolab.engine.estimator import BlockEstimate, Estimator, Query
 from zolab.engine.groups import ParamRef, compute_type
 from zolab.engine.ops import hyper_values
 from zolab.engine.perturb import Perturber
 from zolab.engine.record import StepRecord
-from zolab.engine.samplers import DirectionSampler, make_sampler
 from zolab.engine.schedules import current_values, is_scheduled, resolve
 from zolab.engine.scratch import Scratch
-from zolab.engine.update import Transaction, Updater
+from zolab.engine.update import Transaction, Updater, sgd
 
 NONFINITE = ("raise", "skip", "ignore")
 WEIGHT_DECAY_MODES = ("decoupled", "coupled")
@@ -45,8 +44,10 @@ class ZOOptimizer(torch.optim.Optimizer):
     lr: step size η (float or ``Schedule``), >= 0.
     mu: perturbation radius μ, > 0 (per group allowed).
     num_queries: K >= 1 directions per step.
-    estimator: ``"forward"`` (K + 1 forwards) or ``"central"`` (2K forwards).
-    directions: ``"gaussian"``, ``"sphere"``, ``"rademacher"`` or a ``DirectionSampler``.
+    estimator: ``"forward"`` (K + 1 forwards), ``"central"`` (2K), ``"three_point"``, ``"fzoo"``, ``"jvp"`` or a
+        ``DifferenceScheme`` (``zolab.engine.schemes``).
+    directions: ``"gaussian"``, ``"sphere"``, ``"rademacher"``, a ``DirectionSampler`` or a directions object
+        (``zolab.engine.directions.Directions``, e.g. ``zolab.engine.lowrank``'s).
     scale: ``"dimension"`` (c = d), ``"none"`` (c = 1) or None: ``dimension`` for sphere, else ``none``.
     weight_decay: λ >= 0; by default only for tensors with 2+ dims, unless the group sets it explicitly.
     weight_decay_mode: ``"decoupled"`` θ ← θ − η(U + λθ) (MeZO) or ``"coupled"`` (λθ added to ĝ).
@@ -61,10 +62,10 @@ class ZOOptimizer(torch.optim.Optimizer):
         the losses on the host, so on CUDA "raise" and "skip" cost one synchronisation a step; with
         "ignore" a step never waits for the device.
     blocks: None (all at once), ``"module"``, ``"tensor"``, an int, or name regexes (see ``zolab.engine.blocks``).
-    block_selection: ``"cyclic"``, ``"permutation"`` or ``"uniform"``.
-    blocks_per_step: 1 (block-coordinate) or ``"all"`` (every block in model order, each estimated then
-        updated, as ZO-Bench's block-wise ZO). A step of several blocks is atomic: it writes into spare
-        tensors (one more copy of the parameters and state) until every block has a finite loss.
+    block_selection: ``"cyclic"``, ``"permutation"``, ``"uniform"`` or ``"uniform_subset"``.
+    blocks_per_step: 1 (block-coordinate), ``"all"`` (every block in model order, each estimated then
+        updated, as ZO-Bench's block-wise ZO; atomic: updates go to spare tensors until every block has a
+        finite loss) or k >= 2 with ``"uniform_subset"`` (k random blocks estimated jointly, LeZO).
     granularity: ``"model"`` or ``"tensor"`` (R-AdaZO's code: each tensor its own block, all per step).
 
     Parameters may be given as ``model.named_parameters()`` (needed for ``blocks="module"``/regexes); a param
@@ -75,8 +76,8 @@ class ZOOptimizer(torch.optim.Optimizer):
     static_options: tuple[str, ...] = ()  # a rule's own options that fix its maths (saved and checked on load)
     directions_name = "custom"  # the record's name for a rule's own directions (``own_direction``)
 
-    def __init__(self, params, defaults: dict, *, num_queries: int = 1, estimator: str = "central",
-                 directions: str | DirectionSampler = "gaussian", scale: str | None = None,
+    def __init__(self, params, defaults: dict, *, num_queries: int = 1, estimator="central",
+                 directions="gaussian", scale: str | None = None,
                  weight_decay_mode: str = "decoupled", seed: int = 0, nonfinite: str = "raise", blocks=None,
                  block_selection: str = "permutation", blocks_per_step: int | str = 1, granularity: str = "model",
                  rng: str = "counter", perturb: str = "auto", chunk_numel: int = 1 << 21):
@@ -86,12 +87,11 @@ class ZOOptimizer(torch.optim.Optimizer):
         check_choice("nonfinite", nonfinite, NONFINITE)
         self.block_plan = BlockPlan(blocks, block_selection, blocks_per_step, granularity)
         self.perturber = Perturber(perturb, chunk_numel)
-        self.sampler = make_sampler(directions, rng)
-        own = type(self).own_direction is not ZOOptimizer.own_direction
-        dirs = RuleDirections(self, self.sampler) if own else SamplerDirections(self.sampler)
+        self.seed, self.nonfinite, self.weight_decay_mode = int(seed), nonfinite, weight_decay_mode
+        dirs = make_directions(self, directions, rng, type(self).own_direction is not ZOOptimizer.own_direction)
+        self.sampler = dirs.sampler
         if perturb == "module" and not self.sampler.fused:
             raise ValueError(f"perturb='module' needs rng='counter' (draws of any element); got rng={rng!r}")
-        self.seed, self.nonfinite, self.weight_decay_mode = int(seed), nonfinite, weight_decay_mode
         self.scale = ("dimension" if self.sampler.normalize else "none") if scale is None else scale
         self.grad_estimator = Estimator(dirs, estimator, num_queries, self.scale)
         self.updater = Updater(self)
@@ -107,7 +107,7 @@ class ZOOptimizer(torch.optim.Optimizer):
         self.partition()  # bad block specs fail here, before any step
 
     # options held by the engine's objects, under the names the constructor takes
-    estimator = property(lambda self: self.grad_estimator.difference, doc='"forward" or "central"')
+    estimator = property(lambda self: self.grad_estimator.difference, doc='the scheme\'s name, e.g. "central"')
     num_queries = property(lambda self: self.grad_estimator.num_queries, doc="K")
     block_spec = property(lambda self: self.block_plan.spec, doc="blocks (granularity='tensor' resolved)")
     perturb = property(lambda self: self.perturber.mode, doc='"auto", "copy" or "module"')
@@ -120,15 +120,23 @@ class ZOOptimizer(torch.optim.Optimizer):
 
     def prepare(self, ref: ParamRef, state: dict, est: BlockEstimate) -> dict | None:
         """Host-side work before a tensor's update (counters, scalars the update reads as ``h.<name>``)."""
-        return None
 
     def coefficients(self, ref: ParamRef, est: BlockEstimate) -> torch.Tensor:
         """ĝ on ``ref`` is Σ_k coef_k u_k; by default coef_k = (c/K) δ_k/μ."""
         return est.coefficients(ref)
 
     def own_direction(self, e, h):
-        """A rule that makes its own directions returns u from ``e.noise(i)`` and its state (ZO-AdaMU)."""
+        """A rule that makes its own directions returns u from ``e.noise(i)``, ``e.theta`` and its state."""
         raise NotImplementedError
+
+    def is_eager(self, ref: ParamRef) -> bool:
+        """True for the tensors whose update is ``eager_update`` (torch ops) instead of the traced program."""
+        return False
+
+    def eager_update(self, ref: ParamRef, est: BlockEstimate, h, theta, state: dict, out: dict) -> None:
+        """Write θ' into ``out["theta"]`` and new state into ``out["state:<name>"]`` (they may be ``theta`` and
+        ``state[name]``: then in place); ``h`` as in ``update`` (``h.wd``: λ). Default: SGD, ĝ by the directions."""
+        sgd(self, ref, est, h, theta, out)
 
     # ---------------------------------------------------------------- groups
     def add_param_group(self, param_group) -> None:
@@ -168,12 +176,17 @@ class ZOOptimizer(torch.optim.Optimizer):
         return wd if wd and (ref.param.ndim >= 2 or ref.group["decay_1d"]) else 0.0
 
     # ---------------------------------------------------------------- state and scratch
-    def state_tensor(self, ref: ParamRef, name: str) -> torch.Tensor:
-        """State ``name`` of this tensor, zeros in the compute type (float32 for half tensors) when new."""
-        state = self.state[ref.param]
+    def state_spec(self, ref: ParamRef, name: str) -> tuple[tuple, torch.dtype] | None:
+        """(shape, dtype) of state ``name`` of this tensor: its shape in the compute type (float32 for half
+        tensors) unless the rule says otherwise; load_state_dict refuses other saved state (None: any)."""
+        return tuple(ref.param.shape), compute_type(ref.param)
+
+    def state_tensor(self, ref: ParamRef, name: str, shape=None, dtype=None) -> torch.Tensor:
+        """State ``name`` of this tensor, zeros of ``state_spec`` (or ``shape``, ``dtype``) when new."""
+        state, p = self.state[ref.param], ref.param
         if name not in state:
-            p = ref.param
-            state[name] = torch.zeros(p.shape, dtype=compute_type(p), device=p.device)
+            spec = self.state_spec(ref, name) or (p.shape, compute_type(p))
+            state[name] = torch.zeros(spec[0] if shape is None else shape, dtype=dtype or spec[1], device=p.device)
         return state[name]
 
     def release_buffers(self) -> None:
@@ -221,31 +234,27 @@ class ZOOptimizer(torch.optim.Optimizer):
 
     # ---------------------------------------------------------------- the step
     @torch.no_grad()
-    def step(self, closure=None, batched=None):
+    def step(self, closure=None, batched=None, **evaluators):
         """One ZO step. ``closure()`` returns the loss at the current parameters; it must not call backward.
 
-        ``batched`` (optional) is the same objective evaluated on stacked points: ``batched(X)`` with X of
-        shape (n, *param.shape) returns the n losses. For a problem whose trainable parameter is one tensor
-        (a synthetic function, an attack's perturbation) all K (+1) points of a step then cost one call.
-        Returns f(θ) (forward estimator) or the mean of the ± losses (central), the same quantity for
-        every rule. After the step, ``self.record`` holds the step record for probes.
-        """
-        if batched is not None and not callable(batched):
-            raise TypeError(f"batched must be a function of the stacked points, got {batched!r}")
-        if batched is None and (closure is None or not callable(closure)):
-            raise TypeError(f"{type(self).__name__}.step needs a closure that returns the loss, got {closure!r}")
+        ``batched`` (optional) is the same objective on stacked points: ``batched(X)``, X of shape (n,
+        *param.shape), returns the n losses: all points of a one-tensor problem in one call. ``evaluators``:
+        objectives of the same form that the difference scheme evaluates points with, by name (e.g. a full-batch
+        closure). Returns the scheme's logged loss (f(θ) for forward, the mean of the ± losses for central);
+        ``self.record`` then holds the step record for probes."""
+        check_step(type(self).__name__, closure, batched, evaluators, self.grad_estimator.scheme)
         # Under autocast (Lightning's bf16-mixed) only the forwards run in low precision: the optimizer's own
         # arithmetic (ĝ, moments, θ) runs with autocast off, in the parameters' and moments' dtypes.
         device_type = self.param_groups[0]["params"][0].device.type
         if torch.is_autocast_enabled(device_type):
-            dtype = torch.get_autocast_dtype(device_type)
-            closure, batched = (None if f is None else torch.autocast(device_type, dtype=dtype)(f)
-                                for f in (closure, batched))
+            wrap = torch.autocast(device_type, dtype=torch.get_autocast_dtype(device_type))
+            closure, batched = (None if f is None else wrap(f) for f in (closure, batched))
+            evaluators = {k: wrap(f) for k, f in evaluators.items()}
             with torch.autocast(device_type, enabled=False):
-                return self._step(closure, batched)
-        return self._step(closure, batched)
+                return self._step(closure, batched, evaluators)
+        return self._step(closure, batched, evaluators)
 
-    def _step(self, closure, batched):
+    def _step(self, closure, batched, evaluators):
         t = self.zo["step"] + 1
         for k, v in self.schedules.items():
             for group in self.param_groups:
@@ -257,8 +266,8 @@ class ZOOptimizer(torch.optim.Optimizer):
             for position, (block, refs) in enumerate(plan):
                 queries = self.grad_estimator.queries(self.seed, t, position)
                 est = self.perturber.estimate(self.grad_estimator, block, refs, queries, closure, batched,
-                                              self.scratch, self.perturb_mode)
-                self.zo["forwards"] += len(est.losses) * getattr(self.grad_estimator.parallel, "data", 1)
+                                              self.scratch, self.perturb_mode, evaluators, self.state_tensor)
+                self.zo["forwards"] += est.forwards * getattr(self.grad_estimator.parallel, "data", 1)
                 estimates.append(est)
                 if self.nonfinite != "ignore" and not bool(torch.isfinite(est.losses).all()):  # the one host sync
                     raise _NonFinite(block, est.losses)
@@ -280,17 +289,11 @@ class ZOOptimizer(torch.optim.Optimizer):
         if tx is not None:
             tx.commit()
         self.zo["step"] = t
-        loss = estimates[0].loss if len(estimates) == 1 else torch.stack(
-            [e.loss.to(estimates[0].loss.dtype) for e in estimates]).mean()
-        self.record = StepRecord(
-            step=t, estimator=self.grad_estimator.difference, directions=self.grad_estimator.directions.name,
-            num_queries=self.num_queries, blocks=estimates, schedule=self.schedule_values(), loss=loss,
-            skipped=skipped, forwards=self.zo["forwards"],
-            moments={r.name: self.state[r.param] for e in estimates for r in e.refs})
-        return loss
+        self.record = StepRecord.of(self, t, estimates, skipped)
+        return self.record.loss
 
     def __repr__(self) -> str:
-        opts = (f"estimator={self.grad_estimator.difference!r}, directions={self.grad_estimator.directions.name!r}, "
+        opts = (f"estimator={self.estimator!r}, directions={self.grad_estimator.directions.name!r}, "
                 f"num_queries={self.num_queries}, scale={self.scale!r}, seed={self.seed}")
         if self.block_spec is not None:
             opts += f", blocks={self.block_spec!r}, block_selection={self.block_plan.selection!r}"
