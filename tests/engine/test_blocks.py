@@ -1,7 +1,10 @@
-"""Blocks: the partition of the tensors, the block of each step, and an optimizer's block options."""
+"""Blocks: the partition of the tensors, the block(s) of each step (a joint uniform subset among them), and an
+optimizer's block options."""
 
 import pytest
+import torch
 
+import zolab
 from zolab.engine.blocks import BlockPlan, module_block, partition, select
 
 LLAMA = [
@@ -127,3 +130,29 @@ def test_module_and_regex_blocks_need_names_and_trainable_tensors():
     assert len(BlockPlan(2).partition([Ref("param0", 1), Ref("param1", 1)], named=False)) == 2  # an int needs none
     with pytest.raises(ValueError, match="no trainable parameter"):
         BlockPlan().partition([], named=True)
+
+
+def test_a_step_of_a_uniform_subset_perturbs_and_writes_only_its_blocks():
+    """k = 2 of 4 layers a step, estimated jointly: 2 forwards, the chosen layers move, the others keep their bits
+    and are never perturbed (the closure sees them unchanged at every point)."""
+    model = torch.nn.Sequential(*(torch.nn.Linear(3, 3) for _ in range(4)))
+    opt = zolab.ZOSGD(model.named_parameters(), lr=0.1, blocks="module", blocks_per_step=2,
+                      block_selection="uniform_subset", seed=2)
+    x, seen = torch.randn(5, 3), []
+
+    def closure():
+        seen.append([layer.weight.detach().clone() for layer in model])
+        return model(x).square().mean()
+
+    for t in range(1, 7):
+        before = [layer.weight.detach().clone() for layer in model]
+        seen.clear()
+        opt.step(closure)
+        (block,) = opt.record.active_blocks
+        active = {int(name) for name in block.split("+")}
+        assert len(active) == 2 and opt.record.forwards == 2 * t
+        assert len(opt.record.blocks[0].refs) == 4  # two layers' weight and bias, one estimate
+        for i, layer in enumerate(model):
+            moved = not torch.equal(layer.weight.detach(), before[i])
+            assert moved == (i in active)
+            assert all(torch.equal(point[i], before[i]) for point in seen) == (i not in active)

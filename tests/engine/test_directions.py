@@ -1,17 +1,20 @@
 """Directions: u_k on each tensor from the sampler's draw keyed mix(query seed, tensor index); sphere's norm over
-the perturbed set; shards draw their slice of the whole; a rule's own directions run its function of the noise."""
+the perturbed set; shards draw their slice of the whole; a rule's own directions run its function of the noise,
+θ and per-tensor scalars; every builder follows the protocol; rows and chunks of a point are the whole point's."""
 
 import math
 
 import pytest
 import torch
 
-from zolab.engine.directions import RuleDirections, SamplerDirections
+from zolab.engine.directions import REQUIRED, RuleDirections, SamplerDirections
 from zolab.engine.estimator import Query
-from zolab.engine.groups import ParamRef
+from zolab.engine.groups import ParamRef, compute_type
+from zolab.engine.lowrank import LowRank, Subspace
+from zolab.engine.ops import abs, where  # noqa: A004
 from zolab.engine.samplers import Gaussian, Rademacher, Sphere
 from zolab.engine.seeds import mix
-from zolab.rules import ZOAdaMU
+from zolab.rules import ZOSGD, ZOAdaMU
 
 MU = {"mu": 1e-2}
 
@@ -94,3 +97,82 @@ def test_a_rules_own_direction_is_its_function_of_the_noise():
     torch.testing.assert_close(dirs.point(ref, Query(77), 0.5), 0.5 * s * w, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(dirs.combine(ref, [Query(77), Query(78)], [1.0, -1.0]),
                                s * (w - Gaussian().sample(mix(78, 0), x.detach())), rtol=1e-12, atol=1e-14)
+
+
+# ------------------------------------------------------------------ the protocol, and parts of a point
+class Masked(ZOSGD):
+    """Sparse-MeZO's shape: u = z where |θ| <= h_i, 0 elsewhere, h_i a 0-dim state of each tensor (its
+    median |θ₀|) that ``hyper`` hands to the direction program; rows and chunks allowed in module mode."""
+
+    direction_slices = True
+
+    def __init__(self, params, **kw):
+        super().__init__(params, **kw)
+        for r in self.partition()[0][1]:
+            self.state_tensor(r, "h").copy_(r.param.detach().abs().flatten().median())
+
+    def state_spec(self, ref, name):
+        return ((), compute_type(ref.param)) if name == "h" else super().state_spec(ref, name)
+
+    def hyper(self, ref, extra=None):
+        return {**super().hyper(ref, extra), "h": self.state_tensor(ref, "h")}
+
+    def own_direction(self, e, h):
+        return where(abs(e.theta) > h.h, 0.0, e.noise(0))
+
+
+def test_every_builder_follows_the_directions_protocol():
+    x = torch.nn.Parameter(torch.zeros(3))
+    builders = [SamplerDirections(Gaussian()), ZOAdaMU([x], total_steps=10, t1=2).grad_estimator.directions,
+                Masked([x]).grad_estimator.directions, LowRank(), Subspace()]
+    assert all(hasattr(b, m) for b in builders for m in REQUIRED)
+    with pytest.raises(ValueError, match=r"is not a directions object \(missing \['name', 'sampler', 'variant'"):
+        ZOSGD([x], directions=object())
+
+
+def test_a_rules_own_direction_reads_theta_and_its_per_tensor_scalars():
+    """u = z on the elements with |θ| <= h (the median of |θ|), 0 elsewhere: about half the elements move."""
+    w = torch.nn.Parameter(torch.randn(6, 5, dtype=torch.float64))
+    opt = Masked([("w", w)])
+    ref, dirs = opt.partition()[0][1][0], opt.grad_estimator.directions
+    z = Gaussian().sample(mix(31, 0), w.detach())
+    mask = w.detach().abs() <= w.detach().abs().flatten().median()
+    torch.testing.assert_close(dirs.point(ref, Query(31), 0.5, base=w.detach()), w.detach() + 0.5 * z * mask,
+                               rtol=0, atol=0)
+    torch.testing.assert_close(dirs.combine(ref, [Query(31)], [2.0]), 2.0 * z * mask, rtol=0, atol=0)
+    assert int(mask.sum()) == 15
+
+
+@pytest.mark.parametrize("make", [lambda p: SamplerDirections(Gaussian()), lambda p: SamplerDirections(Rademacher()),
+                                  lambda p: Masked([p]).grad_estimator.directions])
+def test_rows_and_row_chunks_of_a_point_are_the_whole_points_bit_for_bit(make):
+    """What module mode builds for an embedding (rows θ[ids] + r·u[ids]) and a large Linear (rows r0..r1) is
+    exactly the corresponding part of the whole point."""
+    table = torch.nn.Parameter(torch.randn(9, 4))
+    dirs = make(table)
+    ref = ParamRef(0, table, "table", MU)
+    assert dirs.slices(ref)
+    whole = dirs.point(ref, Query(5), -0.3, base=table.detach())
+    ids = torch.tensor([[3, 0], [8, 3]])
+    rows = dirs.embedding_rows(ref, Query(5), -0.3, table.detach()[ids], ids, 4)
+    assert torch.equal(rows, whole[ids])
+    out = torch.empty(3, 4)
+    assert torch.equal(dirs.point_rows(ref, Query(5), -0.3, 2, 5, out, table.detach()[2:5]), whole[2:5])
+
+
+def test_a_rules_own_directions_are_built_whole_unless_it_allows_slices():
+    x = torch.nn.Parameter(torch.zeros(4, 3))
+    ref = ParamRef(0, x, "x", MU)
+    assert not ZOAdaMU([x], total_steps=10, t1=2).grad_estimator.directions.slices(ref)
+    assert not SamplerDirections(Gaussian("torch")).slices(ref)
+
+
+@pytest.mark.parametrize("rng", ["counter", "torch"])
+def test_combine_adds_onto_a_base_in_place(rng):
+    dirs, (r,) = SamplerDirections(Gaussian(rng)), refs((10,))
+    queries, coefs = [Query(5), Query(6)], [0.5, -1.5]
+    base = r.param.clone()
+    expected = base + dirs.combine(r, queries, coefs)
+    out = dirs.combine(r, queries, coefs, out=base, base=base)
+    assert out is base
+    torch.testing.assert_close(out, expected, rtol=1e-14, atol=1e-14)

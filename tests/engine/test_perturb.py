@@ -1,4 +1,5 @@
-"""perturb='module': each perturbed tensor built only inside its module's forward, numbers of 'copy' mode."""
+"""perturb='module': each perturbed tensor built only inside its module's forward, numbers of 'copy' mode, for
+the points of any difference scheme."""
 
 import pytest
 import torch
@@ -6,6 +7,7 @@ from torch import nn
 
 import zolab
 from zolab.engine.perturb import Perturber
+from zolab.engine.schemes import Differences, DifferenceScheme, Point
 
 IDS = torch.randint(0, 300, (2, 12), generator=torch.Generator().manual_seed(0))
 
@@ -118,3 +120,39 @@ def test_bad_perturbation_options_are_named():
         Perturber("inplace")
     with pytest.raises(ValueError, match=r"invalid chunk_numel: 0; allowed: an integer >= 1"):
         Perturber("module", chunk_numel=0)
+
+
+class Summed(DifferenceScheme):
+    """A test scheme whose points all have several queries: θ ± μ(u_1 + ½u_2 + ...); δ_k = (ℓ₊ − ℓ₋)/2 each."""
+
+    name = "summed"
+
+    def points(self, queries):
+        return [Point(tuple((q, s / (k + 1)) for k, q in enumerate(queries))) for s in (1.0, -1.0)]
+
+    def differences(self, losses, queries, refs):
+        return Differences(((losses[0] - losses[1]) / 2).repeat(len(queries)), losses, losses.mean())
+
+
+def test_points_of_several_queries_are_built_whole_in_module_mode_with_copy_modes_numbers():
+    """The embedding's rows and the head's chunks are for one-query points; a point of several queries builds
+    each module's tensors whole (one module at a time): bitwise the numbers of copy mode, chunks or not."""
+    (la, pa), (lb, pb) = (run(perturb, estimator=Summed(), num_queries=3, chunk_numel=1000)
+                          for perturb in ("copy", "module"))
+    assert torch.equal(la, lb) and torch.equal(pa, pb)
+
+
+def test_a_raising_closure_at_a_point_of_several_queries_restores_the_parameters():
+    model = tiny_llama()
+    before = [p.detach().clone() for p in model.parameters()]
+    opt = zolab.ZOSGD(model.named_parameters(), lr=1e-2, estimator=Summed(), num_queries=2, perturb="module",
+                      chunk_numel=1000).bind(model)
+
+    def failing():
+        model(input_ids=IDS)
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        opt.step(failing)
+    assert all(torch.equal(a, p) for a, p in zip(before, model.parameters()))
+    assert "forward" not in model.model.embed_tokens.__dict__  # the row override is removed

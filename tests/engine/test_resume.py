@@ -112,3 +112,30 @@ def test_check_state_names_each_misfit_tensor():
                                          r"\(5,\) torch.float64"):
         resume.check_state(opt, sd)
     resume.check_state(opt, {"param_groups": [{"params": [0, 1]}], "state": {0: {"m": torch.zeros(2, 3)}}})
+
+
+class Odd(zolab.ZOSGD):
+    """State of other shapes than the parameter's: a factor-space M (m × 2) and a 0-dim threshold."""
+
+    def state_spec(self, ref, name):
+        return {"M": ((ref.param.shape[0], 2), torch.float32), "h": ((), torch.float64)}.get(
+            name, super().state_spec(ref, name))
+
+
+def test_state_of_any_declared_shape_round_trips_bitwise_and_misfits_are_named():
+    W = nn.Parameter(torch.randn(4, 3))
+    opt = Odd([("W", W)])
+    ref = opt.partition()[0][1][0]
+    opt.state_tensor(ref, "M").normal_()
+    opt.state_tensor(ref, "h").fill_(0.125)
+    assert opt.state[W]["M"].shape == (4, 2) and opt.state[W]["h"].shape == () and opt.state[W]["h"].dtype == \
+        torch.float64
+    sd = opt.state_dict()
+    resumed = Odd([("W", W)])
+    resumed.load_state_dict(sd)
+    for k in ("M", "h"):
+        assert torch.equal(resumed.state[W][k], opt.state[W][k]) and resumed.state[W][k].dtype == opt.state[W][k].dtype
+    bad = {**sd, "state": {0: {"M": torch.zeros(4, 3), "h": torch.zeros(1, dtype=torch.float64)}}}
+    with pytest.raises(ValueError, match=r"state 'M' of 'W': \(4, 3\) torch.float32; allowed: \(4, 2\) torch.float32; "
+                                         r"state 'h' of 'W': \(1,\) torch.float64; allowed: \(\) torch.float64"):
+        Odd([("W", W)]).load_state_dict(bad)

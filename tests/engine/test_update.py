@@ -1,5 +1,6 @@
 """The update: θ' = θ(1 − ηλ) − ηU with the rule's U, state written back, host state restored when planning
-fails, and a Transaction that swaps spare tensors in and rolls them back bit for bit."""
+fails, a Transaction that swaps spare tensors in and rolls them back bit for bit, and eager updates (torch
+ops, state of other shapes) inside the same plan-then-write order and the same transactions."""
 
 from collections import defaultdict
 
@@ -9,6 +10,7 @@ from torch import nn
 
 import zolab
 from zolab.engine.estimator import BlockEstimate, Query
+from zolab.engine.groups import compute_type
 from zolab.engine.update import Transaction, returned
 
 
@@ -117,3 +119,73 @@ def test_a_committed_transaction_keeps_the_originals_as_the_next_steps_spares():
     free = [t.data_ptr() for t in spares[(torch.Size([4]), torch.float32, torch.device("cpu"))]]
     assert sorted(free) == sorted([original.data_ptr(), original_m.data_ptr()])
     assert Transaction(spares).spare(p.data).data_ptr() in free  # reused, not allocated
+
+
+# ------------------------------------------------------------------ eager updates, state of any shape
+class FactorMomentum(zolab.ZOSGD):
+    """LOZO-M's shape, on plain Gaussian directions: each matrix keeps a factor-space momentum M (m × 2) and a
+    0-dim count, updated eagerly: M ← ½M + p·1ᵀ/m (p the first projected gradient), θ ← θ − η M·1 broadcast."""
+
+    def is_eager(self, ref):
+        return ref.param.ndim == 2
+
+    def state_spec(self, ref, name):
+        if name == "M":
+            return (ref.param.shape[0], 2), compute_type(ref.param)
+        if name == "count":
+            return (), torch.float64
+        return super().state_spec(ref, name)
+
+    def prepare(self, ref, state, est):
+        if self.is_eager(ref):
+            self.state_tensor(ref, "M")
+            self.state_tensor(ref, "count")
+
+    def eager_update(self, ref, est, h, theta, state, out):
+        p = est.coefficients(ref)[0]
+        M = out["state:M"].copy_(state["M"]).mul_(0.5).add_(p / ref.param.shape[0])
+        out["state:count"].copy_(state["count"] + 1)
+        new = out["theta"]
+        if new is not theta:
+            new.copy_(theta)
+        new.sub_(h.lr * M.sum(1, keepdim=True))
+
+
+def test_an_eager_update_writes_theta_and_state_of_other_shapes():
+    W, b = nn.Parameter(torch.randn(3, 4, dtype=torch.float64)), nn.Parameter(torch.zeros(4, dtype=torch.float64))
+    opt = FactorMomentum([("W", W), ("b", b)], lr=0.1, num_queries=1)
+    w0, ptr = W.detach().clone(), W.data_ptr()
+    est1, est2 = estimate(opt, [0.02], seeds=(5,)), estimate(opt, [-0.01], seeds=(6,))
+    gb = g_hat(opt, est1, est1.refs[1])
+    opt.updater.apply(est1)
+    opt.updater.apply(est2)
+    p1, p2 = [float(e.coefficients(e.refs[0])[0]) for e in (est1, est2)]
+    m1, m2 = p1 / 3, 0.5 * p1 / 3 + p2 / 3
+    torch.testing.assert_close(opt.state[W]["M"], torch.full((3, 2), m2, dtype=torch.float64))
+    assert opt.state[W]["count"].shape == () and float(opt.state[W]["count"]) == 2.0
+    torch.testing.assert_close(W.detach(), w0 - 0.1 * 2 * (m1 + m2), rtol=1e-14, atol=1e-15)
+    assert W.data_ptr() == ptr  # outside a transaction the eager update writes in place
+    assert "M" not in opt.state[b]  # the vector's update is the traced SGD program
+    torch.testing.assert_close(b.detach(), -0.1 * gb - 0.1 * g_hat(opt, est2, est2.refs[1]), rtol=1e-14, atol=1e-16)
+
+
+def test_a_several_block_step_with_eager_updates_is_undone_bit_for_bit():
+    """Blocks W then b: W's eager update goes to spare tensors, b's loss is NaN, and W, M and the count are the
+    originals again (their storage, their bits)."""
+    W, b = nn.Parameter(torch.randn(3, 4)), nn.Parameter(torch.randn(4))
+    opt = FactorMomentum([("W", W), ("b", b)], lr=0.1, blocks=["W", "b"], blocks_per_step="all")
+    opt.step(lambda: W.sum() + b.sum())
+    saved = {k: v.clone() for k, v in opt.state[W].items()}
+    data, bits = W.data, W.detach().clone()
+    calls = {"n": 0}
+
+    def closure():  # finite while W's block is perturbed, NaN for b's
+        calls["n"] += 1
+        return W.sum() + b.sum() * (1.0 if calls["n"] <= 2 else float("nan"))
+
+    with pytest.raises(FloatingPointError, match="block 'b'"):
+        opt.step(closure)
+    assert W.data.data_ptr() == data.data_ptr() and torch.equal(W.detach(), bits)
+    assert all(torch.equal(opt.state[W][k], v) for k, v in saved.items())
+    opt.step(lambda: W.sum() + b.sum())  # and the next step goes on
+    assert float(opt.state[W]["count"]) == 2.0
