@@ -172,3 +172,16 @@ def test_a_low_rank_step_in_module_mode_never_makes_a_tensor_the_size_of_the_lar
         opt.step(model)
     assert (seen.numel >= model.emb.weight.numel()) == dense, seen.numel
     assert model.emb.weight.data_ptr() == where  # the step wrote θ in place
+
+
+def test_bad_low_rank_settings_are_refused_at_construction():
+    W = nn.Parameter(torch.zeros(2, 3))
+    with pytest.raises(ValueError, match=r"LowRank: \['W'\] are shards of larger tensors; allowed: whole tensors"):
+        zolab.ZOSGD([{"params": [("W", W)], "shards": [(0, 12)]}], directions=LowRank())
+    with pytest.raises(ValueError, match=r"Subspace: sampler 'sphere' normalises over the perturbed set; allowed: "
+                                         r"'gaussian' or 'rademacher'"):
+        Subspace(sampler="sphere")
+    with pytest.raises(ValueError, match=r"invalid rank: 0; allowed: an integer >= 1"):
+        LowRank(rank=0)
+    with pytest.raises(ValueError, match=r"invalid refresh: 0; allowed: an integer >= 1"):
+        Subspace(refresh=0)

@@ -50,7 +50,9 @@ class Directions(Protocol):
         a drawn slot on some tensors, a given tensor on others)."""
 
     def prepare(self, refs, queries, scratch=None, shard_sum=None) -> None:
-        """Before a block's points: per-step work over the perturbed set (sphere's norms into the queries)."""
+        """Before a block's points: per-step work over the perturbed set (sphere's norms into the queries).
+        (Optional, beside the protocol: ``check(refs)``, called at construction, refuses tensors it cannot
+        perturb; ``bind(rule)``; ``config()``, what the saved state records of it.)"""
 
     def point(self, ref, query, radius, out=None, base=None) -> torch.Tensor:
         """``base + radius·u`` on one tensor (``radius·u`` without base), into ``out`` when given."""

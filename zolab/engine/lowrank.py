@@ -93,11 +93,15 @@ class Factored:
     def variant(self, ref) -> Hashable:
         return "lowrank" if self.structured(ref) else self.dense.variant(ref)
 
-    def prepare(self, refs, queries, scratch=None, shard_sum=None) -> None:
+    def check(self, refs) -> None:
+        """At construction: the tensors these directions cannot perturb (shards of larger matrices)."""
         shards = [r.name for r in refs if r.full_numel is not None and self.structured(r)]
         if shards:
             raise ValueError(f"{type(self).__name__}: {shards[:5]} are shards of larger tensors; allowed: whole "
                              "tensors (a low-rank direction has no per-element draw to shard)")
+
+    def prepare(self, refs, queries, scratch=None, shard_sum=None) -> None:
+        """Nothing to normalise (a normalising sampler is refused)."""
 
     def point(self, ref, query, radius, out=None, base=None) -> torch.Tensor:
         if not self.structured(ref):

@@ -57,10 +57,9 @@ class ZOOptimizer(torch.optim.Optimizer):
         module runs), see ``zolab.engine.perturb``; ``chunk_numel``: the largest ``nn.Linear`` weight built whole.
     rng: ``"counter"`` (default: fused one-pass kernels, the same numbers on CPU and GPU) or ``"torch"``
         (a ``torch.Generator`` per tensor); see ``zolab.engine.samplers``.
-    nonfinite: ``"raise"`` (error naming the step and losses), ``"skip"`` (no update, counted) or
-        ``"ignore"`` (no check, as MeZO's code: a non-finite loss reaches the parameters). The check reads
-        the losses on the host, so on CUDA "raise" and "skip" cost one synchronisation a step; with
-        "ignore" a step never waits for the device.
+    nonfinite: ``"raise"`` (error naming the step and losses), ``"skip"`` (no update, counted) or ``"ignore"``
+        (no check, as MeZO's code: a non-finite loss reaches the parameters, and a step never waits for the
+        device; the check of "raise" and "skip" reads the losses on the host, one synchronisation on CUDA).
     blocks: None (all at once), ``"module"``, ``"tensor"``, an int, or name regexes (see ``zolab.engine.blocks``).
     block_selection: ``"cyclic"``, ``"permutation"``, ``"uniform"`` or ``"uniform_subset"``.
     blocks_per_step: 1 (block-coordinate), ``"all"`` (every block in model order, each estimated then
@@ -156,6 +155,7 @@ class ZOOptimizer(torch.optim.Optimizer):
         if self._partition is None:
             refs = [r for r in groups.refs(self.param_groups) if r.param.requires_grad]
             self._partition = self.block_plan.partition(refs, any("param_names" in g for g in self.param_groups))
+            getattr(self.grad_estimator.directions, "check", lambda refs: None)(refs)  # what it cannot perturb
         return self._partition
 
     def blocks_of_step(self, t: int) -> list[tuple[str, list[ParamRef]]]:
