@@ -282,3 +282,27 @@ def test_a_batched_objective_gives_the_pointwise_estimate_for_other_schemes(sche
     batched = est.estimate("all", [ref], est.queries(5, 1, 0), None, batched=lambda X: (X @ a) ** 2)
     torch.testing.assert_close(batched.losses, pointwise.losses, rtol=1e-12, atol=1e-15)
     torch.testing.assert_close(batched.diffs, pointwise.diffs, rtol=1e-9, atol=1e-12)
+
+
+class WithKept(DifferenceScheme):
+    """Central differences plus a kept direction (MeZO-SVRG's anchor term): ĝ gets one more query, an earlier
+    step's seed with a kept projected gradient."""
+
+    name = "with_kept"
+
+    def estimate(self, ctx, queries):
+        d = Central().differences(ctx.evaluate_all(Central().points(queries)), queries, ctx.refs)
+        kept = Query(999, t=1)
+        return Differences(torch.cat([d.diffs, d.diffs.new_tensor([0.5])]), d.losses, d.loss, queries=[*queries, kept])
+
+
+def test_a_scheme_may_make_g_of_queries_beyond_the_steps():
+    x = nn.Parameter(torch.zeros(6, dtype=torch.float64))
+    opt = zolab.ZOSGD([x], lr=0.1, mu=1e-2, estimator=WithKept())
+    opt.step(lambda: (x - 1).square().sum())
+    b = opt.record.blocks[0]
+    assert [q.seed for q in b.queries][1:] == [999] and b.forwards == 2
+    ref = b.refs[0]
+    expected = sum(c * opt.direction(ref, q) for c, q in zip(b.coefficients(ref), b.queries))
+    torch.testing.assert_close(opt.grad_estimate()[ref.name], expected, rtol=1e-12, atol=0)
+    torch.testing.assert_close(x.detach(), -0.1 * expected, rtol=1e-12, atol=0)

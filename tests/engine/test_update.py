@@ -143,12 +143,9 @@ class FactorMomentum(zolab.ZOSGD):
 
     def eager_update(self, ref, est, h, theta, state, out):
         p = est.coefficients(ref)[0]
-        M = out["state:M"].copy_(state["M"]).mul_(0.5).add_(p / ref.param.shape[0])
-        out["state:count"].copy_(state["count"] + 1)
-        new = out["theta"]
-        if new is not theta:
-            new.copy_(theta)
-        new.sub_(h.lr * M.sum(1, keepdim=True))
+        M = out["state:M"].mul_(0.5).add_(p / ref.param.shape[0])
+        out["state:count"].add_(1)
+        out["theta"].sub_(h.lr * M.sum(1, keepdim=True))
 
 
 def test_an_eager_update_writes_theta_and_state_of_other_shapes():

@@ -39,7 +39,12 @@ class Directions(Protocol):
     ``ref.index``; ``query``: a ``Query`` with its seed, step ``t``, block ``position`` and index ``k``).
 
     ``name`` (the record's), ``sampler`` (the ``DirectionSampler`` of its draws: ``sampler.fused`` says whether
-    any element can be drawn alone, which module mode needs).
+    any element can be drawn alone, which module mode needs). u is regenerated whenever it is needed (points,
+    update, probes): directions that read θ or state which the update changes give the probes of
+    ``grad_estimate()`` the new values, so such a rule overrides ``grad_estimate`` (as ZO-AdaMU does).
+    Optional: ``bind(rule)`` (at construction: the rule's seed, ``state_tensor``, ``hyper``), ``check(refs)``
+    (at construction: refuse the tensors it cannot perturb), ``config()`` (what the saved state records of it;
+    else the sampler's name).
     """
 
     name: str
@@ -50,9 +55,7 @@ class Directions(Protocol):
         a drawn slot on some tensors, a given tensor on others)."""
 
     def prepare(self, refs, queries, scratch=None, shard_sum=None) -> None:
-        """Before a block's points: per-step work over the perturbed set (sphere's norms into the queries).
-        (Optional, beside the protocol: ``check(refs)``, called at construction, refuses tensors it cannot
-        perturb; ``bind(rule)``; ``config()``, what the saved state records of it.)"""
+        """Before a block's points: per-step work over the perturbed set (sphere's norms into the queries)."""
 
     def point(self, ref, query, radius, out=None, base=None) -> torch.Tensor:
         """``base + radius·u`` on one tensor (``radius·u`` without base), into ``out`` when given."""

@@ -158,8 +158,11 @@ class Estimator:
                 (r.index, "u"), r.param.shape, r.param.dtype, r.param.device), self.shard_sum)
         ctx = Context(self, block, refs, queries, evaluate, batched, scratch, jvp, evaluators or {}, state)
         d = self.scheme.estimate(ctx, queries)
-        return BlockEstimate(block, refs, queries, d.diffs, d.losses, d.loss, self.scale_of(refs), ctx.drawn,
-                             d.extras, d.mu_free, ctx.forwards)
+        if d.queries is not None and (ctx.drawn is not None or len(d.queries) != len(d.diffs)):
+            raise ValueError(f"estimator {self.scheme.name!r} made ĝ of {len(d.queries)} queries and {len(d.diffs)} "
+                             "differences; allowed: one difference per query, and no batched objective")
+        return BlockEstimate(block, refs, queries if d.queries is None else d.queries, d.diffs, d.losses, d.loss,
+                             self.scale_of(refs), ctx.drawn, d.extras, d.mu_free, ctx.forwards)
 
 
 class Context:
@@ -209,11 +212,11 @@ class Context:
         K = len(queries)
         owned = self.parallel.owned(K)
         self.forwards += K
-        pairs = {k: self._jvp(queries[k]) for k in owned}
-        dtype = as_loss(next(iter(pairs.values()))[0]).dtype
-        values = torch.zeros(2 * K, dtype=dtype, device=next(iter(pairs.values()))[0].device)
-        for k, (loss, s) in pairs.items():
-            values[k], values[K + k] = as_loss(loss).to(dtype), s.detach().to(dtype)
+        # float64 on every process, whatever it owns: the all-reduce needs one dtype
+        values = torch.zeros(2 * K, dtype=torch.float64, device=self.refs[0].param.device)
+        for k in owned:
+            loss, s = self._jvp(queries[k])
+            values[k], values[K + k] = loss.to(values), s.to(values)
         values = self.parallel.combine(values, [*owned, *(K + k for k in owned)])
         return values[:K], values[K:]
 

@@ -87,6 +87,7 @@ class Differences:
     loss: torch.Tensor  # the logged loss of the step
     extras: dict = field(default_factory=dict)  # scheme-specific values for the record (Δ, σ, ...)
     mu_free: bool = False  # δ_k is already a projected gradient (JVP, FZOO's code form): no division by μ
+    queries: list | None = None  # the queries ĝ is made of, when not the step's (e.g. an anchor's kept seed)
 
 
 class DifferenceScheme:

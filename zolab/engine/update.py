@@ -10,8 +10,8 @@ For each tensor of a block estimate the program computes, element by element and
 and writes θ' and the new state. The rule's host-side bookkeeping (update counters, MEAZO's scalar v) runs
 first, in its ``prepare``; everything a tensor's update needs is gathered and checked before any tensor is
 written. What is not element-wise (a low-rank step θ + A Bᵀ, state of another shape than θ) a rule writes
-with torch ops in ``eager_update`` for the tensors where ``is_eager(ref)``: it gets the same outputs a
-program would write (``sgd`` is the plain step θ(1 − ηλ) − ηĝ, written in place by the directions). A
+with torch ops in ``eager_update`` for the tensors where ``is_eager(ref)``: its outputs hold θ and the state
+(themselves, or copies in a transaction), which it updates in place (``sgd``: θ(1 − ηλ) − ηĝ by the directions). A
 ``Transaction`` makes a step of several blocks atomic: updates go to spare tensors that are swapped in, and
 swapped back out if a later block's loss is not finite.
 """
@@ -71,11 +71,9 @@ class Transaction:
 
 
 def sgd(opt, ref, est, h, theta: torch.Tensor, out: dict) -> None:
-    """θ' = θ(1 − ηλ) − ηĝ into ``out["theta"]`` (θ itself outside a transaction), ĝ added by the directions'
-    ``combine`` in place (a low-rank ĝ as rank-r products, never a dense ĝ)."""
+    """θ' = θ(1 − ηλ) − ηĝ in place in ``out["theta"]`` (θ, or its copy in a transaction), ĝ added by the
+    directions' ``combine`` (a low-rank ĝ as rank-r products, never a dense ĝ)."""
     new = out["theta"]
-    if new is not theta:
-        new.copy_(theta)
     if h.wd:
         new.mul_(1 - h.lr * h.wd)
     coefs = opt.coefficients(ref, est) * -h.lr
@@ -158,9 +156,13 @@ class Updater:
             state = opt.state[ref.param]
             if transaction is not None:
                 outputs = transaction.outputs(ref.param, state, written, before[id(ref.param)])
-            if program is None:
+            if program is None:  # eager: the outputs hold θ and the state (copies in a transaction), updated in place
                 if transaction is None:
                     outputs = {"theta": ref.param.data, **{f"state:{k}": state[k] for k in written}}
+                else:
+                    outputs["theta"].copy_(ref.param.data)
+                    for k in written:
+                        outputs[f"state:{k}"].copy_(state[k])
                 opt.eager_update(ref, est, Eager.hyper(scalars), tensors["theta"],
                                  {k: state[k] for k in written}, outputs)
             else:

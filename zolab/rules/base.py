@@ -25,6 +25,7 @@ from zolab.engine.groups import ParamRef, compute_type
 from zolab.engine.ops import hyper_values
 from zolab.engine.perturb import Perturber
 from zolab.engine.record import StepRecord
+from zolab.engine.samplers import DirectionSampler  # a config's directions (objects also: see make_directions)
 from zolab.engine.schedules import current_values, is_scheduled, resolve
 from zolab.engine.scratch import Scratch
 from zolab.engine.update import Transaction, Updater, sgd
@@ -75,12 +76,11 @@ class ZOOptimizer(torch.optim.Optimizer):
     static_options: tuple[str, ...] = ()  # a rule's own options that fix its maths (saved and checked on load)
     directions_name = "custom"  # the record's name for a rule's own directions (``own_direction``)
 
-    def __init__(self, params, defaults: dict, *, num_queries: int = 1, estimator="central",
-                 directions="gaussian", scale: str | None = None,
+    def __init__(self, params, defaults: dict, *, num_queries: int = 1, estimator: str = "central",
+                 directions: str | DirectionSampler = "gaussian", scale: str | None = None,
                  weight_decay_mode: str = "decoupled", seed: int = 0, nonfinite: str = "raise", blocks=None,
                  block_selection: str = "permutation", blocks_per_step: int | str = 1, granularity: str = "model",
                  rng: str = "counter", perturb: str = "auto", chunk_numel: int = 1 << 21):
-        # each engine object checks its own options; these are the optimizer's
         check_int("seed", seed, 0, 2**64)
         check_choice("weight_decay_mode", weight_decay_mode, WEIGHT_DECAY_MODES)
         check_choice("nonfinite", nonfinite, NONFINITE)
@@ -133,8 +133,8 @@ class ZOOptimizer(torch.optim.Optimizer):
         return False
 
     def eager_update(self, ref: ParamRef, est: BlockEstimate, h, theta, state: dict, out: dict) -> None:
-        """Write θ' into ``out["theta"]`` and new state into ``out["state:<name>"]`` (they may be ``theta`` and
-        ``state[name]``: then in place); ``h`` as in ``update`` (``h.wd``: λ). Default: SGD, ĝ by the directions."""
+        """Update ``out["theta"]`` and ``out["state:<name>"]`` in place: they hold θ and the state (themselves, or
+        copies in a transaction); ``h`` as in ``update`` (``h.wd``: λ). Default: SGD, ĝ by the directions."""
         sgd(self, ref, est, h, theta, out)
 
     # ---------------------------------------------------------------- groups
