@@ -1,7 +1,7 @@
 """The ``zolab`` command's one dispatcher: ``sweep`` and ``claims`` to their modules, the rest to the fit CLI.
 
     zolab fit | validate | test ...   # zolab.lab.cli (LightningCLI)
-    zolab sweep FILE ...               # zolab.lab.sweep
+    zolab sweep FILE ...               # zolab.lab.workers (the runs of zolab.lab.sweep on an Optuna study)
     zolab claims ...                   # zolab.claims: answers without importing torch or Lightning
 
 ``python -m zolab.entry ...`` is the same command (what sweeps' subprocesses and tests start).
@@ -31,7 +31,7 @@ def _dispatch(args: list[str], argv) -> int:
 
         return claims_main(args[1:])
     if args[:1] == ["sweep"]:
-        from zolab.lab.sweep import main as sweep_main
+        from zolab.lab.workers import main as sweep_main  # issue 26: the runs as trials of an Optuna study
 
         return sweep_main(args[1:])
     from zolab.lab.cli import main as cli_main

@@ -14,7 +14,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from paper_figures import radazo_fig1
 from paper_figures._tb import find_runs, read_hparams, read_scalars
-from zolab.lab import sweep
+from zolab.lab import sweep, workers
 
 REPO = Path(__file__).resolve().parents[2]
 FIG1 = REPO / "experiments" / "radazo" / "fig1.yaml"
@@ -117,7 +117,7 @@ def test_runs_go_one_after_another_each_with_its_own_version_and_hparams(tmp_pat
 def test_a_failed_run_does_not_stop_the_sweep(tmp_path, capsys):
     spec = tmp_path / "s.yaml"
     spec.write_text(yaml.safe_dump(_tiny_spec(**{"model.optimizer.init_args.lr": [-1.0, 0.01]})))
-    assert sweep.main([str(spec), "--root", str(tmp_path / "r")]) == 1
+    assert workers.main([str(spec), "--root", str(tmp_path / "r")]) == 1
     out = capsys.readouterr().out
     assert "1 done" in out and "1 failed" in out and "invalid lr: -1.0" in out
 
@@ -141,7 +141,7 @@ def test_an_interrupted_sweep_resumes_from_the_checkpoint(tmp_path):
 
 
 def test_dry_run_lists_commands_and_runs_nothing(tmp_path, capsys):
-    assert sweep.main([str(FIG1), "--dry-run", "--root", str(tmp_path), "--trainer.max_steps=7"]) == 0
+    assert workers.main([str(FIG1), "--dry-run", "--root", str(tmp_path), "--trainer.max_steps=7"]) == 0
     out = capsys.readouterr().out
     assert out.count("zolab fit --config") == 20 and "--trainer.max_steps=7" in out
     assert not any(tmp_path.iterdir())
@@ -215,19 +215,22 @@ def test_readme_sweep_example(tmp_path):
 
 # ---------------------------------------------------------------- one display for the whole sweep
 def test_sweep_prints_one_line_per_run_and_a_summary_when_not_on_a_terminal(tmp_path, capsys):
-    """Not a terminal: no progress bar per run, one line per run, then a table (claims issue, item 5)."""
+    """Not a terminal: no progress bar per run, one line per run, then a table (claims issue, item 5), from the
+    sweep's study (issue 26: its storage, the grid values, the recorded metrics)."""
     spec = tmp_path / "s.yaml"
     tiny = _tiny_spec(**{"model.optimizer.init_args.lr": [0.01, 0.02]})
     tiny["args"] = ["--trainer.log_every_n_steps=1"]  # progress bar and model summary left on, as in a user's config
     spec.write_text(yaml.safe_dump(tiny))
-    assert sweep.main([str(spec), "--root", str(tmp_path / "r")]) == 0
+    assert workers.main([str(spec), "--root", str(tmp_path / "r")]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"sweep abl: 2 runs -> {tmp_path / 'r' / 'abl'}"
-    assert re.fullmatch(r"\[1/2\] lr=0\.01: done in [0-9.]+ s", lines[1])
-    assert re.fullmatch(r"\[2/2\] lr=0\.02: done in [0-9.]+ s", lines[2])
-    assert lines[3].split() == ["run", "status", "steps", "train/loss", "seconds"]
-    assert lines[5].split()[:3] == ["lr=0.01", "done", "3"] and lines[6].split()[:3] == ["lr=0.02", "done", "3"]
-    assert lines[-1] == "sweep abl: 2 done of 2 runs" and len(lines) == 8
+    assert lines[1] == f"study 'abl/s' in sqlite:///{tmp_path / 'r' / 'abl' / 'study.db'}: 1 worker(s)"
+    assert re.fullmatch(r"\[1/2\] lr=0\.01: done in [0-9.]+ s", lines[2])
+    assert re.fullmatch(r"\[2/2\] lr=0\.02: done in [0-9.]+ s", lines[3])
+    assert lines[4].split() == ["run", "lr", "status", "steps", "train/loss", "forwards", "seconds"]
+    assert lines[6].split()[:4] == ["lr=0.01", "0.01", "done", "3"]
+    assert lines[7].split()[:4] == ["lr=0.02", "0.02", "done", "3"]
+    assert lines[-1] == "sweep abl: 2 done of 2 runs" and len(lines) == 9
 
 
 def test_sweep_display_refreshes_one_line_in_place_on_a_terminal(tmp_path):

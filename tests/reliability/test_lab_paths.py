@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from tests.reliability._lab import quadratic_args, snapshot
-from zolab.lab import sweep
+from zolab.lab import sweep, workers
 from zolab.lab.cli import ConfigError, cli_main
 from zolab.lab.interrupt import Interrupted
 
@@ -43,7 +43,7 @@ def test_a_sweep_name_cannot_reach_outside_the_root_even_with_overwrite(tmp_path
     spec.write_text(yaml.safe_dump({"name": bad, "base": {"model": {"task": "zolab.tasks.synthetic.Quadratic"}},
                                     "grid": {"model.task.init_args.dim": [2]}}))
     before = snapshot(tmp_path)
-    assert sweep.main([str(spec), "--root", str(tmp_path / "runs" / "deep"), "--overwrite"]) == 2
+    assert workers.main([str(spec), "--root", str(tmp_path / "runs" / "deep"), "--overwrite"]) == 2
     with pytest.raises(ValueError, match="not a directory name"):
         sweep.load(str(spec))
     assert snapshot(tmp_path) == before

@@ -23,7 +23,7 @@ from tests.reliability._lab import (
     tiny_lm_folder,
     zolab_process,
 )
-from zolab.lab import sweep
+from zolab.lab import sweep, workers
 from zolab.lab.rundir import checkpoint_files, read_checkpoint
 
 SLOW = "tests.reliability._lab.SlowQuadratic"  # a Quadratic whose steps take >= 2 ms: signals land mid-run
@@ -162,7 +162,7 @@ def test_a_sigterm_in_a_sweep_is_recorded_as_interrupted_and_resumed(tmp_path, c
     spec.write_text(yaml.safe_dump(_quadratic_spec(sigterm)))
     handler = signal.getsignal(signal.SIGTERM)
     try:
-        assert sweep.main([str(spec), "--root", str(tmp_path / "runs")]) == 143
+        assert workers.main([str(spec), "--root", str(tmp_path / "runs")]) == 143
     finally:
         signal.signal(signal.SIGTERM, handler)
     first = tmp_path / "runs" / "q" / "lr=0.01"
@@ -171,9 +171,9 @@ def test_a_sigterm_in_a_sweep_is_recorded_as_interrupted_and_resumed(tmp_path, c
     assert not (tmp_path / "runs" / "q" / "lr=0.02").exists()  # the sweep stopped after the interrupted run
     assert "1 interrupted" in capsys.readouterr().out
     # run 1 resumes past its signal and finishes; run 2 gets the same SIGTERM at its step 6; then it resumes
-    assert sweep.main([str(spec), "--root", str(tmp_path / "runs"), "--resume"]) == 143
+    assert workers.main([str(spec), "--root", str(tmp_path / "runs"), "--resume"]) == 143
     assert yaml.safe_load((first / sweep.STATUS_FILE).read_text())["status"] == "done"
-    assert sweep.main([str(spec), "--root", str(tmp_path / "runs"), "--resume"]) == 0
+    assert workers.main([str(spec), "--root", str(tmp_path / "runs"), "--resume"]) == 0
     out = capsys.readouterr().out
     assert "lr=0.01: finished before, skipped" in out and "1 done, 1 skipped of 2 runs" in out
     _, refs = sweep.load(_quadratic_spec(), root=tmp_path / "ref")

@@ -1,6 +1,7 @@
-"""``zolab sweep FILE``: a sweep's runs one after another, each a ``zolab fit`` with its own TensorBoard version.
+"""A sweep's runs one after another, each a ``zolab fit`` with its own TensorBoard version.
 
-The file and its runs: ``zolab.lab.sweep_spec`` (``--dry-run`` prints the runs' commands). The runs go one after
+The file and its runs: ``zolab.lab.sweep_spec``; the ``zolab sweep`` command, which runs them as the trials of an
+Optuna study with any number of workers: ``zolab.lab.workers`` (issue 26). The runs go one after
 another, in this process (default) or each in a subprocess (``--subprocess``); a failed run is reported and the
 sweep goes on. SIGINT (Ctrl-C) or SIGTERM stops the sweep after the current run's checkpoint (exit status 130
 or 143). Each run leaves ``sweep_run.yaml`` (status, command, seconds) beside its event files. ``--resume``
@@ -14,7 +15,6 @@ place (run i of N, its step, the ETAs); otherwise one line per run; a summary ta
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import shlex
@@ -32,7 +32,7 @@ from zolab.lab.rundir import RunLock, checkpoint_files, inside, newest_checkpoin
 from zolab.lab.sweep_display import SweepProgress, quiet_lightning
 from zolab.lab.sweep_spec import Run, load
 
-__all__ = ["Run", "SweepProgress", "load", "main", "run_sweep"]
+__all__ = ["Run", "SweepProgress", "load", "run_sweep"]
 
 STATUS_FILE = "sweep_run.yaml"
 LOG_FILE = "sweep_run.log"  # a subprocess run's output, when the sweep shows its own display
@@ -196,44 +196,3 @@ def _prepare(run: Run, resume: bool, overwrite: bool) -> str:
         raise ValueError(f"{run.run_dir} exists: pass --overwrite or --resume")
     _clear(run.run_dir, root)
     return "ready"
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="zolab sweep", description=__doc__.split("\n\n")[0])
-    parser.add_argument("file", help="the sweep YAML (name, base, grid, args)")
-    parser.add_argument("--dry-run", action="store_true", help="list the runs and their commands, run nothing")
-    parser.add_argument("--subprocess", action="store_true", help="run each `zolab fit` in its own process")
-    parser.add_argument("--overwrite", action="store_true", help="delete existing run directories first")
-    parser.add_argument("--resume", action="store_true",
-                        help="skip finished runs, resume the others from their newest loadable checkpoint")
-    parser.add_argument("--root", default=None, help="where runs go (default: the file's root, else runs/)")
-    parser.epilog = "Any other --KEY=VALUE is a `zolab fit` override for every run (e.g. --trainer.max_steps=10)."
-    args, overrides = parser.parse_known_args(argv)
-    bad = [a for a in overrides if not (a.startswith("--") and "=" in a and "." in a.split("=", 1)[0])]
-    if bad:
-        parser.error(f"unrecognized arguments {bad}: overrides are --KEY=VALUE with a dotted KEY")
-    if args.overwrite and args.resume:
-        parser.error("--overwrite and --resume exclude each other")
-    try:
-        name, runs = load(args.file, args.root, overrides)
-        if args.dry_run:
-            for i, run in enumerate(runs, 1):
-                print(f"[{i}/{len(runs)}] {run.run_id}  ->  {run.run_dir}\n    {shlex.join(['zolab', *run.args])}")
-            return 0
-        progress = SweepProgress(name)
-        print(f"sweep {name}: {len(runs)} runs -> {runs[0].run_dir.parent}", flush=True)
-        run_sweep(runs, use_subprocess=args.subprocess, overwrite=args.overwrite, resume=args.resume,
-                  progress=progress, log=lambda line: print(line, flush=True))
-    except ValueError as err:
-        print(f"zolab sweep: error: {err}", file=sys.stderr)
-        return 2
-    print(progress.summary(runs))
-    counts = {s: sum(r.status == s for r in runs) for s in ("done", "skipped", "failed", "interrupted", "pending")}
-    print(f"sweep {name}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f" of {len(runs)} runs")
-    for r in runs:
-        if r.status == "failed":
-            print(f"  failed: {r.run_id}: {r.error}")
-    stopped = [r.signum for r in runs if r.signum]
-    if stopped:
-        return 128 + stopped[0]
-    return 0 if counts["failed"] == 0 else 1
