@@ -1,7 +1,8 @@
-"""The ``zolab`` command's one dispatcher: ``sweep`` and ``claims`` to their modules, the rest to the fit CLI.
+"""The ``zolab`` command's one dispatcher: ``sweep``, ``tune`` and ``claims`` to their modules, the rest to the fit CLI.
 
     zolab fit | validate | test ...   # zolab.lab.cli (LightningCLI)
     zolab sweep FILE ...               # zolab.lab.workers (the runs of zolab.lab.sweep on an Optuna study)
+    zolab tune FILE ...                # zolab.lab.tune (a search space on an Optuna study)
     zolab claims ...                   # zolab.claims: answers without importing torch or Lightning
 
 ``python -m zolab.entry ...`` is the same command (what sweeps' subprocesses and tests start).
@@ -34,6 +35,10 @@ def _dispatch(args: list[str], argv) -> int:
         from zolab.lab.workers import main as sweep_main  # issue 26: the runs as trials of an Optuna study
 
         return sweep_main(args[1:])
+    if args[:1] == ["tune"]:  # issue 26
+        from zolab.lab.tune import main as tune_main
+
+        return tune_main(args[1:])
     from zolab.lab.cli import main as cli_main
 
     return cli_main(argv)

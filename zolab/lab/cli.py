@@ -88,10 +88,13 @@ class ZOLabCLI(LightningCLI):
     """LightningCLI for ``ZOModule`` with zolab's trainer defaults and checks (module docstring).
 
     ``progress_bar``: the progress bar callback runs use instead of Lightning's (``zolab sweep`` shows one
-    display for the whole sweep)."""
+    display for the whole sweep). ``callbacks``: added to the trainer's, not to the saved config (``zolab tune``'s
+    pruning callback)."""
 
-    def __init__(self, *args, progress_bar: ProgressBar | None = None, **kwargs):
+    def __init__(self, *args, progress_bar: ProgressBar | None = None, callbacks: tuple[Callback, ...] = (),
+                 **kwargs):
         self._progress_bar = progress_bar
+        self._callbacks = list(callbacks)
         self._started = _TrainingStarted()
         self._lock = None
         self._new_run_dir = None
@@ -217,7 +220,7 @@ class ZOLabCLI(LightningCLI):
                 extra["purge_step"] = int(self._resume[1]["global_step"])
             kwargs["logger"] = TensorBoardLogger(root, name=name, version=version, default_hp_metric=False, **extra)
         callbacks = list(trainer_cfg.get("callbacks") or [])
-        extra = [self._started]
+        extra = [self._started, *self._callbacks]
         if trainer_cfg.get("enable_progress_bar") is not False and not any(
             isinstance(c, ProgressBar) for c in callbacks
         ):
