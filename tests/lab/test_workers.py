@@ -99,17 +99,21 @@ def postgres():
 
 @pytest.mark.parametrize("storage", ["embedded", "postgresql"])
 def test_acceptance1_two_workers_run_each_grid_point_once_bitwise_as_one_after_another(storage, tmp_path, request,
-                                                                                      capfd):
+                                                                                      capfd, monkeypatch):
     lrs = [0.01, 0.02, 0.03, -1.0]  # -1: a run that fails; the sweep goes on and says so in its exit status
     spec = tmp_path / "w.yaml"
     spec.write_text(yaml.safe_dump(_spec(lrs)))
     url = request.getfixturevalue("postgres") if storage == "postgresql" else None
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")  # the sweep's and its workers' working directory
     args = [str(spec), "--root", str(tmp_path / "r"), "--workers", "2", "--threads", "1", "--heartbeat", "1"]
     assert workers.main([*args, *(["--storage", url] if url else [])]) == 1
     out = capfd.readouterr().out
     assert "3 done, 1 failed of 4 runs" in out and "failed: lr=-1.0: " in out and "invalid lr: -1.0" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cwd", "r", "w.yaml"]
+    assert not any((tmp_path / "cwd").iterdir())
     db = tmp_path / "r" / "w" / st.DB_FILE
-    assert db.exists() == (storage == "embedded")
+    assert db.exists() == (storage == "embedded")  # nothing outside the root but the storage named
     study = st.load_study(st.open_storage(url or st.default_url(tmp_path / "r", "w")), "w", "sweep")
     by_run = _by_run(study)
     assert sorted(by_run) == sorted(f"lr={lr}" for lr in lrs) and all(len(t) == 1 for t in by_run.values())

@@ -60,7 +60,8 @@ def parser() -> argparse.ArgumentParser:
                         help=f"seconds between a running trial's heartbeats; after 3 missed ones another worker "
                              f"resumes it (default {st.HEARTBEAT})")
     parser.add_argument("--summary", action="store_true",
-                        help="print the table of trials from the storage, run nothing")
+                        help="print the table of trials from the storage, run nothing (exit status 0 when every "
+                             "run is done)")
     parser.epilog = "Any other --KEY=VALUE is a `zolab fit` override for every run (e.g. --trainer.max_steps=10)."
     return parser
 
