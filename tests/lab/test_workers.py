@@ -143,9 +143,10 @@ def _newest(run_dir) -> int:
 
 
 def test_acceptance2_a_worker_killed_mid_trial_leaves_it_to_the_other_bitwise(tmp_path, capfd):
-    """SIGKILL on the worker of a trial with a checkpoint: the other worker resumes that trial from it (at once: a
-    process of this machine that is gone), and every run ends bitwise as an uninterrupted one; after the kill each
-    checkpoint file still loads and no run's newest checkpoint went back; the sweep exits 0 (every trial finished)."""
+    """SIGKILL on the worker of a trial with a checkpoint: the other worker resumes that trial from it (at once when
+    it sees the process gone, else after the heartbeat's grace), and every run ends bitwise as an uninterrupted
+    one; after the kill each checkpoint file still loads and no run's newest checkpoint went back; the sweep exits
+    0 (every trial finished)."""
     slow = _spec([0.01, 0.02, 0.03], steps=400, per_epoch=50, task="tests.reliability._lab.SlowQuadratic",
                  sleep=0.004)
     spec = tmp_path / "w.yaml"
@@ -179,7 +180,8 @@ def test_acceptance2_a_worker_killed_mid_trial_leaves_it_to_the_other_bitwise(tm
     victim, before = seen["victim"], seen["before"]
     by_run = _by_run(st.load_study(st.open_storage(url), "w", "sweep"))
     lost, retry = by_run[victim.user_attrs["run_id"]]
-    assert lost.state == TrialState.FAIL and lost.user_attrs["status"] == "lost"
+    assert lost.state == TrialState.FAIL  # by the other worker: its process gone, or its heartbeat past the grace
+    assert lost.user_attrs.get("status") in (None, "lost") and not lost.user_attrs.get("metrics")
     assert retry.state == TrialState.COMPLETE and retry.system_attrs["failed_trial"] == lost.number
     status = yaml.safe_load((tmp_path / "r" / "w" / victim.user_attrs["run_id"] / sweep.STATUS_FILE).read_text())
     assert status["status"] == "done" and "--ckpt_path=" in status["command"]  # resumed, not run again from 0
