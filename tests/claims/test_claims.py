@@ -62,6 +62,8 @@ def test_selection_dry_run_and_bad_ids(tmp_path, capsys):
     assert C.main(["R2", "Z1.quadratics", "--run", "--dry-run", "--root", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "would run: zolab sweep experiments/claims/fig2a_seeds.yaml" in out
+    assert f"fig2a_seeds.yaml --root={tmp_path} --resume --workers=2 --threads=1\n" in out  # small runs: 2 at a time
+    assert f"z1_dim.yaml --root={tmp_path} --resume\n" in out
     assert "minilm" not in out  # R2 and Z1.quadratics need none of the study's runs, and only they show
     assert "z1_dim.yaml" in out and "z1_rank.yaml" in out
     assert not (tmp_path / "claims_fig2a_seeds").exists()  # nothing ran

@@ -28,8 +28,8 @@ GRIDS, SEED_SWEEPS = (GRID, GRID_SGD, EDGES), (SEEDS, SEEDS_B, HESSIAN)
 BEST = Job(argv=("python", "paper_figures/minilm_table.py", "grid", "--runs={root}", "--write-best",
                  "{experiments}/minilm/best", "--rules-dir={experiments}/minilm/rules"),
            output="minilm/best/radazo.yaml", in_experiments=True, prerequisite=True)
-JOBS = (Job(sweep=GRID), Job(sweep=GRID_SGD), Job(sweep=EDGES), BEST, *(Job(sweep=s) for s in SEED_SWEEPS),
-        Job(sweep=COST))
+JOBS = (Job(sweep=GRID, workers=2), Job(sweep=GRID_SGD, workers=2), Job(sweep=EDGES, workers=2), BEST,
+        *(Job(sweep=s, workers=2) for s in SEED_SWEEPS), Job(sweep=COST))  # the cost runs time steps: alone
 SETTINGS = ("MiniLM-L6 + linear head on SST-2, the encoder adapted by LoRA (the study's choice; memory and time per "
             "step from full fine-tuning runs) (MeZO's protocol: 1,000 train, 500 dev, test = the 872 validation "
             "sentences), each rule at its best lr of the grid, 3 seeds, 200 steps")

@@ -117,7 +117,7 @@ R1 = Claim(
                    "differences, one seed (docs/algorithms.md §6)", (Job(sweep=FIG1),), read_r1(FIG1), hours=0.6,
           tolerance=FIG1_POWER),
      Part("seeds", "the same at d = 1,000, K = 1, 4,000 iterations (as `make demo`), 3 direction seeds",
-          (Job(sweep=FIG1_SEEDS),), read_r1(FIG1_SEEDS), hours=0.1, tolerance=FIG1_POWER)))
+          (Job(sweep=FIG1_SEEDS, workers=2),), read_r1(FIG1_SEEDS), hours=0.1, tolerance=FIG1_POWER)))
 
 
 # ------------------------------------------------------------------ R2, R3: Figure 2 (probes over β)
@@ -183,13 +183,13 @@ R2 = Claim("R2", "cos(m, ∇F) > cos(ĝ, ∇F); it rises with β1, with a small 
            "second-half means over seeds: fails unless cos(m) > cos(ĝ) at every β1 > 0; holds when cos(m) also "
            "rises up to β1 = 0.99 and drops at 0.999 by more than the seed spread; partly otherwise",
            (Part("quadratic", "R-AdaZO on Quadratic, d = 1,000, K = 10, 1,000 steps, β1 ∈ {0, …, 0.999}, 3 seeds",
-                 (Job(sweep=FIG2A_SEEDS),), read_r2, hours=0.05),))
+                 (Job(sweep=FIG2A_SEEDS, workers=2),), read_r2, hours=0.05),))
 R3 = Claim("R3", "R-AdaZO's refined v (from m²) has a lower relative error to v* than the conventional v (from "
                  "ĝ²); the error falls as β2 grows", "Fig. 2b (curves; numbers lost)",
            "second-half means over seeds: fails unless the refined error is below the conventional one at every "
            "β2; holds when it also falls strictly with β2; partly otherwise",
            (Part("quadratic", "R-AdaZO on Quadratic, d = 1,000, K = 10, 1,000 steps, β2 ∈ {0.5, …, 0.999}, 3 seeds",
-                 (Job(sweep=FIG2B_SEEDS),), read_r3, hours=0.05),))
+                 (Job(sweep=FIG2B_SEEDS, workers=2),), read_r3, hours=0.05),))
 
 
 # ------------------------------------------------------------------ R5 (and R4): the black-box attack
@@ -296,7 +296,7 @@ R4 = Claim(
     "failures differ by ≤ 3 of 30, fails outside [0.5, 2]×; partly otherwise",
     (Part("proxy", "Figure 1 at the proxy settings, one seed", (Job(sweep=FIG1),), read_r4_fig1(FIG1),
           tolerance=FIG1_POWER),
-     Part("seeds", "Figure 1 reduced, 3 seeds", (Job(sweep=FIG1_SEEDS),), read_r4_fig1(FIG1_SEEDS),
+     Part("seeds", "Figure 1 reduced, 3 seeds", (Job(sweep=FIG1_SEEDS, workers=2),), read_r4_fig1(FIG1_SEEDS),
           tolerance=FIG1_POWER),
      Part("attack", "the R5 attack runs", ATTACK_JOBS, read_r4_attack, tolerance=ATTACK_POWER)))
 R5 = Claim(

@@ -89,11 +89,13 @@ class Result:
 @dataclass(frozen=True)
 class Job:
     """What makes a part's runs: a sweep file (relative to the experiments folder; run as ``zolab sweep FILE
-    --root ROOT --resume``), or a command (``argv`` with ``{root}``, ``{data}``, ``{experiments}``) whose
+    --root ROOT --resume``, with ``--workers=N --threads=1`` for ``workers`` > 1: small runs, two at a time on
+    the 2-core machine), or a command (``argv`` with ``{root}``, ``{data}``, ``{experiments}``) whose
     ``output`` (under ROOT, or under the experiments folder with ``in_experiments``) says it ran; a JSON
     output's ``"settings"`` must hold ``settings`` (key, value) pairs."""
 
     sweep: str = ""
+    workers: int = 1
     argv: tuple[str, ...] = ()
     output: str = ""
     in_experiments: bool = False
@@ -106,7 +108,8 @@ class Job:
 
     def command(self, root: str, data: str, experiments: str) -> list[str]:
         if self.sweep:
-            return ["zolab", "sweep", f"{experiments}/{self.sweep}", f"--root={root}", "--resume"]
+            return ["zolab", "sweep", f"{experiments}/{self.sweep}", f"--root={root}", "--resume",
+                    *([f"--workers={self.workers}", "--threads=1"] if self.workers > 1 else [])]
         return [a.format(root=root, data=data, experiments=experiments) for a in self.argv]
 
 
