@@ -115,7 +115,7 @@ Z1 = Claim(
                         "x₀ ~ N(0, I); η ∈ {2^-1, …, 2^-9}, 3 direction seeds; (a) r = 16, d = 256…16,384; "
                         "(b) d = 4,096, r = 4…256", (Job(sweep=Z1_DIM), Job(sweep=Z1_RANK)), read_z1, hours=0.7),
      Part("minilm", "HessianSpectrum (stochastic) along the MiniLM ZO-SGD run of the study",
-          (Job(sweep=minilm.HESSIAN),), read_z1_minilm, hours=0)),
+          (Job(sweep=minilm.HESSIAN, workers=2),), read_z1_minilm, hours=0)),
     prediction="(a) the steps do not change with d: theory 1,432 steps at η = 2^-4 for every d (x₀ shares its "
                "first 256 entries); (b) they grow about like r: theory 276, 1,432, 6,382, 26,299 steps at r = "
                "4, 16, 64, 256 (slope 1.10). MiniLM: a small effective rank, r/d ≤ 10⁻² "
