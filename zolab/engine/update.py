@@ -7,10 +7,11 @@ For each tensor of a block estimate the program computes, element by element and
     U, state' = rule.update(e, h)      (the rule's maths, the only rule-specific part)
     θ' = θ·(1 − ηλ) − ηU               (decoupled decay, docs/algorithms.md §2), or θ − ηU
 
-and writes θ' and the new state. The rule's host-side bookkeeping (update counters, MEAZO's scalar v) runs
-first, in its ``prepare``; everything a tensor's update needs is gathered and checked before any tensor is
-written. A ``Transaction`` makes a step of several blocks atomic: updates go to spare tensors that are
-swapped in, and swapped back out if a later block's loss is not finite.
+and writes θ' and the new state (half state rounded as ``zolab.engine.storage`` says). The rule's host-side
+bookkeeping (update counters, MEAZO's scalar v) runs first, in its ``prepare``; everything a tensor's update
+needs is gathered and checked before any tensor is written. A ``Transaction`` makes a step of several blocks
+atomic: updates go to spare tensors that are swapped in, and swapped back out if a later block's loss is not
+finite.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import torch
 
 from zolab import kernels
+from zolab.engine import storage
 from zolab.engine.groups import compute_type
 from zolab.engine.ops import Traced, hyper_values
 
@@ -116,7 +118,9 @@ class Updater:
             if f"state:{name}" in program.inputs:
                 tensors[f"state:{name}"] = t
         outputs = {"theta": p.data, **{f"state:{k}": state[k] for k in written}}
-        return program, tensors, outputs, scalars, slots, compute_type(p), written, ref.offset
+        rounding = {} if opt.state_rounding == "nearest" else storage.rounding_keys(
+            opt.seed, opt.zo["step"] + 1, ref.index, outputs)  # half state: bits keyed by this step
+        return program, tensors, outputs, scalars, slots, compute_type(p), written, ref.offset, rounding
 
     def apply(self, est, transaction: Transaction | None = None) -> None:
         """Update every tensor of ``est``: all plans first (host state restored if one fails), then the writes."""
@@ -132,9 +136,9 @@ class Updater:
             opt.zo.clear()
             opt.zo.update(zo_before)
             raise
-        for ref, (program, tensors, outputs, scalars, slots, ct, written, offset) in plans:
+        for ref, (program, tensors, outputs, scalars, slots, ct, written, offset, rounding) in plans:
             if transaction is not None:
                 outputs = transaction.outputs(ref.param, opt.state[ref.param], written, before[id(ref.param)])
-            kernels.run(program, tensors, outputs, scalars, slots, ct, offset)
+            kernels.run(program, tensors, outputs, scalars, slots, ct, offset, rounding)
             if transaction is not None:
                 transaction.swap_in(ref.param, opt.state[ref.param], outputs)

@@ -212,7 +212,8 @@ class ZOModule(EvaluationLogging, L.LightningModule):
                 hp.update({f"{k}{i}" if k != "betas" else f"beta{i + 1}": x for i, x in enumerate(v)})
             else:
                 hp[k] = v
-        for k in ("num_queries", "estimator", "scale", "seed", "granularity", "nonfinite"):
+        for k in ("num_queries", "estimator", "scale", "seed", "granularity", "nonfinite", "state_dtype",
+                  "state_rounding"):
             hp[k] = getattr(opt, k, None)
         hp["directions"] = opt.sampler.name
         hp["blocks"] = opt.block_spec

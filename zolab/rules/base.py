@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import torch
 
-from zolab.engine import groups, resume
+from zolab.engine import groups, resume, storage
 from zolab.engine.blocks import BlockPlan
 from zolab.engine.checks import check_choice, check_int
 from zolab.engine.directions import RuleDirections, SamplerDirections
 from zolab.engine.estimator import BlockEstimate, Estimator, Query
-from zolab.engine.groups import ParamRef, compute_type
+from zolab.engine.groups import ParamRef
 from zolab.engine.ops import hyper_values
 from zolab.engine.perturb import Perturber
 from zolab.engine.record import StepRecord
@@ -66,6 +66,9 @@ class ZOOptimizer(torch.optim.Optimizer):
         updated, as ZO-Bench's block-wise ZO). A step of several blocks is atomic: it writes into spare
         tensors (one more copy of the parameters and state) until every block has a finite loss.
     granularity: ``"model"`` or ``"tensor"`` (R-AdaZO's code: each tensor its own block, all per step).
+    state_dtype: ``"float32"`` (float64 for float64 parameters), ``"bfloat16"`` or ``"float16"``: the storage of
+        the rule's d-sized state; maths in float32 (``zolab.engine.storage``). ``state_rounding``:
+        ``"stochastic"`` (counter bits, resumable) or ``"nearest"``.
 
     Parameters may be given as ``model.named_parameters()`` (needed for ``blocks="module"``/regexes); a param
     group may hold shards of larger tensors (``shards``, FSDP2's DTensors: ``zolab.engine.groups``).
@@ -74,14 +77,18 @@ class ZOOptimizer(torch.optim.Optimizer):
     label = ""  # the rule's display name in tables and figures (e.g. "ZO-SGD"); the class name when empty
     static_options: tuple[str, ...] = ()  # a rule's own options that fix its maths (saved and checked on load)
     directions_name = "custom"  # the record's name for a rule's own directions (``own_direction``)
+    squared_state: tuple[str, ...] = ()  # state holding squares of ĝ: float16 cannot (zolab.engine.storage)
 
     def __init__(self, params, defaults: dict, *, num_queries: int = 1, estimator: str = "central",
                  directions: str | DirectionSampler = "gaussian", scale: str | None = None,
                  weight_decay_mode: str = "decoupled", seed: int = 0, nonfinite: str = "raise", blocks=None,
                  block_selection: str = "permutation", blocks_per_step: int | str = 1, granularity: str = "model",
-                 rng: str = "counter", perturb: str = "auto", chunk_numel: int = 1 << 21):
+                 rng: str = "counter", perturb: str = "auto", chunk_numel: int = 1 << 21,
+                 state_dtype: str = "float32", state_rounding: str = "stochastic"):
         # each engine object checks its own options; these are the optimizer's
         check_int("seed", seed, 0, 2**64)
+        storage.check(self.label or type(self).__name__, state_dtype, state_rounding, self.squared_state)
+        self.state_dtype, self.state_rounding = state_dtype, state_rounding
         check_choice("weight_decay_mode", weight_decay_mode, WEIGHT_DECAY_MODES)
         check_choice("nonfinite", nonfinite, NONFINITE)
         self.block_plan = BlockPlan(blocks, block_selection, blocks_per_step, granularity)
@@ -132,9 +139,13 @@ class ZOOptimizer(torch.optim.Optimizer):
 
     # ---------------------------------------------------------------- groups
     def add_param_group(self, param_group) -> None:
-        param_group = groups.prepare(param_group, first=sum(len(g["params"]) for g in self.param_groups))
+        first = sum(len(g["params"]) for g in self.param_groups)
+        param_group = groups.prepare(param_group, first=first)
         if "shards" in param_group:
             groups.check_shards(param_group["params"], param_group["shards"], self.sampler.fused, self.perturb)
+        names = param_group.get("param_names") or [f"param{first + i}" for i in range(len(param_group["params"]))]
+        for name, p in zip(names, param_group["params"]):
+            storage.check_param(self.state_dtype, name, p)
         self._check_group({**self.defaults, **param_group})
         super().add_param_group(param_group)
         self._partition = None
@@ -169,12 +180,16 @@ class ZOOptimizer(torch.optim.Optimizer):
 
     # ---------------------------------------------------------------- state and scratch
     def state_tensor(self, ref: ParamRef, name: str) -> torch.Tensor:
-        """State ``name`` of this tensor, zeros in the compute type (float32 for half tensors) when new."""
+        """State ``name`` of this tensor, zeros of ``state_type(param)`` when new."""
         state = self.state[ref.param]
         if name not in state:
             p = ref.param
-            state[name] = torch.zeros(p.shape, dtype=compute_type(p), device=p.device)
+            state[name] = torch.zeros(p.shape, dtype=self.state_type(p), device=p.device)
         return state[name]
+
+    def state_type(self, p: torch.Tensor) -> torch.dtype:
+        """The dtype of ``p``'s state: ``state_dtype``, or the compute type (float32 for half tensors)."""
+        return storage.dtype_of(self.state_dtype, p)
 
     def release_buffers(self) -> None:
         """Free the scratch and spare tensors; the next step allocates them again."""
