@@ -5,11 +5,15 @@
     python benchmarks/step_cost.py --device cpu --model minilm --batch 16 --seq 32 --threads 1 --steps 10
                                     # MiniLM-L6 + head, full fine-tuning of SST-2 batches (issue 16)
     python benchmarks/step_cost.py --model tiny-llama --steps 2 --memory-repeats 1 --json out.json  # a smoke run
+    python benchmarks/step_cost.py --device cpu --steps 0 --rules radazo,zo_adamm,zo_adamu --state-dtype bfloat16
+                                    # memory only: each rule with float32 and with bfloat16 state (issue 27)
 
 Methods: two forward passes alone; a MeZO-pattern step written here (re-seed, then ``torch.normal`` and an
 in-place add per tensor: +μz, −2μz, +μz, update; Malladi et al. 2023); and every rule registered in
 ``zolab.rules.RULES`` (a rule added there appears here), each with its default ``perturb`` (module mode once
-bound to the model: the "perturb" column), plus ``zo_sgd:copy`` (ZO-SGD in copy mode). Every method is
+bound to the model: the "perturb" column), plus ``zo_sgd:copy`` (ZO-SGD in copy mode), and with
+``--state-dtype bfloat16`` every selected rule with d-sized state again as ``<rule>:bfloat16``, its state stored in
+bfloat16 (``state_dtype``). Every method is
 warmed up once, then the methods take turns, one step each, ``--steps`` rounds. The machine's speed drifts
 between rounds more than the methods differ, so each method's time is divided by the two forwards' time of
 the same round, and by its own forwards' (the step's forwards, ``opt.zo["forwards"]`` over the step, at the
@@ -20,7 +24,8 @@ processes, and each method's peak is divided by the same repeat's inference (two
 [min, max]. CUDA: ``torch.cuda.max_memory_allocated``, one process per repeat running the methods one after
 another, statistics reset between them; CPU: the process's peak resident memory (VmHWM), one process per
 method and repeat. VmHWM includes the interpreter and libraries, so the ratio understates the difference;
-"extra MB" (median) gives it directly. No weights are downloaded: models are built from configs.
+"extra MB" (median) gives it directly. ``--steps 0`` measures memory only (no timing). No weights are
+downloaded: models are built from configs.
 """
 
 from __future__ import annotations
@@ -62,22 +67,30 @@ FORWARDS, MEZO = "two forwards", "MeZO pattern"  # the reference rows
 # passes, e.g. ZO-AdaMU's total_steps), so a newly registered rule runs without an edit here.
 BENCH_KWARGS = {"zo_adamu": dict(total_steps=100, t1=1)}
 VARIANTS = {"zo_sgd:copy": ("zo_sgd", dict(perturb="copy"))}  # name -> (rule, extra arguments)
+STATE_DTYPES = ("bfloat16", "float16")  # "<rule>:bfloat16": a rule with d-sized state, its state in bfloat16
 
 
-def rule_names() -> list[str]:
-    """Every registered rule, then the variants."""
-    return [*RULES, *VARIANTS]
+def rule_names(state_dtype: str = "float32") -> list[str]:
+    """Every registered rule, then the variants, then (``state_dtype`` half) the stateful rules with half state."""
+    half = [f"{r}:{state_dtype}" for r in RULES if state_dtype in STATE_DTYPES and REGISTRY[r].state
+            and not (state_dtype == "float16" and RULES[r].squared_state)]  # float16 refused for second moments
+    return [*RULES, *VARIANTS, *half]
+
+
+def variant(name: str) -> tuple[str, dict]:
+    key, dtype = name.rsplit(":", 1) if name.rsplit(":", 1)[-1] in STATE_DTYPES else (name, None)
+    return VARIANTS[name] if name in VARIANTS else (key, {} if dtype is None else {"state_dtype": dtype})
 
 
 def rule_kwargs(name: str) -> tuple[str, dict]:
-    key, extra = VARIANTS.get(name, (name, {}))
+    key, extra = variant(name)
     return key, {**BENCH_KWARGS.get(key, REGISTRY[key].kwargs), "lr": 1e-6, "mu": 1e-3, **extra}
 
 
 def label(name: str) -> str:
     if name in (FORWARDS, MEZO):
         return name
-    key, extra = VARIANTS.get(name, (name, {}))
+    key, extra = variant(name)
     cls = RULES[key]
     return f"zolab {cls.label or cls.__name__}" + "".join(f" ({v})" for v in extra.values())
 
@@ -299,7 +312,8 @@ def report(args, secs, fwd, modes, peaks, n_params) -> dict:
         own = [t / (b / 2 * f) if f else float("nan") for t, b, f in zip(ts, base, fwd[name])]
         mem = [p / i for p, i in zip(peaks[name], peaks[FORWARDS])] if peaks else []
         extra = [(p - i) / 2**20 for p, i in zip(peaks[name], peaks[FORWARDS])] if peaks else []
-        rows.append(dict(name=name, label=label(name), forwards=statistics.median(fwd[name]), perturb=modes[name],
+        forwards = statistics.median(fwd[name]) if fwd[name] else float("nan")  # none: --steps 0
+        rows.append(dict(name=name, label=label(name), forwards=forwards, perturb=modes[name],
                          seconds=ts, forwards_per_round=fwd[name], ratio=spread([t / b for t, b in zip(ts, base)]),
                          ratio_own=spread(own), peaks=peaks.get(name, []), memory_ratio=spread(mem),
                          extra_mb=statistics.median(extra) if extra else None))
@@ -316,7 +330,8 @@ def report(args, secs, fwd, modes, peaks, n_params) -> dict:
     print("|---|---|---|---|---|---|---|")
     for row in rows:
         extra = "-" if row["extra_mb"] is None else f"{row['extra_mb']:+.0f}"
-        print(f"| {row['label']} | {row['forwards']:g} | {row['perturb']} | {show(row['ratio'])} | "
+        fwd_s = "-" if row["forwards"] != row["forwards"] else f"{row['forwards']:g}"  # NaN: not timed
+        print(f"| {row['label']} | {fwd_s} | {row['perturb']} | {show(row['ratio'])} | "
               f"{show(row['ratio_own'])} | {show(row['memory_ratio'], '')} | {extra} |")
     over = [r["label"] for r in rows if r["name"] not in (FORWARDS, MEZO) and r["ratio_own"]["median"] > 1.10]
     print(f"\nrules above 1.10x of their own forwards (median): {', '.join(over) or 'none'}")
@@ -330,24 +345,30 @@ def main(argv=None):
     ap.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seq", type=int, default=128)
-    ap.add_argument("--steps", type=int, default=5, help="timed rounds (one step per method each)")
+    ap.add_argument("--steps", type=int, default=5, help="timed rounds (one step per method each; 0: memory only)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rules", default="all", help=f"'all' or comma-separated, from: {', '.join(rule_names())}")
+    ap.add_argument("--state-dtype", default="float32", choices=["float32", *STATE_DTYPES],
+                    help="also each selected rule with d-sized state, its state in this dtype ('<rule>:<dtype>')")
     ap.add_argument("--memory-repeats", type=int, default=3, help="repeats of the memory measurement (0: none)")
     ap.add_argument("--json", default=None, help="also write the result here (JSON)")
     ap.add_argument("--memory-of", default=None, help=argparse.SUPPRESS)  # internal: these methods' memory
     args = ap.parse_args(argv)
     if args.memory_of is not None:
         return memory_of(args, args.memory_of.split(","))
-    rules = rule_names() if args.rules == "all" else [r.strip() for r in args.rules.split(",") if r.strip()]
-    unknown = [r for r in rules if r not in rule_names()]
+    rules = [*RULES, *VARIANTS] if args.rules == "all" else [r.strip() for r in args.rules.split(",") if r.strip()]
+    rules += [f"{r}:{args.state_dtype}" for r in rules if f"{r}:{args.state_dtype}" in rule_names(args.state_dtype)]
+    unknown = [r for r in rules if r not in rule_names(args.state_dtype)]
     if unknown:
-        ap.error(f"unknown rules {unknown}; allowed: {rule_names()}")
-    if args.steps < 1 or args.memory_repeats < 0:
-        ap.error("--steps must be >= 1 and --memory-repeats >= 0")
+        ap.error(f"unknown rules {unknown}; allowed: {rule_names(args.state_dtype)}")
+    if args.steps < 0 or args.memory_repeats < 0 or args.steps == args.memory_repeats == 0:
+        ap.error("--steps and --memory-repeats must be >= 0, and not both 0")
 
     methods, n_params = build_methods(args, rules)
-    secs, fwd, modes = time_methods(args, methods)
+    if args.steps:
+        secs, fwd, modes = time_methods(args, methods)
+    else:  # memory only
+        secs, fwd, modes = {n: [] for n in methods}, {n: [] for n in methods}, {n: "-" for n in methods}
     del methods
     gc.collect()
     if args.device.startswith("cuda"):

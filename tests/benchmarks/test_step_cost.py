@@ -75,3 +75,25 @@ def test_a_tiny_run_prints_and_writes_every_row(tmp_path, capsys):
         assert row["forwards_per_round"] == [2, 2] and len(row["seconds"]) == 2 and len(row["peaks"]) == 1
         assert row["ratio"]["min"] > 0 and row["memory_ratio"]["median"] > 0.5
     assert "| zolab ZO-SGD (copy) | 2 | copy |" in capsys.readouterr().out
+
+
+def test_half_state_rows_for_rules_with_state():
+    names = step_cost.rule_names("bfloat16")
+    assert {"radazo:bfloat16", "zo_adamm:bfloat16", "zo_adamu:bfloat16"} <= set(names)
+    assert "zo_sgd:bfloat16" not in names and "radazo:bfloat16" not in step_cost.rule_names()
+    assert "zo_adamu:float16" in step_cost.rule_names("float16")  # first moments only
+    assert "radazo:float16" not in step_cost.rule_names("float16")  # refused for second moments
+    key, kwargs = step_cost.rule_kwargs("radazo:bfloat16")
+    assert key == "radazo" and kwargs["state_dtype"] == "bfloat16"
+    assert step_cost.label("radazo:bfloat16") == "zolab R-AdaZO (bfloat16)"
+
+
+def test_a_memory_only_run_with_half_state(tmp_path, capsys):
+    path = tmp_path / "memory.json"
+    step_cost.main(["--model", "tiny-llama", "--batch", "1", "--seq", "8", "--steps", "0", "--threads", "1",
+                    "--rules", "radazo", "--state-dtype", "bfloat16", "--memory-repeats", "1", "--json", str(path)])
+    rows = {r["name"]: r for r in json.loads(path.read_text())["rows"]}
+    assert list(rows) == [step_cost.FORWARDS, step_cost.MEZO, "radazo", "radazo:bfloat16"]
+    for row in rows.values():
+        assert row["seconds"] == [] and len(row["peaks"]) == 1 and row["memory_ratio"]["median"] > 0.5
+    assert "| zolab R-AdaZO (bfloat16) | - | - | - | - |" in capsys.readouterr().out

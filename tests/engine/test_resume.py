@@ -21,7 +21,8 @@ def test_config_holds_every_setting_that_fixes_the_stream_and_the_maths():
     assert resume.config(opt) == {
         "rule": "ZOAdaMM", "seed": 4, "estimator": "forward", "directions": "sphere", "rng": "counter",
         "num_queries": 1, "scale": "dimension", "weight_decay_mode": "decoupled", "blocks": "['W', 'b']",
-        "block_selection": "permutation", "blocks_per_step": 1, "granularity": "model", "amsgrad": True,
+        "block_selection": "permutation", "blocks_per_step": 1, "granularity": "model", "state_dtype": "float32",
+        "state_rounding": "stochastic", "amsgrad": True,
         "bias_correction": False, "eps_inside_sqrt": False, "schedule.lr": repr(zolab.Linear(1e-2, 0.0, 5))}
 
 
@@ -37,6 +38,8 @@ CHANGES = [
     ({"block_selection": "cyclic"}, r"block_selection: 'permutation' \(saved\) -> 'cyclic' \(now\)"),
     ({"blocks_per_step": "all"}, r"blocks_per_step: 1 \(saved\) -> 'all' \(now\)"),
     ({"granularity": "tensor"}, r"granularity: 'model' \(saved\) -> 'tensor' \(now\)"),
+    ({"state_dtype": "bfloat16"}, r"state_dtype: 'float32' \(saved\) -> 'bfloat16' \(now\)"),
+    ({"state_rounding": "nearest"}, r"state_rounding: 'stochastic' \(saved\) -> 'nearest' \(now\)"),
     ({"lr": 0.5}, r"param_groups\[0\]\.lr: 0\.001 \(saved\) -> 0\.5 \(now\)"),
     ({"mu": 0.5}, r"param_groups\[0\]\.mu: 0\.001 \(saved\) -> 0\.5 \(now\)"),
     ({"lr": zolab.Linear(1e-3, 0.0, 5)}, r"schedule\.lr: None \(saved\) -> 'Linear"),

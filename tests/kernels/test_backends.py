@@ -14,6 +14,8 @@ EXACTNESS = ["tests/rules/test_transcription.py",
              "tests/rules/test_generic.py::test_lr_zero_leaves_parameters_bitwise_unchanged",
              "tests/rules/test_generic.py::test_closure_that_raises_propagates_and_restores",
              "tests/rules/test_generic.py::test_resume_from_state_dict_is_bitwise",
+             "tests/rules/test_state_dtype.py::test_fused_update_is_the_float32_update_rounded_once",
+             "tests/rules/test_state_dtype.py::test_resume_of_half_state_is_bitwise",
              "tests/engine/test_perturb.py::test_module_mode_gives_the_numbers_of_copy_mode"]
 
 
@@ -35,11 +37,12 @@ def runs():
         pass
     else:
         # The interpreter runs a kernel in ~10 ms: each rule's transcription with its defaults and its own
-        # variants (every rule's generated kernels), and module mode. Restore does not depend on the kernels
-        # (the originals are never written), which the torch run re-checks.
+        # variants (every rule's generated kernels), module mode, and half-precision state against torch's
+        # bits. Restore does not depend on the kernels (the originals are never written): the torch run re-checks.
         procs["triton"] = start({"ZOLAB_KERNELS": "triton", "TRITON_INTERPRET": "1"},
-                                ["tests/rules/test_transcription.py", EXACTNESS[-1]],
-                                "-k", "common0 or variant or module_mode")
+                                ["tests/rules/test_transcription.py", EXACTNESS[-1],
+                                 "tests/kernels/test_half_storage.py", "tests/rules/test_state_dtype.py"],
+                                "-k", "common0 or variant or module_mode or triton or every_backend")
     yield procs
     for proc in procs.values():
         if proc.poll() is None:

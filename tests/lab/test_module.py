@@ -87,11 +87,13 @@ def test_hparams_are_logged_to_tensorboard(tmp_path):
     assert "hp_metric" not in events.Tags()["scalars"]  # no placeholder metric
 
 
-def test_schedules_appear_as_schedules_in_hparams(tmp_path):
-    module = ZOModule(Quadratic(dim=6), optimizer=functools.partial(zolab.ZOAdaMU, lr=1e-3, t1=2))
+def test_schedules_and_state_storage_appear_in_hparams(tmp_path):
+    module = ZOModule(Quadratic(dim=6), optimizer=functools.partial(zolab.ZOAdaMU, lr=1e-3, t1=2,
+                                                                     state_dtype="bfloat16"))
     _trainer(tmp_path, 10, logger=False).fit(module, SyntheticDataModule())
     hp = module.zo_hparams()
     assert "ThreePhase" in hp["alpha"] and "ThreePhase" in hp["beta1"]
+    assert (hp["state_dtype"], hp["state_rounding"]) == ("bfloat16", "stochastic")
     assert module.zo_optimizer.total_steps == 10  # filled from trainer.max_steps
 
 

@@ -4,7 +4,7 @@
 directions and the block options, the rule's own options and the schedules, which together fix the random
 stream and the maths. ``check`` raises naming every setting that differs (and every group hyper-parameter,
 e.g. lr), except the hyper-parameters the caller overrides on purpose, which keep the new values;
-``check_state`` raises naming every state tensor of another shape or dtype than its parameter's. ``load``
+``check_state`` raises naming every state tensor of another shape or dtype than ``state_spec`` declares. ``load``
 runs both before anything changes, then torch's load, keeping the saved state's dtypes.
 """
 
@@ -16,6 +16,8 @@ import torch
 
 from zolab.engine.groups import refs
 
+BEFORE_STATE_DTYPE = {"state_dtype": "float32", "state_rounding": "stochastic"}
+
 
 def config(opt) -> dict:
     dirs = opt.grad_estimator.directions
@@ -24,7 +26,8 @@ def config(opt) -> dict:
            "num_queries": opt.num_queries,
            "scale": opt.scale, "weight_decay_mode": opt.weight_decay_mode, "blocks": repr(opt.block_plan.spec),
            "block_selection": opt.block_plan.selection, "blocks_per_step": opt.block_plan.per_step,
-           "granularity": opt.block_plan.granularity}
+           "granularity": opt.block_plan.granularity, "state_dtype": opt.state_dtype,
+           "state_rounding": opt.state_rounding}
     out.update({k: getattr(opt, k) for k in opt.static_options})
     out.update({f"schedule.{k}": repr(v) for k, v in opt.schedules.items()})
     return out
@@ -44,6 +47,7 @@ def check(opt, state_dict: dict, saved: dict | None, overrides) -> None:
                          f"allowed: {sorted(opt.defaults)}")
     changed = []
     if saved is not None:
+        saved = {**BEFORE_STATE_DTYPE, **saved}  # a state saved before these options had their defaults
         mine = config(opt)
         changed += [f"{k}: {saved.get(k)!r} (saved) -> {v!r} (now)" for k, v in mine.items() if saved.get(k) != v]
         changed += [f"{k}: {v!r} (saved) -> missing (now)" for k, v in saved.items() if k not in mine]
@@ -64,7 +68,8 @@ def check(opt, state_dict: dict, saved: dict | None, overrides) -> None:
 
 def check_state(opt, state_dict: dict) -> None:
     """Each saved state tensor has the shape and dtype that ``opt.state_spec`` gives it (by default its
-    parameter's shape, in the compute type); raises naming every one that does not, before anything is loaded."""
+    parameter's shape, in ``state_dtype``'s type); raises naming every one that does not, before anything is
+    loaded."""
     saved_groups = state_dict.get("param_groups", [])
     if [len(g["params"]) for g in saved_groups] != [len(g["params"]) for g in opt.param_groups]:
         return  # torch's load_state_dict names this mismatch

@@ -7,13 +7,15 @@ For each tensor of a block estimate the program computes, element by element and
     U, state' = rule.update(e, h)      (the rule's maths, the only rule-specific part)
     θ' = θ·(1 − ηλ) − ηU               (decoupled decay, docs/algorithms.md §2), or θ − ηU
 
-and writes θ' and the new state. The rule's host-side bookkeeping (update counters, MEAZO's scalar v) runs
-first, in its ``prepare``; everything a tensor's update needs is gathered and checked before any tensor is
-written. What is not element-wise (a low-rank step θ + A Bᵀ, state of another shape than θ) a rule writes
-with torch ops in ``eager_update`` for the tensors where ``is_eager(ref)``: its outputs hold θ and the state
-(themselves, or copies in a transaction), which it updates in place (``sgd``: θ(1 − ηλ) − ηĝ by the directions). A
-``Transaction`` makes a step of several blocks atomic: updates go to spare tensors that are swapped in, and
-swapped back out if a later block's loss is not finite.
+and writes θ' and the new state (half state rounded as ``zolab.engine.storage`` says). The rule's host-side
+bookkeeping (update counters, MEAZO's scalar v) runs first, in its ``prepare``; everything a tensor's update
+needs is gathered and checked before any tensor is written. What is not element-wise (a low-rank step θ + A Bᵀ,
+state of another shape than θ) a rule writes with torch ops in ``eager_update`` for the tensors where
+``is_eager(ref)``: its outputs hold θ and the state (themselves, or copies in a transaction), which it updates in
+place (``sgd``: θ(1 − ηλ) − ηĝ by the directions); its state stays in the rule's dtype (half ``state_dtype`` is
+refused there: ``storage.check_refs``). A ``Transaction`` makes a step of several blocks atomic: updates go to
+spare tensors that are swapped in, and swapped back out if a later block's loss is not finite
+(``NonFiniteLoss``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import torch
 
 from zolab import kernels
+from zolab.engine import storage
 from zolab.engine.groups import compute_type
 from zolab.engine.ops import Eager, Traced
 
@@ -28,6 +31,18 @@ from zolab.engine.ops import Eager, Traced
 def returned(out) -> tuple:
     """A rule's ``update`` returns U or (U, new state)."""
     return out if isinstance(out, tuple) else (out, {})
+
+
+class NonFiniteLoss(Exception):
+    """A block's loss is not finite: the step puts back what it changed, then skips the step or raises ``error``."""
+
+    def __init__(self, block: str, losses: torch.Tensor):
+        self.block, self.losses = block, losses
+
+    def error(self, t: int) -> FloatingPointError:
+        return FloatingPointError(
+            f"non-finite loss at step {t} (block {self.block!r}): losses {self.losses.tolist()}; parameters are "
+            "unchanged; pass nonfinite='skip' to skip such steps")
 
 
 class Transaction:
@@ -107,7 +122,8 @@ class Updater:
 
     def plan(self, est, ref):
         """Everything one tensor's update needs: (program, inputs, outputs, scalars, slots, compute type,
-        written state, offset); program None for an eager update (its scalars, then, are ``h``)."""
+        written state, offset, rounding keys of half state); program None for an eager update (its scalars, then,
+        are ``h``)."""
         opt, p = self.opt, ref.param
         state = opt.state[p]
         extra = opt.prepare(ref, state, est) or {}
@@ -115,7 +131,7 @@ class Updater:
         if opt.is_eager(ref):
             scalars = {**opt.hyper(ref, extra), "wd": wd}
             written = [k for k, v in state.items() if isinstance(v, torch.Tensor)]
-            return None, {"theta": p.data}, {}, scalars, {}, compute_type(p), written, ref.offset
+            return None, {"theta": p.data}, {}, scalars, {}, compute_type(p), written, ref.offset, {}
         coupled = bool(wd) and opt.weight_decay_mode == "coupled"
         drawn = est.drawn is not None
         program = self.program(ref, len(est.queries), coupled, bool(wd) and not coupled, drawn)
@@ -136,7 +152,9 @@ class Updater:
             if f"state:{name}" in program.inputs:
                 tensors[f"state:{name}"] = t
         outputs = {"theta": p.data, **{f"state:{k}": state[k] for k in written}}
-        return program, tensors, outputs, scalars, slots, compute_type(p), written, ref.offset
+        rounding = {} if opt.state_rounding == "nearest" else storage.rounding_keys(
+            opt.seed, opt.zo["step"] + 1, ref.index, outputs)  # half state: bits keyed by this step
+        return program, tensors, outputs, scalars, slots, compute_type(p), written, ref.offset, rounding
 
     def apply(self, est, transaction: Transaction | None = None) -> None:
         """Update every tensor of ``est``: all plans first (host state restored if one fails), then the writes."""
@@ -152,7 +170,7 @@ class Updater:
             opt.zo.clear()
             opt.zo.update(zo_before)
             raise
-        for ref, (program, tensors, outputs, scalars, slots, ct, written, offset) in plans:
+        for ref, (program, tensors, outputs, scalars, slots, ct, written, offset, rounding) in plans:
             state = opt.state[ref.param]
             if transaction is not None:
                 outputs = transaction.outputs(ref.param, state, written, before[id(ref.param)])
@@ -166,6 +184,6 @@ class Updater:
                 opt.eager_update(ref, est, Eager.hyper(scalars), tensors["theta"],
                                  {k: state[k] for k in written}, outputs)
             else:
-                kernels.run(program, tensors, outputs, scalars, slots, ct, offset)
+                kernels.run(program, tensors, outputs, scalars, slots, ct, offset, rounding)
             if transaction is not None:
                 transaction.swap_in(ref.param, state, outputs)

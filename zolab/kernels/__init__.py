@@ -15,7 +15,9 @@ offset of the tensor's first element, so a slice of a tensor draws exactly the s
 Arithmetic: the compute type is float64 for float64 tensors and float32 otherwise;
 ``axpz`` computes ``acc = base; acc = acc + α_k·z_k`` for k = 1 … K, each operation rounded once. ``run``
 executes a traced element-wise program (``program.py``: a rule's update, or its own directions) in one pass;
-no kernel knows any rule.
+no kernel knows any rule. Beside a float32 compute type a program's tensors may be stored in bfloat16/float16:
+widened in registers on load, rounded on store (to nearest even, or stochastically with counter bits keyed by
+the caller and the element index: ``reference.round_half``), in the same pass, bitwise alike on every backend.
 """
 
 from __future__ import annotations
@@ -226,13 +228,14 @@ class Slot:
 
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-_PARAM_LIKE = ("theta", "base", "out")  # a parameter's values or a point: may be half precision
 
 
-def _check_program_tensors(program, tensors: dict, outputs: dict, ct: torch.dtype, n: int, device) -> None:
-    """Every tensor a program gets: the right names, ``n`` elements, the compute type (float16/bfloat16 only
-    for a parameter's values or a point, beside a float32 compute type: converted on load and store), one
-    device. Raises ValueError naming the tensor and what is allowed; nothing reaches a kernel before this."""
+def _check_program_tensors(program, tensors: dict, outputs: dict, ct: torch.dtype, n: int, device,
+                           rounding: dict | None = None) -> None:
+    """Every tensor a program gets: the right names, ``n`` elements, the compute type (or float16/bfloat16
+    storage beside a float32 compute type: widened on load, rounded on store), one device; ``rounding`` names
+    half outputs and 64-bit keys. Raises ValueError naming the tensor and what is allowed; nothing reaches a
+    kernel before this."""
     missing = [k for k in program.inputs if k not in tensors]
     missing += [k for k, _ in program.stores if k not in outputs]
     if missing:
@@ -244,26 +247,37 @@ def _check_program_tensors(program, tensors: dict, outputs: dict, ct: torch.dtyp
         for name, t in group.items():
             if not isinstance(t, torch.Tensor):
                 raise ValueError(f"{role} {name!r} must be a tensor, got {type(t).__name__}")
-            half = name in _PARAM_LIKE and ct == torch.float32 and t.dtype in (torch.float16, torch.bfloat16)
+            half = ct == torch.float32 and t.dtype in reference.HALF
             if not (t.dtype == ct or half) or t.numel() != n or t.device != device:
-                also = " (float16/bfloat16 for a parameter's own values)" if ct == torch.float32 else ""
+                also = " (or float16/bfloat16 storage)" if ct == torch.float32 else ""
                 raise ValueError(f"{role} {name!r}: {t.dtype}, {t.numel()} elements on {t.device}; allowed: "
                                  f"{ct}{also}, {n} elements, on {device}")
+    for name, key in (rounding or {}).items():
+        t = outputs.get(name)
+        if t is None or t.dtype not in reference.HALF:
+            what = "not an output" if t is None else f"a {t.dtype} output"
+            raise ValueError(f"stochastic rounding of {name!r}: {what}; allowed: the float16/bfloat16 outputs "
+                             f"{[k for k, v in outputs.items() if v.dtype in reference.HALF]}")
+        if isinstance(key, bool) or not isinstance(key, int) or not 0 <= key < 2**64:
+            raise ValueError(f"stochastic rounding key of {name!r}: {key!r}; allowed: an integer in [0, 2**64)")
 
 
 def run(program, tensors: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor], scalars: dict,
-        slots: dict[str, Slot], ct: torch.dtype, offset: int = 0) -> None:
+        slots: dict[str, Slot], ct: torch.dtype, offset: int = 0, rounding: dict[str, int] | None = None) -> None:
     """Execute an element-wise program (``zolab.kernels.program``) over ``n`` elements in one pass.
 
     ``tensors``: its inputs by name; ``outputs``: where its stores go (an output may be an input: in place);
     ``scalars``: its scalar inputs (floats or 0-dim tensors); ``slots``: its draw slots; ``ct``: the compute type;
     ``offset``: the element index of the first element (a slice draws its part of the whole). All tensors hold
-    the same number of elements on one device (checked)."""
+    the same number of elements on one device (checked). A float16/bfloat16 tensor beside a float32 compute type
+    is widened on load and rounded on store: to nearest even, or stochastically for the outputs that
+    ``rounding`` maps to a key (``reference.round_half``: the bits of element i are keyed by (key, offset + i))."""
     from zolab.kernels import program as prog
 
+    rounding = dict(rounding or {})
     first = next(iter(outputs.values()))
     n, device = first.numel(), first.device
-    _check_program_tensors(program, tensors, outputs, ct, n, device)
+    _check_program_tensors(program, tensors, outputs, ct, n, device, rounding)
     missing = [k for k in program.slots if k not in slots] + [k for k in program.scalar_inputs if k not in scalars]
     if missing:
         raise ValueError(f"program inputs missing: {missing}")
@@ -273,23 +287,26 @@ def run(program, tensors: dict[str, torch.Tensor], outputs: dict[str, torch.Tens
     values = prog.fold(program, scalars)
     every = [*tensors.values(), *outputs.values()]
     which = backend(first)
-    if which == "c" and not all(t.dtype == ct and t.is_contiguous() for t in every):
+    if which == "c" and not all(t.is_contiguous() for t in every):
         which = "torch" if _setting() != "c" else "c-refused"
     if which == "c-refused":
-        raise RuntimeError("ZOLAB_KERNELS=c: the C backend needs contiguous tensors of the compute type")
+        raise RuntimeError("ZOLAB_KERNELS=c: the C backend needs contiguous tensors")
     if which == "triton" and not all(t.is_contiguous() for t in every):
         which = "torch"
     if which == "c":
         from zolab.kernels import codegen, cpu
 
         entry = codegen.compiled(program, ct, n)  # None: the VM runs it
-        return cpu.run_program(program, tensors, outputs, values, slots, ct, n, offset, entry)
+        return cpu.run_program(program, tensors, outputs, values, slots, ct, n, offset, entry, rounding)
     if which == "triton":
         from zolab.kernels import triton_kernels
 
-        return triton_kernels.run_program(program, tensors, outputs, values, slots, ct, n, offset)
+        return triton_kernels.run_program(program, tensors, outputs, values, slots, ct, n, offset, rounding)
     torch_slots = {k: (v.law, v.keys, v.coefs, v.offset) for k, v in slots.items()}
     results = prog.run_torch(program, tensors, values, torch_slots, n, offset, ct, device)
     for name, value in results.items():
         out = outputs[name]
+        if name in rounding:
+            index = torch.arange(offset, offset + n, dtype=torch.int64, device=device)
+            value = reference.round_half(value, out.dtype, rounding[name], index)
         out.copy_(value.view(out.shape))

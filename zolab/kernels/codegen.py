@@ -5,6 +5,7 @@ For a run over at least ``MIN_NUMEL`` elements, ``compiled`` writes the program 
 slots are drawn as the VM draws them, then one loop computes every instruction of an element in registers. The
 operations, their order and their rounding are the VM's (each rounded once in the compute type, no fused
 multiply-add, IEEE sqrt), so the bits are the same; the saving is the loads and stores between instructions.
+Half-precision tensors are widened into a chunk buffer and rounded back on store by ``zo_core.h``, as in the VM.
 The library is compiled with ``toolchain.library`` into the kernel cache, keyed by the generated source, so each
 program is compiled once per machine; ``ZOLAB_CODEGEN=0`` keeps the VM everywhere.
 """
@@ -55,7 +56,8 @@ def source(program, ct: torch.dtype) -> str:
     lines += [f"        W{j}[i] = r{index};" for j, (_, index) in enumerate(program.stores)]
     params = ([f"const {T} *restrict I{k}" for k in range(nin)] + [f"const {T} *restrict D{k}" for k in range(nslot)]
               + [f"{T} *restrict W{k}" for k in range(nout)] + [f"const {T} S{k}" for k in used])
-    args = ([f"({T} *)c->tensors[{k}] + s" for k in range(nin)] + [f"buf + {k} * VM_CHUNK" for k in range(nslot)]
+    args = ([f"LOAD_CHUNK({T}, c, {k}, buf + {nslot + nout + k} * VM_CHUNK, s, len)" for k in range(nin)]
+            + [f"buf + {k} * VM_CHUNK" for k in range(nslot)]
             + [f"buf + {nslot + k} * VM_CHUNK" for k in range(nout)] + [f"S{k}" for k in used])
     header = Path(__file__).with_name("zo_core.h").resolve()
     return "\n".join([
@@ -65,25 +67,25 @@ def source(program, ct: torch.dtype) -> str:
         "static void body(void *ctx, int64_t a, int64_t b, int tid) {",
         "    (void)tid;",
         "    Prog *c = (Prog *)ctx;",
-        f"    {T} *buf = ({T} *)malloc((size_t)({nslot + nout} + 1) * VM_CHUNK * sizeof({T}));",
+        f"    {T} *buf = ({T} *)malloc((size_t)({nslot + nout + nin} + 1) * VM_CHUNK * sizeof({T}));",
         "    if (!buf) { c->failed = 1; return; }",
         *[f"    const {T} S{k} = ({T})c->scalars[{k}];" for k in used],
         "    for (int64_t s = a; s < b; s += VM_CHUNK) {",
         "        const int64_t len = b - s < VM_CHUNK ? b - s : VM_CHUNK;",
         *[f"        draw_slot_{sfx}(c, {k}, buf + {k} * VM_CHUNK, s, len);" for k in range(nslot)],
         f"        chunk(len{''.join(', ' + a for a in args)});",
-        *[f"        memcpy(({T} *)c->tensors[{nin + k}] + s, buf + {nslot + k} * VM_CHUNK, (size_t)len * sizeof({T}));"
-          for k in range(nout)],
+        *[f"        STORE_CHUNK({T}, c, {nin + k}, buf + {nslot + k} * VM_CHUNK, s, len);" for k in range(nout)],
         "    }",
         "    free(buf);",
         "}",
         "int zo_generated(int dtype, int64_t n, uint64_t offset, int nins, const int32_t *ins, int nstore,",
         "                 const int32_t *stores, int nreg, void *const *tensors, const double *scalars,",
         "                 const int32_t *slot_law, const int32_t *slot_nk, const int32_t *slot_start,",
-        "                 const uint64_t *slot_offset, const uint64_t *keys, const double *coefs, int nthreads) {",
+        "                 const uint64_t *slot_offset, const uint64_t *keys, const double *coefs,",
+        "                 const int32_t *storage, const uint64_t *round_key, int nthreads) {",
         "    (void)dtype;",
         "    Prog c = {n, offset, nins, ins, nstore, stores, nreg, tensors, scalars, slot_law, slot_nk, slot_start,",
-        "              slot_offset, keys, coefs, 0};",
+        "              slot_offset, keys, coefs, storage, round_key, 0};",
         "    parallel(body, &c, n, nthreads);",
         "    return c.failed ? -1 : 0;",
         "}",

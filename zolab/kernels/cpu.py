@@ -20,7 +20,7 @@ SIGNATURES = {  # name: (argument types, result type)
     "zo_axpz": ([_c_p, _c_p, _c_i64, _c_u64, _c_int, _c_int, _c_int, _c_p, _c_p, _c_int], _c_int),
     "zo_sumsq": ([_c_i64, _c_u64, _c_int, _c_u64, _c_int], _c_dbl),
     "zo_rows_f32": ([_c_p, _c_p, _c_p, _c_i64, _c_i64, _c_int, _c_u64, _c_dbl, _c_int], _c_int),
-    "zo_program": ([_c_int, _c_i64, _c_u64, _c_int, _c_p, _c_int, _c_p, _c_int, *[_c_p] * 8, _c_int], _c_int),
+    "zo_program": ([_c_int, _c_i64, _c_u64, _c_int, _c_p, _c_int, _c_p, _c_int, *[_c_p] * 10, _c_int], _c_int),
     "zo_fill_rows": ([_c_p, _c_i64, _c_u64, _c_int, _c_int, _c_int, _c_p, _c_int], _c_int),
 }
 
@@ -78,13 +78,27 @@ def _encode(program):
     return encoded
 
 
-def run_program(program, tensors, outputs, scalars, slots, ct, n, offset, entry=None) -> None:
-    """``kernels.run`` on the C library (checked tensors: contiguous, compute type, CPU): ``entry`` is the
-    program compiled as C (``codegen.compiled``, same arguments as ``zo_program``), else the VM runs it."""
+def storage(t, stochastic: bool) -> int:
+    """A tensor's storage code in ``zo_core.h`` (ST_*): the compute type, or bfloat16/float16 rounded to nearest
+    or stochastically."""
     import torch
 
+    half = {torch.bfloat16: 1, torch.float16: 3}.get(t.dtype)
+    return 0 if half is None else half + int(stochastic)
+
+
+def run_program(program, tensors, outputs, scalars, slots, ct, n, offset, entry=None, rounding=None) -> None:
+    """``kernels.run`` on the C library (checked tensors: contiguous, the compute type or half beside float32,
+    CPU): ``entry`` is the program compiled as C (``codegen.compiled``, same arguments as ``zo_program``), else
+    the VM runs it; ``rounding``: output name -> key of its stochastic rounding."""
+    import torch
+
+    rounding = rounding or {}
     ins, stores, nreg, (inputs, outs) = _encode(program)
     order = [tensors[k] for k in inputs] + [outputs[k] for k in outs]
+    names = [None] * len(inputs) + outs
+    codes = [storage(t, name in rounding) for t, name in zip(order, names)]
+    round_keys = [int(rounding.get(name, 0)) if name else 0 for name in names]
     ptrs = (ctypes.c_void_p * len(order))(*[t.data_ptr() for t in order])
     sc = (ctypes.c_double * max(1, len(scalars)))(*[float(v) for v in scalars])
     law, nk, start, base, keys, coefs = [], [], [], [], [], []
@@ -103,6 +117,7 @@ def run_program(program, tensors, outputs, scalars, slots, ct, n, offset, entry=
         _c_int(0 if ct == torch.float32 else 1), _c_i64(n), _c_u64(int(offset)), _c_int(len(program.nodes)), ins,
         _c_int(len(program.stores)), stores, _c_int(nreg), ptrs, sc, (i32 * max(1, len(law)))(*law),
         (i32 * max(1, len(nk)))(*nk), (i32 * max(1, len(start)))(*start), (u64 * max(1, len(base)))(*base),
-        (u64 * max(1, len(keys)))(*keys), (f64 * max(1, len(coefs)))(*coefs), _c_int(torch.get_num_threads()))
+        (u64 * max(1, len(keys)))(*keys), (f64 * max(1, len(coefs)))(*coefs), (i32 * len(codes))(*codes),
+        (u64 * len(round_keys))(*round_keys), _c_int(torch.get_num_threads()))
     if rc != 0:
         raise RuntimeError(f"zolab's C program kernel failed ({rc}): out of memory, or an unknown instruction")

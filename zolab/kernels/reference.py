@@ -154,3 +154,47 @@ def draw_at(key: int, index: torch.Tensor, law: str = "gaussian") -> torch.Tenso
     u1 = ((w1 >> 8) + 1).to(torch.float32) * TWO_M24
     r = sqrt_rn(log_unit(u1) * -2.0)
     return r * turn(w2, (index & 1) == 1)
+
+
+# ---------------------------------------------------------------------------------------------- half storage
+HALF = (torch.bfloat16, torch.float16)
+
+
+def round_half(x: torch.Tensor, dtype: torch.dtype, key: int | None = None, index: torch.Tensor | None = None):
+    """float32 ``x`` stored as bfloat16 or float16, every backend's rounding, on the bits of x.
+
+    ``key`` None: to nearest, ties to even (torch's conversion). Otherwise stochastic: |x| rounds up to the next
+    value of ``dtype`` with probability (|x| − the value below)/(their spacing), from the 32 counter bits
+    w = w1(key, i) of element index i (``index``): bfloat16 adds w's low 16 bits to x's and keeps the top 16;
+    float16 adds w's low 13 bits where its spacing is x's 2^13 ulps (|x| ≥ 2^-14), and in its subnormal range
+    (spacing 2^-24) rounds up when (w >> 8)·2^-24 < the fraction of |x|·2^24. Unbiased up to 2^-24 of a
+    spacing; the carry into the exponent is the next value, past the largest one infinity. NaN stays NaN."""
+    if dtype not in HALF:
+        raise ValueError(f"round_half to {dtype}; allowed: {list(HALF)}")
+    bits = x.float().contiguous().view(torch.int32).to(torch.int64) & M32
+    sign, a = (bits >> 16) & 0x8000, bits & 0x7FFFFFFF
+    w = words(key, index.to(torch.int64))[0] if key is not None else None
+    if dtype == torch.bfloat16:
+        add = (a >> 16 & 1) + 0x7FFF if w is None else w & 0xFFFF
+        h = (a + add) >> 16
+        nan = 0x7FC0
+    else:
+        add = (a >> 13 & 1) + 0xFFF if w is None else w & 0x1FFF
+        r = (a + add) & ~0x1FFF
+        normal = torch.where(r >= 0x47800000, 0x7C00, (r >> 13) - (112 << 10))  # 2^16 and beyond: infinity
+        s = torch.minimum(a, torch.tensor(0x38800000)).to(torch.int32).view(torch.float32) * 2.0**24  # exact
+        k = s.trunc()
+        frac = s - k
+        if w is None:
+            up = (frac > 0.5) | ((frac == 0.5) & (k.to(torch.int64) % 2 == 1))
+        else:
+            up = (w >> 8).to(torch.float32) * TWO_M24 < frac
+        h = torch.where(a >= 0x38800000, normal, k.to(torch.int64) + up.to(torch.int64))
+        nan = 0x7E00
+    h = sign | torch.where(a > 0x7F800000, nan, h)
+    return h.to(torch.uint16).view(dtype).view(x.shape)
+
+
+def widen(t: torch.Tensor) -> torch.Tensor:
+    """A bfloat16/float16 tensor as float32 (exact); float32/float64 as they are."""
+    return t.float() if t.dtype in HALF else t

@@ -89,6 +89,27 @@ if triton is not None:
         return y
 
     @triton.jit
+    def _round_sr(x, key, idx, F16: tl.constexpr):
+        """float32 x stored as float16 (F16) or bfloat16, rounded stochastically with the counter bits of
+        (key, idx): ``reference.round_half``'s bits."""
+        w = _word1((key & 0xFFFFFFFF).to(tl.uint32), ((key >> 32) & 0xFFFFFFFF).to(tl.uint32), idx)
+        b = x.to(tl.uint32, bitcast=True)
+        a = b & 0x7FFFFFFF
+        sign = (b >> 16) & 0x8000
+        if F16:
+            r = (a + (w & 0x1FFF)) & 0xFFFFE000
+            normal = tl.where(r >= 0x47800000, 0x7C00, (r >> 13) - (112 << 10))
+            s = tl.minimum(a, 0x38800000).to(tl.float32, bitcast=True) * 16777216.0  # subnormal range, exact
+            k = s.to(tl.uint32)
+            up = ((w >> 8).to(tl.float32) * 5.9604644775390625e-08 < s - k.to(tl.float32)).to(tl.uint32)
+            h = tl.where(a > 0x7F800000, 0x7E00, tl.where(a >= 0x38800000, normal, k + up))
+            y = (sign | h).to(tl.uint16).to(tl.float16, bitcast=True)
+        else:
+            h = tl.where(a > 0x7F800000, 0x7FC0, (a + (w & 0xFFFF)) >> 16)
+            y = (sign | h).to(tl.uint16).to(tl.bfloat16, bitcast=True)
+        return y
+
+    @triton.jit
     def _word1(k0, k1, j):
         lo = (j & 0xFFFFFFFF).to(tl.uint32)
         hi = (j >> 32).to(tl.uint32)
@@ -196,12 +217,14 @@ _EXPR = {"add": "({} + {})", "sub": "({} - {})", "mul": "({} * {})", "neg": "(-{
          "gt": "({} > {}).to(CT)", "lt": "({} < {}).to(CT)"}
 
 
-def _source(program, slot_sizes: tuple, slot_laws: tuple, n_tensors: int, bf16: tuple, f64: bool) -> str:
-    """A Triton kernel for one program: its instructions unrolled, each draw slot's keys in a static loop."""
+def _source(program, slot_sizes: tuple, slot_laws: tuple, n_tensors: int, bf16: tuple, f64: bool,
+            stochastic: tuple = ()) -> str:
+    """A Triton kernel for one program: its instructions unrolled, each draw slot's keys in a static loop.
+    ``stochastic``: per output, None or its storage ("bfloat16"/"float16") rounded stochastically, key R[j]."""
     ct = "tl.float64" if f64 else "tl.float32"
-    args = ", ".join([f"T{i}" for i in range(n_tensors)] + ["S", "K", "C", "O", "n", "offset"])
+    args = ", ".join([f"T{i}" for i in range(n_tensors)] + ["S", "K", "C", "O", "R", "n", "offset"])
     lines = ["import triton", "import triton.language as tl",
-             "from zolab.kernels.triton_kernels import _cast_out, _draw", "", "",
+             "from zolab.kernels.triton_kernels import _cast_out, _draw, _round_sr", "", "",
              "@triton.jit", f"def kernel({args}, BLOCK_SIZE: tl.constexpr):",
              f"    CT: tl.constexpr = {ct}",
              "    pid = tl.program_id(0).to(tl.int64)",
@@ -246,9 +269,12 @@ def _source(program, slot_sizes: tuple, slot_laws: tuple, n_tensors: int, bf16: 
                 expr = f"tl.full([BLOCK_SIZE], {expr}, CT)"
         lines.append(f"    r{k} = {expr}")
     for j, (_, k) in enumerate(program.stores):
-        t = len(program.inputs) + j
-        lines.append(f"    tl.store(T{t} + i, _cast_out(r{k} + tl.zeros([BLOCK_SIZE], dtype=CT), T{t}, "
-                     f"{bool(bf16[t])}), mask=mask)")
+        t, value = len(program.inputs) + j, f"r{k} + tl.zeros([BLOCK_SIZE], dtype=CT)"
+        if j < len(stochastic) and stochastic[j]:
+            value = f"_round_sr({value}, tl.load(R + {j}), offset + i, {stochastic[j] == 'float16'})"
+        else:
+            value = f"_cast_out({value}, T{t}, {bool(bf16[t])})"
+        lines.append(f"    tl.store(T{t} + i, {value}, mask=mask)")
     return "\n".join(lines) + "\n"
 
 
@@ -272,18 +298,23 @@ def _compiled(source: str):
     return _PROGRAMS[tag]
 
 
-def run_program(program, tensors, outputs, scalars, slots, ct, n, offset) -> None:
-    """``kernels.run`` as a Triton kernel generated from the program (contiguous tensors, checked)."""
+def run_program(program, tensors, outputs, scalars, slots, ct, n, offset, rounding=None) -> None:
+    """``kernels.run`` as a Triton kernel generated from the program (contiguous tensors, checked);
+    ``rounding``: output name -> key of its stochastic rounding."""
+    rounding = rounding or {}
     order = [tensors[k] for k in program.inputs] + [outputs[k] for k, _ in program.stores]
     device = order[-1].device
     sizes = tuple(len(slots[k].keys) for k in program.slots)
     bf16 = tuple(t.dtype == torch.bfloat16 for t in order)
     laws = tuple(reference.LAWS.index(slots[k].law) for k in program.slots)
-    kernel = _compiled(_source(program, sizes, laws, len(order), bf16, ct == torch.float64))
+    stochastic = tuple(str(outputs[k].dtype)[6:] if k in rounding else None for k, _ in program.stores)
+    round_keys = [int(rounding.get(k, 0)) for k, _ in program.stores] or [0]
+    r = _to_device(torch.tensor([k - 2**64 if k >= 2**63 else k for k in round_keys], dtype=torch.int64), device)
+    kernel = _compiled(_source(program, sizes, laws, len(order), bf16, ct == torch.float64, stochastic))
     keys = [k for name in program.slots for k in slots[name].keys] or [0]
     coefs = [c for name in program.slots for c in slots[name].coefs] or [0.0]
     s = _coefs(list(scalars) or [0.0], ct, device)
     o = _to_device(torch.tensor([int(slots[k].offset) for k in program.slots] or [0], dtype=torch.int64), device)
     kernel[(triton.cdiv(n, BLOCK),)](*order, s, _keys(keys, device),
-                                     _coefs(coefs, ct, device), o, n, int(offset), BLOCK_SIZE=BLOCK,
+                                     _coefs(coefs, ct, device), o, r, n, int(offset), BLOCK_SIZE=BLOCK,
                                      enable_fp_fusion=False)

@@ -234,11 +234,58 @@ static void gauss_pairs(uint32_t k0, uint32_t k1, uint64_t j0, int np, float *re
     }
 GAUSS_RANGE(gauss_range_f32, float)
 GAUSS_RANGE(gauss_range_f64, double)
+/* ---------------------------------------------------------------- half storage (reference.round_half)
+ * A float32 compute type may load and store bfloat16/float16 tensors: loads widen exactly, stores round to
+ * nearest even (torch's conversion) or stochastically with the counter bits w1(key, element index). */
+enum { ST_SAME, ST_BF16, ST_BF16_SR, ST_F16, ST_F16_SR };
+
+static inline uint16_t round_bf16(float x, int sr, uint32_t w) {
+    uint32_t b = float_to_bits(x), a = b & 0x7FFFFFFFu, sign = (b >> 16) & 0x8000u;
+    uint32_t add = sr ? (w & 0xFFFFu) : ((a >> 16) & 1u) + 0x7FFFu;
+    return (uint16_t)(sign | (a > 0x7F800000u ? 0x7FC0u : (a + add) >> 16));
+}
+
+static inline uint16_t round_f16(float x, int sr, uint32_t w) {
+    uint32_t b = float_to_bits(x), a = b & 0x7FFFFFFFu, sign = (b >> 16) & 0x8000u;
+    if (a > 0x7F800000u) return (uint16_t)(sign | 0x7E00u);
+    if (a >= 0x38800000u) { /* |x| >= 2^-14: float16's spacing is 2^13 of x's ulps */
+        uint32_t r = (a + (sr ? (w & 0x1FFFu) : ((a >> 13) & 1u) + 0xFFFu)) & ~0x1FFFu;
+        return (uint16_t)(sign | (r >= 0x47800000u ? 0x7C00u : (r >> 13) - (112u << 10)));
+    }
+    float s = bits_to_float(a) * 0x1p24f; /* subnormal range: multiples of 2^-24, exact */
+    float k = (float)(uint32_t)s, frac = s - k;
+    uint32_t up = sr ? (float)(w >> 8) * 0x1p-24f < frac : (frac > 0.5f) | ((frac == 0.5f) & ((uint32_t)k & 1u));
+    return (uint16_t)(sign | ((uint32_t)k + up));
+}
+
+static inline float widen_f16(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1Fu, m = h & 0x3FFu;
+    if (e == 0) { float f = (float)m * 0x1p-24f; return sign ? -f : f; }
+    return bits_to_float(sign | (e == 0x1Fu ? 0x7F800000u | (m << 13) : ((e + 112u) << 23) | (m << 13)));
+}
+
+static void load_half(float *restrict d, const uint16_t *restrict src, int64_t len, int st) {
+    if (st <= ST_BF16_SR) for (int64_t i = 0; i < len; i++) d[i] = bits_to_float((uint32_t)src[i] << 16);
+    else for (int64_t i = 0; i < len; i++) d[i] = widen_f16(src[i]);
+}
+
+/* Elements idx0 … idx0 + len − 1 of the run (their indices key the stochastic bits). */
+static void store_half(uint16_t *restrict dst, const float *restrict src, int64_t len, int st, uint64_t key,
+                       uint64_t idx0) {
+    const uint32_t k0 = (uint32_t)key, k1 = (uint32_t)(key >> 32);
+    const int sr = st == ST_BF16_SR || st == ST_F16_SR;
+    if (st <= ST_BF16_SR)
+        for (int64_t i = 0; i < len; i++) dst[i] = round_bf16(src[i], sr, sr ? word1(k0, k1, idx0 + (uint64_t)i) : 0);
+    else
+        for (int64_t i = 0; i < len; i++) dst[i] = round_f16(src[i], sr, sr ? word1(k0, k1, idx0 + (uint64_t)i) : 0);
+}
+
 /* ---------------------------------------------------------------- element-wise programs (program.py)
  * A traced program runs CHUNK elements at a time: each instruction is a plain loop over registers that stay in
  * cache (the compiler vectorises each loop), draw slots are rebuilt chunk by chunk (never stored), stores run
- * last in each chunk, so an output may be one of the inputs (in place). Every tensor is in the compute type
- * (the Python entry checks dtype, size, layout and device before anything reaches this code). */
+ * last in each chunk, so an output may be one of the inputs (in place). Every tensor is in the compute type or,
+ * beside float32, in half storage (``storage``: ST_*, per tensor; ``round_key``: a stochastic store's key); the
+ * Python entry checks dtype, size, layout and device before anything reaches this code. */
 enum { OP_INPUT, OP_DRAW, OP_NEG, OP_SQRT, OP_SIGN, OP_ABS, OP_ADD, OP_SUB, OP_MUL, OP_DIV, OP_MAX, OP_MIN,
        OP_GT, OP_LT, OP_WHERE };
 #define VM_CHUNK 2048
@@ -249,8 +296,23 @@ typedef struct {
     int nstore; const int32_t *stores; /* 2 per store: tensor, register */
     int nreg; void *const *tensors; const double *scalars;
     const int32_t *slot_law, *slot_nk, *slot_start; const uint64_t *slot_offset, *keys; const double *coefs;
+    const int32_t *storage; const uint64_t *round_key;
     int failed;
 } Prog;
+
+/* Tensor t's elements s … s + len − 1 of the run, from or to a chunk of the compute type T. A load returns
+ * the tensor's own memory when it is of type T, else it widens into ``tmp``. */
+#define LOAD_CHUNK(T, c, t, tmp, s, len)                                                        \
+    (sizeof(T) == 4 && (c)->storage[t] != ST_SAME                                               \
+         ? (load_half((float *)(tmp), (const uint16_t *)(c)->tensors[t] + (s), (len), (c)->storage[t]), (const T *)(tmp)) \
+         : (const T *)(c)->tensors[t] + (s))
+#define STORE_CHUNK(T, c, t, buf, s, len)                                                       \
+    do {                                                                                        \
+        if (sizeof(T) == 4 && (c)->storage[t] != ST_SAME)                                       \
+            store_half((uint16_t *)(c)->tensors[t] + (s), (const float *)(buf), (len), (c)->storage[t], \
+                       (c)->round_key[t], (c)->offset + (uint64_t)(s));                         \
+        else memcpy((T *)(c)->tensors[t] + (s), (buf), (size_t)(len) * sizeof(T));              \
+    } while (0)
 
 
 /* Draw slot sl (Σ_k coef_k z(key_k)) for elements s … s + len − 1 of the run into d. */

@@ -74,7 +74,9 @@ int zo_axpz(void *out, const void *base, int64_t n, uint64_t offset, int dtype, 
             const int op = in[0], kinds = in[5];                                                \
             T *d = regs + (int64_t)in[1] * VM_CHUNK;                                            \
             if (op == OP_INPUT) {                                                               \
-                memcpy(d, (const T *)c->tensors[in[2]] + s, (size_t)len * sizeof(T));           \
+                if (sizeof(T) == 4 && c->storage[in[2]] != ST_SAME)                                 \
+                    load_half((float *)d, (const uint16_t *)c->tensors[in[2]] + s, len, c->storage[in[2]]); \
+                else memcpy(d, (const T *)c->tensors[in[2]] + s, (size_t)len * sizeof(T));      \
                 continue;                                                                       \
             }                                                                                   \
             if (op == OP_DRAW) { DRAW_SLOT(c, in[2], d, s, len); continue; }                    \
@@ -119,7 +121,7 @@ int zo_axpz(void *out, const void *base, int64_t n, uint64_t offset, int dtype, 
         }                                                                                       \
         for (int q = 0; q < c->nstore; q++) {                                                   \
             const int32_t *st = c->stores + 2 * q;                                              \
-            memcpy((T *)c->tensors[st[0]] + s, regs + (int64_t)st[1] * VM_CHUNK, (size_t)len * sizeof(T)); \
+            STORE_CHUNK(T, c, st[0], regs + (int64_t)st[1] * VM_CHUNK, s, len);                 \
         }                                                                                       \
     }                                                                                           \
     free(regs); free(sc);
@@ -132,9 +134,10 @@ static void prog_f64(void *ctx, int64_t a, int64_t b, int tid) { (void)tid; VM_B
 int zo_program(int dtype, int64_t n, uint64_t offset, int nins, const int32_t *ins, int nstore,
                const int32_t *stores, int nreg, void *const *tensors, const double *scalars,
                const int32_t *slot_law, const int32_t *slot_nk, const int32_t *slot_start,
-               const uint64_t *slot_offset, const uint64_t *keys, const double *coefs, int nthreads) {
+               const uint64_t *slot_offset, const uint64_t *keys, const double *coefs, const int32_t *storage,
+               const uint64_t *round_key, int nthreads) {
     Prog c = {n, offset, nins, ins, nstore, stores, nreg, tensors, scalars, slot_law, slot_nk, slot_start,
-              slot_offset, keys, coefs, 0};
+              slot_offset, keys, coefs, storage, round_key, 0};
     parallel(dtype == 0 ? prog_f32 : prog_f64, &c, n, nthreads);
     return c.failed ? -1 : 0;
 }

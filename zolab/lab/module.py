@@ -201,7 +201,7 @@ class ZOModule(EvaluationLogging, L.LightningModule):
                 hp.update({f"{k}{i}" if k != "betas" else f"beta{i + 1}": x for i, x in enumerate(v)})
             else:
                 hp[k] = v
-        for k in ("num_queries", "estimator", "scale", "seed", "nonfinite"):
+        for k in ("num_queries", "estimator", "scale", "seed", "nonfinite", "state_dtype", "state_rounding"):
             hp[k] = getattr(opt, k, None)
         hp["granularity"] = opt.block_plan.granularity
         hp["directions"] = opt.sampler.name

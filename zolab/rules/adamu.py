@@ -1,6 +1,7 @@
 """ZO-AdaMU: directions adapted by a momentum of past directions, with annealed weights (docs/algorithms.md §3.7)."""
 
 from zolab.engine.checks import check_betas, check_range
+from zolab.engine.groups import compute_type
 from zolab.engine.ops import sqrt
 from zolab.engine.samplers import Gaussian
 from zolab.engine.schedules import adamu_schedules
@@ -105,4 +106,5 @@ class ZOAdaMU(ZOOptimizer):
         """ĝ = (c/K) p u_t; after the step u_t is the momentum m_t."""
         if self.record is None:
             raise RuntimeError("no step taken yet")
-        return {r.name: self.state[r.param]["m"] * b.coefficients(r)[0] for b in self.record.blocks for r in b.refs}
+        return {r.name: self.state[r.param]["m"].to(compute_type(r.param)) * b.coefficients(r)[0]
+                for b in self.record.blocks for r in b.refs}

@@ -16,27 +16,22 @@ from __future__ import annotations
 
 import torch
 
-from zolab.engine import groups, resume
+from zolab.engine import groups, resume, storage
 from zolab.engine.blocks import BlockPlan
 from zolab.engine.checks import check_choice, check_int, check_step
 from zolab.engine.directions import make_directions
 from zolab.engine.estimator import BlockEstimate, Estimator, Query
-from zolab.engine.groups import ParamRef, compute_type
+from zolab.engine.groups import ParamRef
 from zolab.engine.ops import hyper_values
 from zolab.engine.perturb import Perturber
 from zolab.engine.record import StepRecord
 from zolab.engine.samplers import DirectionSampler  # a config's directions (objects also: see make_directions)
 from zolab.engine.schedules import current_values, is_scheduled, resolve
 from zolab.engine.scratch import Scratch
-from zolab.engine.update import Transaction, Updater, sgd
+from zolab.engine.update import NonFiniteLoss, Transaction, Updater, sgd
 
 NONFINITE = ("raise", "skip", "ignore")
 WEIGHT_DECAY_MODES = ("decoupled", "coupled")
-
-
-class _NonFinite(Exception):
-    def __init__(self, block: str, losses: torch.Tensor):
-        self.block, self.losses = block, losses
 
 
 class ZOOptimizer(torch.optim.Optimizer):
@@ -67,6 +62,8 @@ class ZOOptimizer(torch.optim.Optimizer):
         updated, as ZO-Bench's block-wise ZO; atomic: updates go to spare tensors until every block has a
         finite loss) or k >= 2 with ``"uniform_subset"`` (k random blocks estimated jointly, LeZO).
     granularity: ``"model"`` or ``"tensor"`` (R-AdaZO's code: each tensor its own block, all per step).
+    state_dtype: ``"float32"`` (float64 for float64 parameters), ``"bfloat16"`` or ``"float16"``: the storage of
+        d-sized state, maths in float32; ``state_rounding``: ``"stochastic"`` or ``"nearest"`` (zolab.engine.storage).
 
     Parameters may be given as ``model.named_parameters()`` (needed for ``blocks="module"``/regexes); a param
     group may hold shards of larger tensors (``shards``, FSDP2's DTensors: ``zolab.engine.groups``).
@@ -75,13 +72,17 @@ class ZOOptimizer(torch.optim.Optimizer):
     label = ""  # the rule's display name in tables and figures (e.g. "ZO-SGD"); the class name when empty
     static_options: tuple[str, ...] = ()  # a rule's own options that fix its maths (saved and checked on load)
     directions_name = "custom"  # the record's name for a rule's own directions (``own_direction``)
+    squared_state: tuple[str, ...] = ()  # state holding squares of ĝ: float16 cannot (zolab.engine.storage)
 
     def __init__(self, params, defaults: dict, *, num_queries: int = 1, estimator: str = "central",
                  directions: str | DirectionSampler = "gaussian", scale: str | None = None,
                  weight_decay_mode: str = "decoupled", seed: int = 0, nonfinite: str = "raise", blocks=None,
                  block_selection: str = "permutation", blocks_per_step: int | str = 1, granularity: str = "model",
-                 rng: str = "counter", perturb: str = "auto", chunk_numel: int = 1 << 21):
+                 rng: str = "counter", perturb: str = "auto", chunk_numel: int = 1 << 21,
+                 state_dtype: str = "float32", state_rounding: str = "stochastic"):
         check_int("seed", seed, 0, 2**64)
+        storage.check(self.label or type(self).__name__, state_dtype, state_rounding, self.squared_state)
+        self.state_dtype, self.state_rounding = state_dtype, state_rounding
         check_choice("weight_decay_mode", weight_decay_mode, WEIGHT_DECAY_MODES)
         check_choice("nonfinite", nonfinite, NONFINITE)
         self.block_plan = BlockPlan(blocks, block_selection, blocks_per_step, granularity)
@@ -156,6 +157,7 @@ class ZOOptimizer(torch.optim.Optimizer):
             refs = [r for r in groups.refs(self.param_groups) if r.param.requires_grad]
             self._partition = self.block_plan.partition(refs, any("param_names" in g for g in self.param_groups))
             getattr(self.grad_estimator.directions, "check", lambda refs: None)(refs)  # what it cannot perturb
+            storage.check_refs(self, refs)  # half state: not for float64 parameters nor eager updates
         return self._partition
 
     def blocks_of_step(self, t: int) -> list[tuple[str, list[ParamRef]]]:
@@ -177,15 +179,15 @@ class ZOOptimizer(torch.optim.Optimizer):
 
     # ---------------------------------------------------------------- state and scratch
     def state_spec(self, ref: ParamRef, name: str) -> tuple[tuple, torch.dtype] | None:
-        """(shape, dtype) of state ``name`` of this tensor: its shape in the compute type (float32 for half
-        tensors) unless the rule says otherwise; load_state_dict refuses other saved state (None: any)."""
-        return tuple(ref.param.shape), compute_type(ref.param)
+        """(shape, dtype) of state ``name`` of this tensor: its shape in ``state_dtype``'s type unless the rule
+        says otherwise (then its own dtype); load_state_dict refuses other saved state (None: any)."""
+        return tuple(ref.param.shape), storage.dtype_of(self.state_dtype, ref.param)
 
     def state_tensor(self, ref: ParamRef, name: str, shape=None, dtype=None) -> torch.Tensor:
         """State ``name`` of this tensor, zeros of ``state_spec`` (or ``shape``, ``dtype``) when new."""
         state, p = self.state[ref.param], ref.param
         if name not in state:
-            spec = self.state_spec(ref, name) or (p.shape, compute_type(p))
+            spec = self.state_spec(ref, name) or (p.shape, storage.dtype_of(self.state_dtype, p))
             state[name] = torch.zeros(spec[0] if shape is None else shape, dtype=dtype or spec[1], device=p.device)
         return state[name]
 
@@ -270,7 +272,7 @@ class ZOOptimizer(torch.optim.Optimizer):
                 self.zo["forwards"] += est.forwards * getattr(self.grad_estimator.parallel, "data", 1)
                 estimates.append(est)
                 if self.nonfinite != "ignore" and not bool(torch.isfinite(est.losses).all()):  # the one host sync
-                    raise _NonFinite(block, est.losses)
+                    raise NonFiniteLoss(block, est.losses)
                 self.updater.apply(est, tx)
         except BaseException as err:  # put back what the step changed; the spent forwards stay counted
             if tx is not None:
@@ -278,12 +280,10 @@ class ZOOptimizer(torch.optim.Optimizer):
             forwards = self.zo["forwards"]
             self.zo.clear()
             self.zo.update(zo_before, forwards=forwards)
-            if not isinstance(err, _NonFinite):
+            if not isinstance(err, NonFiniteLoss):
                 raise
             if self.nonfinite == "raise":
-                raise FloatingPointError(
-                    f"non-finite loss at step {t} (block {err.block!r}): losses {err.losses.tolist()}; parameters "
-                    "are unchanged; pass nonfinite='skip' to skip such steps") from None
+                raise err.error(t) from None
             skipped = True
             self.zo["skipped"] += 1
         if tx is not None:

@@ -36,6 +36,7 @@ class RAdaZO(ZOOptimizer):
 
     label = "R-AdaZO"  # the name tables and figures print
 
+    squared_state = ("v",)  # second moments: not in float16 (zolab.engine.storage)
     static_options = ("v_warmup_steps", "eps_inside_sqrt")
 
     def __init__(self, params, lr=1e-3, mu=1e-3, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.0,

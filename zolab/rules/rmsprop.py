@@ -19,6 +19,7 @@ class ZORMSProp(ZOOptimizer):
 
     label = "ZO-RMSProp"  # the name tables and figures print
 
+    squared_state = ("v",)  # second moments: not in float16 (zolab.engine.storage)
     static_options = ("eps_inside_sqrt",)
 
     def __init__(self, params, lr=1e-3, mu=1e-3, beta=0.99, eps=1e-8, weight_decay=0.0,
