@@ -1,8 +1,9 @@
-"""The ``zolab`` command's one dispatcher: ``sweep`` and ``claims`` to their modules, the rest to the fit CLI.
+"""The ``zolab`` command's one dispatcher: ``sweep``, ``claims``, ``leaderboard`` to their modules, the rest to fit.
 
     zolab fit | validate | test ...   # zolab.lab.cli (LightningCLI)
     zolab sweep FILE ...               # zolab.lab.sweep
     zolab claims ...                   # zolab.claims: answers without importing torch or Lightning
+    zolab leaderboard ...              # zolab.claims.leaderboard_page: every rule at equal forwards
 
 ``python -m zolab.entry ...`` is the same command (what sweeps' subprocesses and tests start).
 """
@@ -30,6 +31,10 @@ def _dispatch(args: list[str], argv) -> int:
         from zolab.claims import main as claims_main
 
         return claims_main(args[1:])
+    if args[:1] == ["leaderboard"]:
+        from zolab.claims.leaderboard_page import main as leaderboard_main
+
+        return leaderboard_main(args[1:])
     if args[:1] == ["sweep"]:
         from zolab.lab.sweep import main as sweep_main
 
