@@ -93,10 +93,11 @@ def testbed_section(root: Path, experiments: Path, p: Protocol, fig_path: Path |
                   for r in missing]
     cpu = cpu_record(root, p)
     total = sum(r.cpu_seconds for r in rows) + float(cpu.get("probe", 0))
+    per_rule = ", ".join(f"{r.label} {r.cpu_seconds / 60:.1f}" for r in sorted(rows, key=lambda r: r.key)
+                         if r.cpu_seconds) or "none recorded"
     lines += ["", f"Cost: {total / 60:.0f} CPU-minutes recorded in `{p.folder}/{CPU_FILE}` by `--run` (the probe "
-              f"{float(cpu.get('probe', 0)) / 60:.1f}; per rule, its tuning and seeds: "
-              + ", ".join(f"{r.label} {r.cpu_seconds / 60:.1f}" for r in sorted(rows, key=lambda r: r.key)
-                          if r.cpu_seconds) + f"); planned {p.planned_hours:g} CPU-hours for 20 rules and Adam."]
+              f"{float(cpu.get('probe', 0)) / 60:.1f}; per rule, its tuning and seeds: {per_rule}); planned "
+              f"{p.planned_hours:g} CPU-hours for 20 rules and Adam."]
     return lines, fig
 
 
@@ -127,7 +128,7 @@ def main(argv=None) -> int:
     parser.add_argument("--write", metavar="MD", help="write the page (figures in figures/ beside it)")
     args = parser.parse_args(argv)
     try:
-        experiments = find_experiments(args.experiments, ["leaderboard/t1.yaml"])
+        experiments = find_experiments(args.experiments, [f"leaderboard/{t}.yaml" for t in args.testbed or ["t1"]])
         names = args.testbed or testbeds(experiments)
         for name in names:
             load_protocol(experiments, name)
