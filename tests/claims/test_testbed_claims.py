@@ -89,3 +89,9 @@ def test_the_scoreboard_shows_a_testbed_part_not_run_then_incomplete_then_read(t
     assert row.verdict == "incomplete" and "mezo_bcd: not run" in row.state(selection[0][1][0])
     L.complete(root, experiments, p, "mezo_bcd", peaked(0.75))
     assert score(root, experiments, selection)[0].verdict == "holds"
+    from zolab.claims.leaderboard_page import page
+
+    page(root, experiments, ["t1"], root.parent / "leaderboard.md")
+    text = (root.parent / "leaderboard.md").read_text()
+    assert "| [B1](claims.md#b1) MeZO-BCD: MeZO's accuracy, faster per iteration | **holds** | test accuracy" in text
+    assert "| [R6](claims.md#r6)" in text and "| **not run** | not run |" in text  # R6's rules have no runs

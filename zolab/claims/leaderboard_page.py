@@ -91,6 +91,7 @@ def testbed_section(root: Path, experiments: Path, p: Protocol, fig_path: Path |
                   f"{p.testbed} --rules KEY` runs them):", ""]
         lines += [f"- {r.label} (`{r.key}`): {r.runs.state}" + (f": {'; '.join(r.runs.notes)}" if r.runs.notes else "")
                   for r in missing]
+    lines += claims_section(root, experiments, p)
     cpu = cpu_record(root, p)
     total = sum(r.cpu_seconds for r in rows) + float(cpu.get("probe", 0))
     per_rule = ", ".join(f"{r.label} {r.cpu_seconds / 60:.1f}" for r in sorted(rows, key=lambda r: r.key)
@@ -99,6 +100,27 @@ def testbed_section(root: Path, experiments: Path, p: Protocol, fig_path: Path |
               f"{float(cpu.get('probe', 0)) / 60:.1f}; per rule, its tuning and seeds: {per_rule}); planned "
               f"{p.planned_hours:g} CPU-hours for 20 rules and Adam."]
     return lines, fig
+
+
+def claims_section(root: Path, experiments: Path, p: Protocol) -> list[str]:
+    """The registry's claim parts that read this testbed's runs (zolab.claims.testbeds), with their verdicts."""
+    from zolab.claims.board import score
+    from zolab.claims.registry import CLAIMS
+
+    selection = [(c, [x for x in c.parts if x.name == p.testbed]) for c in CLAIMS]
+    rows = score(root, experiments, [(c, parts) for c, parts in selection if parts])
+    if not rows:
+        return []
+    lines = ["", f"The papers' claims on {p.testbed.upper()} (docs/claims.md: their rules and power rules, written "
+             f"before these runs; `zolab claims ID.{p.testbed}` prints the same):", "",
+             "| claim | verdict | zolab | power |", "|---|---|---|---|"]
+    for row in rows:
+        part = row.claim.parts[[x.name for x in row.claim.parts].index(p.testbed)]
+        res = row.results.get(p.testbed)
+        text = f"{res.number}" + (f" ({res.detail})" if res.detail else "") if res else row.state(part)
+        lines.append(f"| [{row.claim.id}](claims.md#{row.claim.id.lower()}) {row.claim.statement} | "
+                     f"**{res.verdict if res else row.verdict}** | {text} | {res.power if res else ''} |")
+    return lines
 
 
 def print_tables(root: Path, experiments: Path, names: list[str], keys: list[str] | None) -> None:
