@@ -95,3 +95,17 @@ def test_the_scoreboard_shows_a_testbed_part_not_run_then_incomplete_then_read(t
     text = (root.parent / "leaderboard.md").read_text()
     assert "| [B1](claims.md#b1) MeZO-BCD: MeZO's accuracy, faster per iteration | **holds** | test accuracy" in text
     assert "| [R6](claims.md#r6)" in text and "| **not run** | not run |" in text  # R6's rules have no runs
+
+
+def test_the_claims_page_counts_each_leaderboard_rule_once_in_its_cost(t1):
+    root, experiments, p = t1
+    (root / p.folder).mkdir(parents=True)
+    (root / p.folder / "cpu_seconds.yaml").write_text(
+        "probe: 60\nzo_sgd: {tune: 120, seed1: 60}\nzo_adamu: {tune: 240}\nmezo_bcd: {tune: 300}\n")
+    from zolab.claims.docs import write_docs
+
+    parts = [(claim_by_id(c), [x for x in claim_by_id(c).parts if x.name == "t1"]) for c in ("A1", "B1")]
+    write_docs(score(root, experiments, parts), root, experiments, root.parent / "claims.md")
+    text = (root.parent / "claims.md").read_text()
+    assert "| A1.t1 | leaderboard_t1 (zo_adamu, zo_sgd) | 8 |" in text  # probe 1 + MeZO 3 + ZO-AdaMU 4 minutes
+    assert "| B1.t1 | leaderboard_t1 (mezo_bcd, zo_sgd) | 5 |" in text  # only MeZO-BCD's: the rest counted above
