@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.zolab-installed
 
-.PHONY: install llm demo test lint clean claims
+.PHONY: install llm demo test lint clean claims leaderboard
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,9 +31,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest tests -n auto --dist loadfile
 
-# Every CPU-feasible claim (docs/claims.md): the missing runs (resumable), then the scoreboard and the page.
-claims: $(STAMP)
+# Every CPU-feasible claim (docs/claims.md): the leaderboard's missing runs, then the claims' (resumable), then the
+# pages (the testbed parts of R6, A1, B1, M1 read the leaderboard's runs).
+claims: leaderboard
 	$(PY) -m zolab.claims --run --write docs/claims.md
+
+# Every registered rule at equal forwards on T1 and T2 (docs/leaderboard.md): the missing runs, then the page.
+leaderboard: $(STAMP)
+	$(PY) -m zolab.entry leaderboard --run --write docs/leaderboard.md
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

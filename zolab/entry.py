@@ -1,9 +1,10 @@
-"""The ``zolab`` command's one dispatcher: ``sweep``, ``tune`` and ``claims`` to their modules, the rest to the fit CLI.
+"""The ``zolab`` command's one dispatcher: sweep, tune, claims and leaderboard to their modules, the rest to fit.
 
     zolab fit | validate | test ...   # zolab.lab.cli (LightningCLI)
     zolab sweep FILE ...               # zolab.lab.workers (the runs of zolab.lab.sweep on an Optuna study)
     zolab tune FILE ...                # zolab.lab.tune (a search space on an Optuna study)
     zolab claims ...                   # zolab.claims: answers without importing torch or Lightning
+    zolab leaderboard ...              # zolab.claims.leaderboard_page: every rule at equal forwards
 
 ``python -m zolab.entry ...`` is the same command (what sweeps' subprocesses and tests start).
 """
@@ -31,6 +32,10 @@ def _dispatch(args: list[str], argv) -> int:
         from zolab.claims import main as claims_main
 
         return claims_main(args[1:])
+    if args[:1] == ["leaderboard"]:
+        from zolab.claims.leaderboard_page import main as leaderboard_main
+
+        return leaderboard_main(args[1:])
     if args[:1] == ["sweep"]:
         from zolab.lab.workers import main as sweep_main  # issue 26: the runs as trials of an Optuna study
 

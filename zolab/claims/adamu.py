@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from zolab.claims import minilm
+from zolab.claims import minilm, testbeds
 from zolab.claims.plots import bars
 from zolab.claims.stats import mean_std, pm
 from zolab.claims.types import Claim, Job, Moved, Part, Result, Tolerance, gpu
@@ -26,11 +26,34 @@ def read_a1(runs) -> Result | None:
                   moved=minilm.accuracy_moved(rules, "ZOSGD", "ZOAdaMU"))
 
 
+A1_RULES = ("zo_adamu", "zo_sgd")
+A1_TESTBED_POWER = testbeds.accuracy_tolerance("zo_sgd", "MeZO")
+
+
+def read_a1_testbed(testbed: str):
+    def read(runs) -> Result | None:
+        table = testbeds.rows(runs, testbed, A1_RULES)
+        if table is None:
+            return None
+        a, b = table["zo_adamu"].test, table["zo_sgd"].test
+        diff, tol = minilm.similar(a, b)
+        memory = testbeds.memory(table, "zo_adamu")
+        verdict = "fails" if diff < -tol else "holds" if diff > tol and memory <= 1.1 else "partly"
+        number = (f"test accuracy ZO-AdaMU {pm(a)}% vs MeZO {pm(b)}% ({diff:+.1f} points, tolerance {tol:.1f}); "
+                  f"peak memory ratio {memory:.2f} (the probe's, over two forward passes each)")
+        return Result(verdict, number, moved=testbeds.accuracy_moved(runs, testbed, table, "zo_sgd", "zo_adamu"))
+
+    return read
+
+
 A1 = Claim("A1", "ZO-AdaMU beats MeZO in accuracy at similar memory",
            "SST-2 92.1 vs 91.4, COPA 89.0 vs 88.0 (OPT-13B; ZO-AdaMU Tab. 1)",
            "test accuracy, mean over seeds: holds when ZO-AdaMU is higher by more than max(1 point, seed std) at "
-           "≤ 1.1× MeZO's peak memory (full fine-tuning); fails when lower by more than that; partly otherwise",
+           "≤ 1.1× MeZO's peak memory (full fine-tuning; on the testbeds T1, T2 the probe's peak memory on the "
+           "testbed's model); fails when lower by more than that; partly otherwise",
            (Part("minilm", minilm.SETTINGS, minilm.JOBS, read_a1, hours=0, tolerance=A1_POWER),
+            *testbeds.parts(lambda t: Part(t, testbeds.SETTINGS[t], (testbeds.job(t, A1_RULES),), read_a1_testbed(t),
+                                           tolerance=A1_TESTBED_POWER)),
             gpu(["llm/sst2_opt1.3b_mezo.yaml", "llm/sst2_opt1.3b_zo_adamu.yaml", "llm/copa_opt1.3b_mezo.yaml",
                  "llm/copa_opt1.3b_zo_adamu.yaml"], "OPT-1.3B full fine-tuning, SST-2 and COPA")))
 

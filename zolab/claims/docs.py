@@ -8,6 +8,7 @@ from pathlib import Path
 from zolab.claims.board import Row
 from zolab.claims.experiments import sweep_name
 from zolab.claims.jobs import job_minutes
+from zolab.claims.leaderboard import load_protocol, testbeds
 from zolab.claims.registry import CLAIMS
 
 # The page shows the commands as a checkout runs them: from its root, runs under runs/, data beside it.
@@ -41,8 +42,9 @@ def write_docs(rows: list[Row], root: Path, experiments: Path, out: Path) -> lis
     """The page: the table, then per claim its reading, rule, power rule, prediction, figure and commands."""
     figures = out.parent / "figures" / "claims"
     written = []
-    hours = sum(p.hours for c in CLAIMS for p in c.parts if p.cpu)
     study = sum(p.hours for c in CLAIMS for p in c.parts if p.cpu and p.name == "minilm")
+    boards = {t: load_protocol(experiments, t).planned_hours for t in testbeds(experiments)}
+    hours = sum(p.hours for c in CLAIMS for p in c.parts if p.cpu) + sum(boards.values())
     lines = ["# Claims: what holds here", "",
              "Written by `zolab claims --write docs/claims.md` from the runs on disk (the registry is `zolab/claims/`, "
              "one file per paper; the claims are docs/algorithms.md §5). Each verdict follows a rule written in the "
@@ -51,7 +53,9 @@ def write_docs(rows: list[Row], root: Path, experiments: Path, out: Path) -> lis
              VERDICT_TEXT, "",
              f"`make claims` (`zolab claims --run --write docs/claims.md`) runs every CPU-feasible measurement "
              f"that is missing, resumably, then writes this page: about {hours:.0f} CPU-hours planned on 2 cores, "
-             f"{study:.1f} of them the MiniLM study (measured minutes per part: \"Cost\" below). "
+             f"{study:.1f} of them the MiniLM study and "
+             + ", ".join(f"{h:g} the leaderboard's {t.upper()}" for t, h in boards.items())
+             + " (docs/leaderboard.md: the testbed parts read its runs; measured minutes per part: \"Cost\" below). "
              "`zolab claims --run ID` runs one claim; GPU-only parts print their commands.", "",
              "| claim | paper | zolab | verdict | re-run |", "|---|---|---|---|---|"]
     for row in rows:
@@ -97,10 +101,12 @@ def write_docs(rows: list[Row], root: Path, experiments: Path, out: Path) -> lis
             seen.update(j.key for j in new)
             minutes = []
             for j in new:
-                where = sweep_name(experiments, j.sweep) if j.sweep else j.key
-                if where not in counted:
-                    counted.add(where)
-                    minutes.append(job_minutes(j, Path(root), experiments))
+                units = j.dynamic.units if j.dynamic else (sweep_name(experiments, j.sweep) if j.sweep else j.key,)
+                fresh = [u for u in units if u not in counted]
+                counted.update(fresh)
+                if fresh:
+                    minutes.append(j.dynamic.minutes(Path(root), fresh) if j.dynamic else
+                                   job_minutes(j, Path(root), experiments))
             took = f"{sum(m for m in minutes if m is not None):.0f}" if any(m is not None for m in minutes) else "—"
             keys = ", ".join(f"experiments/{j.key}" if j.sweep or j.in_experiments else j.key for j in new)
             lines.append(f"| {row.claim.id}.{part.name} | {keys} | {took} | {part.hours:g} |")

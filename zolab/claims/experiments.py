@@ -168,11 +168,17 @@ def check_sweep(sweep: str, root: Path, experiments: Path) -> Check:
         _, expected = sweeps.load(experiments / sweep, root=str(root))
     except ValueError as err:
         return Check("incomplete", [f"{sweep} does not load: {err}"])
+    return check_runs(sweep, expected, experiments)
+
+
+def check_runs(sweep: str, expected: list, experiments: Path) -> Check:
+    """Runs a sweep makes (``zolab.lab.sweep.Run``s, ``sweep`` naming them in the notes): "not run" when none has
+    started, else complete, incomplete or mismatched with the runs named; the checked runs under ``sweep``."""
     if not any(r.run_dir.is_dir() for r in expected):
         return Check("not run")
     absent, unfinished, mismatched, unreadable, runs = [], [], [], [], []
     for r in expected:
-        name = f"{folder.name}/{r.run_id}"
+        name = f"{r.run_dir.parent.name}/{r.run_id}"
         status, command = _status(r.run_dir) if r.run_dir.is_dir() else (None, "")
         if not r.run_dir.is_dir():
             absent.append(name)
@@ -218,6 +224,8 @@ def check_output(job, root: Path, experiments: Path) -> Check:
 
 def check_job(job, root: Path, experiments: Path, memo: dict | None = None) -> Check:
     """One job's runs (``memo`` keeps each sweep's check for the parts that share it)."""
+    if job.dynamic is not None:
+        return job.dynamic.check(root, experiments)
     if not job.sweep:
         return check_output(job, root, experiments)
     memo = {} if memo is None else memo

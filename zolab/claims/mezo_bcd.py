@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 import math
 
-from zolab.claims import minilm
+from zolab.claims import minilm, testbeds
 from zolab.claims.stats import mean_std, pm, spearman
 from zolab.claims.types import Claim, Job, Part, Result, two_rule
 
@@ -34,10 +34,32 @@ def read_b1(runs) -> Result | None:
                   moved=minilm.accuracy_moved(rules, "ZOSGD", "MeZOBCD"))
 
 
+B1_RULES = ("mezo_bcd", "zo_sgd")
+
+
+def read_b1_testbed(testbed: str):
+    def read(runs) -> Result | None:
+        table = testbeds.rows(runs, testbed, B1_RULES)
+        if table is None:
+            return None
+        a, b = table["mezo_bcd"].test, table["zo_sgd"].test
+        diff, tol = minilm.similar(a, b)
+        speed = 1 / table["mezo_bcd"].entry["step_vs_reference"]  # the probe's MeZO step time / MeZO-BCD's
+        verdict = two_rule(diff >= -tol, speed >= 1.5)
+        number = (f"test accuracy MeZO-BCD {pm(a)}% vs MeZO {pm(b)}% ({diff:+.1f} points, tolerance {tol:.1f}); "
+                  f"time per step MeZO / MeZO-BCD {speed:.2f}× (the probe's least times, shared machine)")
+        return Result(verdict, number, moved=testbeds.accuracy_moved(runs, testbed, table, "zo_sgd", "mezo_bcd"))
+
+    return read
+
+
 B1 = Claim("B1", "MeZO-BCD: MeZO's accuracy, faster per iteration", "up to 2.09× (v2: 2.77×) faster per iteration",
            "holds when MeZO-BCD's test accuracy is ≥ MeZO's − max(1 point, seed std) and its step is ≥ 1.5× faster "
-           "(StepCost medians); fails when neither; partly otherwise",
-           (Part("minilm", minilm.SETTINGS, minilm.JOBS, read_b1, hours=0, tolerance=B1_POWER),))
+           "(StepCost medians; on the testbeds T1, T2 the probe's least step times); fails when neither; partly "
+           "otherwise",
+           (Part("minilm", minilm.SETTINGS, minilm.JOBS, read_b1, hours=0, tolerance=B1_POWER),
+            *testbeds.parts(lambda t: Part(t, testbeds.SETTINGS[t], (testbeds.job(t, B1_RULES),), read_b1_testbed(t),
+                                           tolerance=testbeds.accuracy_tolerance("zo_sgd", "MeZO")))))
 
 
 # ------------------------------------------------------------------ B2: overlap, stable rank and variance

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 
-from zolab.claims import minilm
+from zolab.claims import minilm, testbeds
 from zolab.claims.events import label
 from zolab.claims.plots import bars, beta_plot
 from zolab.claims.stats import mean_std, pm
@@ -337,11 +337,44 @@ def read_r6(runs) -> Result | None:
                   moved=moved)
 
 
+R6_RULES = ("radazo", "zo_rmsprop", "zo_adamm")
+R6_TESTBED_POWER = Tolerance("ZORMSProp", "ZO-RMSProp", "validation loss", 0.05, relative=True,
+                             start="the untrained models', mean over the 5 seeds")
+
+
+def read_r6_testbed(testbed: str):
+    def read(runs) -> Result | None:
+        table = testbeds.rows(runs, testbed, R6_RULES)
+        if table is None:
+            return None
+        start = testbeds.start(runs, testbed, "val/loss")
+        curves = {k: table[k].curves for k in R6_RULES}
+        level = max(min(c[2] for c in curve) for k in R6_RULES for curve in curves[k])  # every seed run reaches it
+        reach = {k: [minilm.steps_to([c[0] for c in curve], [c[2] for c in curve], level, start) for curve in curves[k]]
+                 for k in R6_RULES}  # forwards, per seed (the seeds are the same for every rule)
+        cells, speedups = [], []
+        for other in R6_RULES[1:]:
+            ratio = [b / a for a, b in zip(reach["radazo"], reach[other])]
+            speedups.append(mean_std(ratio)[0])
+            cells.append(f"{pm(ratio, 2)}× sooner than {table[other].label}")
+        verdict = "holds" if min(speedups) >= 2 else "fails" if max(speedups) <= 1 else "partly"
+        number = (f"R-AdaZO reaches validation loss {level:.4f} {', '.join(cells)} (forwards "
+                  + ", ".join(f"{table[k].label} {pm(reach[k])}" for k in R6_RULES) + ")")
+        moved = Moved({testbed.upper(): (start, [c[-1][2] for c in curves["zo_rmsprop"]])},
+                      min(len(curves[k]) for k in R6_RULES))
+        return Result(verdict, number, moved=moved)
+
+    return read
+
+
 R6 = Claim("R6", "R-AdaZO reaches the same SST-2 loss sooner than ZO-RMSProp and ZO-AdaMM",
            "4.29× (OPT-1.3B), 3.75× (OPT-13B) sooner (Fig. 3)",
            "steps to the lowest validation loss every run reaches, R-AdaZO vs each baseline (per seed): holds when "
-           "both speed-ups are ≥ 2, fails when both are ≤ 1, partly otherwise",
+           "both speed-ups are ≥ 2, fails when both are ≤ 1, partly otherwise; on the testbeds (T1, T2) the same "
+           "rule in forwards, the level the highest of the seed runs' lowest validation losses",
            (Part("minilm", minilm.SETTINGS, minilm.JOBS, read_r6, hours=2.5, tolerance=R6_POWER),
+            *testbeds.parts(lambda t: Part(t, testbeds.SETTINGS[t], (testbeds.job(t, R6_RULES),), read_r6_testbed(t),
+                                           tolerance=R6_TESTBED_POWER)),
             gpu(["llm/sst2_opt1.3b_radazo.yaml", "llm/sst2_opt1.3b_zo_rmsprop.yaml", "llm/sst2_opt1.3b_zo_adamm.yaml"],
                 "OPT-1.3B full fine-tuning, 20,000 steps, fp16")))
 

@@ -37,7 +37,9 @@ def select(tokens: list[str]) -> list[tuple[Claim, list[Part]]]:
 
 
 def sweep_files() -> list[str]:
-    """Every sweep file the registry names that no job writes (the experiments folder must hold them)."""
+    """Every sweep file the registry names that no job writes, and the leaderboard protocols its testbed parts
+    read (the experiments folder must hold them)."""
     jobs = [j for c in CLAIMS for p in c.parts for j in p.jobs]
     written = {j.output for j in jobs if j.in_experiments}
-    return sorted({j.sweep for j in jobs if j.sweep and j.sweep not in written})
+    protocols = {f"leaderboard/{j.dynamic.testbed}.yaml" for j in jobs if j.dynamic is not None}
+    return sorted({j.sweep for j in jobs if j.sweep and j.sweep not in written} | protocols)

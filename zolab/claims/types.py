@@ -101,6 +101,9 @@ class Job:
     in_experiments: bool = False
     settings: tuple[tuple[str, object], ...] = ()
     prerequisite: bool = False  # makes a file later jobs need (a trained CNN), not a measurement a reader uses
+    # runs whose set is known only from the runs themselves (the leaderboard's: its seeds follow its tuning):
+    # an object with check(root, experiments) -> Check, units (what its minutes count) and minutes(root, units)
+    dynamic: object = None
 
     @property
     def key(self) -> str:

@@ -1,0 +1,231 @@
+"""The leaderboard's probe (issue 24): on a testbed's model and a training batch, what each rule's step needs and
+costs, measured once; ``zolab leaderboard --run`` keeps it in ``<root>/leaderboard_<testbed>/probe.json``.
+
+Per ZO rule (the optimizer built as a run builds it: the rule's defaults, the protocol's μ, bound to the model):
+
+    forwards_per_step    the forwards the optimizer counts (``opt.zo["forwards"]``) over 3 steps, / 3
+    scale_free           whether 3 steps from the same start and seed move the parameters as far on 100 f as on f
+                         (the norms within a factor 10; a plain ZO-SGD step moves 100×): sign and Adam-like rules.
+                         The leaderboard scales such a rule's lr grid (``scale_free_factor``)
+    step_ms              the least wall-clock of one ``opt.step`` (its forwards included) over ``rounds`` rounds
+                         in which every method steps once, after a warm-up (timeit's convention: on a shared
+                         machine the other times include waits for a core); ``step_vs_reference``: over MeZO's
+                         (``zo_sgd``)
+    memory_vs_inference  the peak bytes of the tensors alive during two steps (``PeakMemory``: parameters, batch and
+                         everything allocated, the optimizer's state included) over the peak of two forward passes
+
+Adam by backprop (``first_order``): ``forwards_per_step`` is its charge, the median time of forward + backward over
+that of a forward (least times; the forward as ``torch.no_grad`` inference); its step adds
+``optimizer.step``. ``starts``: per seed, the untrained model's validation and test metrics (the claims' power
+rule measures the reference's movement from them; tuning never reads test).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import inspect
+import math
+import os
+import platform
+import time
+import weakref
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+from zolab.lab.final_test import evaluate
+
+REFERENCE = "zo_sgd"
+SCALE = 100.0  # the loss multiplier of the scale test
+
+
+class PeakMemory(TorchDispatchMode):
+    """The peak total bytes of the tensor storages alive while the mode is on: ``tensors`` (given at entry) and
+    every storage an operation allocates (an output whose storage is none of its inputs'), until it is freed."""
+
+    def __init__(self, tensors=()):
+        super().__init__()
+        self.live: dict[int, int] = {}
+        self.peak = 0
+        for t in tensors:
+            self._add(t.untyped_storage())
+
+    def _add(self, storage) -> None:
+        key = storage.data_ptr()
+        if key in self.live or storage.nbytes() == 0:
+            return
+        self.live[key] = storage.nbytes()
+        weakref.finalize(storage, self.live.pop, key, None)
+        self.peak = max(self.peak, sum(self.live.values()))
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        flat = tree_flatten((args, kwargs))[0]
+        inputs = {t.untyped_storage().data_ptr() for t in flat if isinstance(t, torch.Tensor)}
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor) and t.device.type != "meta" and t.untyped_storage().data_ptr() not in inputs:
+                self._add(t.untyped_storage())
+        return out
+
+
+def peak_bytes(fn, tensors) -> int:
+    with PeakMemory(tensors) as tracker:
+        fn()
+    return tracker.peak
+
+
+def resolve(path: str):
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def build(config, root, seed_args: list[str]):
+    """The CLI's model and datamodule of ``config`` (no logger, callbacks or checkpoints; the runs root for caches)."""
+    from zolab.lab.cli import cli_main
+
+    return cli_main(["--config", str(config), f"--trainer.default_root_dir={root}", "--trainer.logger=false",
+                     "--trainer.callbacks=[]", "--trainer.enable_checkpointing=false", *seed_args], run=False)
+
+
+def make(cls, task, mu: float, budget: int, lr: float = 1e-4):
+    """The rule on the task's trainable tensors as ZOModule builds it (``total_steps``: the budget, for a rule
+    that takes it), bound to the task."""
+    kwargs = dict(lr=lr, mu=mu, seed=0)
+    if "total_steps" in inspect.signature(cls).parameters:
+        kwargs["total_steps"] = budget
+    return cls(task.zo_named_parameters(), **kwargs).bind(task)
+
+
+def _moved(cls, task0, batch, mu, budget, scale: float) -> float:
+    task = copy.deepcopy(task0)
+    before = [p.detach().clone() for _, p in task.zo_named_parameters()]
+    opt = make(cls, task, mu, budget)
+    for _ in range(3):
+        opt.step(lambda: scale * task.loss(batch))
+    return math.sqrt(sum(float((p.detach() - b).double().square().sum())
+                         for (_, p), b in zip(task.zo_named_parameters(), before)))
+
+
+def probe_rule(cls, task0, batch, mu: float, budget: int) -> dict:
+    """forwards_per_step, scale_free (and the ratio it is read from) and memory_vs_inference's numerator."""
+    task = copy.deepcopy(task0)
+    opt = make(cls, task, mu, budget)
+    for _ in range(3):
+        opt.step(lambda: task.loss(batch))
+    plain = _moved(cls, task0, batch, mu, budget, 1.0)
+    ratio = _moved(cls, task0, batch, mu, budget, SCALE) / plain if plain > 0 else math.nan
+    task = copy.deepcopy(task0)
+    tensors = [p for _, p in task.zo_named_parameters()] + [t for t in tree_flatten(batch)[0] if torch.is_tensor(t)]
+
+    def two_steps():
+        opt = make(cls, task, mu, budget)
+        for _ in range(2):
+            opt.step(lambda: task.loss(batch))
+
+    return {"forwards_per_step": opt.zo["forwards"] / 3, "scale_ratio": ratio,
+            "scale_free": bool(ratio < math.sqrt(SCALE)), "peak_bytes": peak_bytes(two_steps, tensors)}
+
+
+def _first_order(optimizer: str, task0, batch):
+    """(forward, forward + backward, full step) callables on a copy of the task, and its memory-peak function."""
+    task = copy.deepcopy(task0).train()
+    params = [p for _, p in task.zo_named_parameters()]
+    opt = resolve(optimizer)(params, lr=1e-6)
+
+    def forward():
+        with torch.no_grad():
+            task.loss(batch)
+
+    def backward():
+        opt.zero_grad(set_to_none=True)
+        task.loss(batch).backward()
+
+    def step():
+        backward()
+        opt.step()
+
+    def two_steps():
+        fresh = resolve(optimizer)(params, lr=1e-6)
+        for _ in range(2):
+            fresh.zero_grad(set_to_none=True)
+            task.loss(batch).backward()
+            fresh.step()
+        fresh.zero_grad(set_to_none=True)
+
+    return forward, backward, step, two_steps
+
+
+def machine() -> dict:
+    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+                 platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
+    return {"cpu": model, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "load_average": round(os.getloadavg()[0], 1), "torch": torch.__version__}
+
+
+def probe(config, root, *, rules: dict[str, str], first_order: str | None, mu: float, budget: int,
+          seed_keys: list[str], seeds: list[int], rounds: int = 200) -> dict:
+    """Measure ``rules`` (key -> class path) and, with ``first_order`` (a torch optimizer's class path), Adam by
+    backprop under the key ``"first_order"``; ``starts`` for ``seeds``. Returns the record (module doc)."""
+    torch.set_num_threads(1)
+    cli = build(config, root, [f"--{k}=0" for k in seed_keys])
+    data, task0 = cli.datamodule, cli.model.task.eval()
+    data.trainer = cli.trainer  # the feature cache under the runs root, as a run finds it
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+    tensors = [p for _, p in task0.zo_named_parameters()] + [t for t in tree_flatten(batch)[0] if torch.is_tensor(t)]
+
+    def inference():
+        with torch.no_grad():
+            task0.loss(batch)
+            task0.loss(batch)
+
+    inference_peak = peak_bytes(inference, tensors)
+    out: dict = {"rules": {}, "machine": machine(), "inference_peak_bytes": inference_peak}
+    timed = {}
+    for key, path in {**rules, REFERENCE: rules.get(REFERENCE, "zolab.rules.zosgd.ZOSGD")}.items():
+        try:
+            cls = resolve(path)
+            entry = {"class": path, "label": getattr(cls, "label", "") or cls.__name__,
+                     **probe_rule(cls, task0, batch, mu, budget)}
+            task = copy.deepcopy(task0)
+            opt = make(cls, task, mu, budget, lr=1e-7)
+            timed[key] = (lambda o=opt, t=task: o.step(lambda: t.loss(batch)))
+        except Exception as err:  # noqa: BLE001 - a rule that cannot step is reported, the others measured
+            entry = {"class": path, "error": f"{type(err).__name__}: {err}"}
+        if key in rules:
+            out["rules"][key] = entry
+    if first_order:
+        forward, backward, step, two_steps = _first_order(first_order, task0, batch)
+        timed.update({"forward": forward, "forward+backward": backward, "first_order": step})
+        out["rules"]["first_order"] = {"class": first_order, "label": f"{first_order.rsplit('.', 1)[-1]} by backprop",
+                                       "first_order": True, "scale_free": True,
+                                       "peak_bytes": peak_bytes(two_steps, tensors)}
+    seconds: dict[str, list[float]] = {k: [] for k in timed}
+    for r in range(3 + rounds):  # 3 warm-up rounds
+        for key, fn in timed.items():
+            start = time.perf_counter()
+            fn()
+            if r >= 3:
+                seconds[key].append(time.perf_counter() - start)
+    ms = {k: 1000 * min(v) for k, v in seconds.items()}
+    for key, entry in out["rules"].items():
+        if key in ms and "error" not in entry:
+            entry.update(step_ms=ms[key], step_vs_reference=ms[key] / ms[REFERENCE],
+                         memory_vs_inference=entry["peak_bytes"] / inference_peak)
+    if first_order:
+        out["rules"]["first_order"]["forwards_per_step"] = round(ms["forward+backward"] / ms["forward"], 2)
+        out["forward_ms"] = ms["forward"]
+    out["starts"] = {}
+    for seed in seeds:
+        task = build(config, root, [f"--{k}={seed}" for k in seed_keys]).model.task
+        out["starts"][str(seed)] = {f"{split}/{k}": v for split, loader in (
+            ("val", data.val_dataloader()), ("test", data.test_dataloader()))
+            for k, v in evaluate(task, loader, torch.device("cpu")).items()}
+    return out
+
+
+def threads(n: int) -> None:
+    """torch's threads in this process (the leaderboard's runs use one each, as its CPU-second budget assumes)."""
+    torch.set_num_threads(n)
