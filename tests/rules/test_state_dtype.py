@@ -185,7 +185,8 @@ def test_float16_is_refused_for_second_moments_and_float64_parameters_for_half_s
         with pytest.raises(ValueError, match=rf"state_dtype='float16' cannot hold {info.cls.label}'s v.*allowed for"):
             make(rule, [x], state_dtype="float16")
     else:
-        assert make(rule, [x], state_dtype="float16").state_type(x) == torch.float16
+        opt = make(rule, [x], state_dtype="float16")
+        assert opt.state_spec(opt.partition()[0][1][0], "m") == ((3,), torch.float16)
     with pytest.raises(ValueError, match=r"state_dtype='bfloat16' with the float64 parameter 'param1'"):
         make(rule, [x, nn.Parameter(torch.zeros(2, dtype=torch.float64))], state_dtype="bfloat16")
     with pytest.raises(ValueError, match=r"unknown state_dtype 'half'"):
