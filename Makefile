@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.zolab-installed
 
-.PHONY: install llm demo test lint clean claims leaderboard
+.PHONY: install llm demo test test-slow test-all lint clean claims leaderboard
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,14 @@ demo: $(STAMP)
 	$(PY) -m zolab.lab.demo
 
 # One pytest worker per core (pytest-xdist); a test file stays on one worker (its module fixtures run once).
+# `make test` (CI) leaves out the checks marked slow; `make test-slow` runs only those, `make test-all` both.
 test: $(STAMP)
+	$(PY) -m pytest tests -n auto --dist loadfile -m "not slow"
+
+test-slow: $(STAMP)
+	$(PY) -m pytest tests -n auto --dist loadfile -m slow
+
+test-all: $(STAMP)
 	$(PY) -m pytest tests -n auto --dist loadfile
 
 # Every CPU-feasible claim (docs/claims.md): the leaderboard's missing runs, then the claims' (resumable), then the

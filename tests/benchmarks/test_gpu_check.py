@@ -30,6 +30,7 @@ def run(tmp_path, **env):
     return proc, rows
 
 
+@pytest.mark.slow
 def test_on_the_cpu_the_cuda_parts_are_skipped_with_the_reason_and_the_cpu_checks_pass(tmp_path):
     proc, rows = run(tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -96,6 +96,7 @@ def test_ranks_of_simple_spectra():
     assert s["effective_rank"] == 2.0 and s["stable_rank"] == 2.0
 
 
+@pytest.mark.slow
 def test_digits_mlp_lanczos_and_hutchinson_agree_with_the_exact_spectrum():
     """Acceptance 3: ~2,000 parameters, briefly trained; top 5 within 2%, trace within 5%."""
     task = DigitsMLP(hidden=28, num_examples=64)

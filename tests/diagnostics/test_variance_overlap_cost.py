@@ -67,6 +67,7 @@ def test_batched_and_point_by_point_paths_measure_the_same_estimates(rule, optio
         assert metrics[1][key] == pytest.approx(metrics[0][key], rel=1e-9)
 
 
+@pytest.mark.slow
 def test_block_restricted_gaussian_theory():
     """MeZO-BCD: ‖∇_{B^c}F‖² + (|B| + 1)‖∇_B F‖²/K, with exact JVPs on a nonlinear net. 2,400 samples: the
     measured ratio's spread over probe seeds is about 0.025 (0.05 at 600), so 10% is four of them."""

@@ -194,6 +194,7 @@ def test_query_parallel_is_bitwise_one_process(modes, rule):
     assert losses0 == losses
 
 
+@pytest.mark.slow
 def test_a_nan_on_one_shard_is_handled_alike_by_every_process(tmp_path):
     rank0, rank1 = _spawn(tmp_path, "nan")
     assert torch.equal(rank0["skip"][0], rank1["skip"][0])
@@ -202,6 +203,7 @@ def test_a_nan_on_one_shard_is_handled_alike_by_every_process(tmp_path):
         assert isinstance(r["raise"], str) and "non-finite loss at step 4" in r["raise"]
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_two_processes_continues_in_one(tmp_path):
     rank0, rank1 = _spawn(tmp_path, "checkpoint")
     state = rank0["state"]
@@ -210,6 +212,7 @@ def test_a_checkpoint_of_two_processes_continues_in_one(tmp_path):
     assert torch.equal(rank0["uninterrupted"], rank1["uninterrupted"])
 
 
+@pytest.mark.slow
 def test_a_crashed_process_is_an_error_that_names_the_survivor(tmp_path):
     (result,) = _spawn(tmp_path, "crash", ranks=(0,))
     assert result["error"] is not None and "process 0 of 2" in result["error"] and "all-reduce" in result["error"]
@@ -221,6 +224,7 @@ def sharded(tmp_path_factory):
 
 
 @pytest.mark.parametrize("rule", list(REGISTRY))
+@pytest.mark.slow
 def test_a_sharded_model_draws_and_updates_what_the_whole_one_does(sharded, rule):
     """Each process holds half the rows of each tensor and draws its elements of the whole directions: the draws
     are bitwise the whole's (Gaussian; sphere's norm is summed over the processes: to rounding), the updates
@@ -270,6 +274,7 @@ def fsdp(tmp_path_factory):
 
 
 @pytest.mark.parametrize("rule", list(REGISTRY))
+@pytest.mark.slow
 def test_an_fsdp2_sharded_model_steps_as_the_whole_model_on_the_global_batch(fsdp, rule):
     """FSDP2 on two CPU processes, data parallel over its shards: every rule's run equals one process with the
     whole model on the global batch (1e-10, float64), and both processes hold the same whole parameters."""

@@ -149,6 +149,7 @@ print("triton ok")
 """
 
 
+@pytest.mark.slow
 def test_triton_kernel_equals_torch_bitwise_under_the_interpreter():
     pytest.importorskip("triton", reason="triton is not installed (it installs on Linux x86-64 only)")
     env = {**os.environ, "TRITON_INTERPRET": "1"}

@@ -113,6 +113,7 @@ class FixedBatch(L.LightningDataModule):
         return DataLoader([self.batch], batch_size=None)
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly_with_dropout(folders, tmp_path):
     def config(steps):
         c = fo_config(folders, steps=steps)

@@ -64,6 +64,7 @@ def test_fig1_configs_share_the_proxy_settings():
     assert all(set(r.get("init_args", {})) <= {"betas", "beta", "sign_of"} for r in rules.values())
 
 
+@pytest.mark.slow
 def test_fig1_runs_end_to_end_and_makes_the_figure(tmp_path, capsys):
     """All 20 runs at d = 8 for 4 steps, then the figure script on their event files."""
     name, runs = sweep.load(FIG1, root=tmp_path, extra_args=["--model.task.init_args.dim=8",
@@ -114,6 +115,7 @@ def test_runs_go_one_after_another_each_with_its_own_version_and_hparams(tmp_pat
     assert [r.status for r in runs] == ["skipped"] * 4
 
 
+@pytest.mark.slow
 def test_a_failed_run_does_not_stop_the_sweep(tmp_path, capsys):
     spec = tmp_path / "s.yaml"
     spec.write_text(yaml.safe_dump(_tiny_spec(**{"model.optimizer.init_args.lr": [-1.0, 0.01]})))

@@ -40,6 +40,7 @@ def _tune_file(tmp_path, **over):
     return path
 
 
+@pytest.mark.slow
 def test_acceptance3_tune_with_a_pruner_lands_in_the_grids_best_bracket_and_writes_a_config_fit_runs(tmp_path,
                                                                                                        capsys):
     _, runs = sweep.load({"name": "grid", "base": BASE, "grid": {LR: GRID}}, root=tmp_path / "r")

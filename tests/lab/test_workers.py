@@ -98,6 +98,7 @@ def postgres():
 
 
 @pytest.mark.parametrize("storage", ["embedded", "postgresql"])
+@pytest.mark.slow
 def test_acceptance1_two_workers_run_each_grid_point_once_bitwise_as_one_after_another(storage, tmp_path, request,
                                                                                       capfd, monkeypatch):
     lrs = [0.01, 0.02, 0.03, -1.0]  # -1: a run that fails; the sweep goes on and says so in its exit status
@@ -142,6 +143,7 @@ def _newest(run_dir) -> int:
     return max(steps, default=-1)
 
 
+@pytest.mark.slow
 def test_acceptance2_a_worker_killed_mid_trial_leaves_it_to_the_other_bitwise(tmp_path, capfd):
     """SIGKILL on the worker of a trial with a checkpoint: the other worker resumes that trial from it (at once when
     it sees the process gone, else after the heartbeat's grace), and every run ends bitwise as an uninterrupted

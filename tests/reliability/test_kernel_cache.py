@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.skipif(shutil.which(os.environ.get("CC") or "cc") is None, reason="no C compiler")
+# Each test compiles C kernels in fresh processes (minutes on two cores): `make test-slow` runs them.
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(shutil.which(os.environ.get("CC") or "cc") is None, reason="no C compiler")]
 
 # The C library and a compiled program, each against the torch implementation.
 CHECK = """

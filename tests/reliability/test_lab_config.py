@@ -79,6 +79,7 @@ def test_n_test_above_the_test_split_is_refused(tmp_path):
     assert len(ok.test_set) == 2
 
 
+@pytest.mark.slow
 def test_the_zolab_command_exits_non_zero_when_a_sweep_run_failed(tmp_path, monkeypatch, capsys):
     """`python -m zolab.entry sweep` (the `zolab` command) passes on the sweep's status: 1 when a run failed."""
     spec = tmp_path / "s.yaml"

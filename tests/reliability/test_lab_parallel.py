@@ -147,6 +147,7 @@ def _same_run(two, job, rtol):
     torch.testing.assert_close(rank0["w"].to(ref["w"].dtype), ref["w"], rtol=rtol, atol=0)
 
 
+@pytest.mark.slow
 def test_data_parallel_weights_shards_by_their_real_sizes(two):
     """Batches of 5 on 2 processes: shards of 3 and 2, weighted 3:2 (a task's batch_size of 1 weighted them
     1:1, and the run was 6% off from step 0)."""

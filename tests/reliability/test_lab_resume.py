@@ -71,6 +71,7 @@ def _lora(cli):
 
 
 @needs_data
+@pytest.mark.slow
 def test_sst2_resumes_exactly_after_ctrl_c_mid_epoch_and_from_an_epoch_checkpoint(tiny_lm, tmp_path):
     """SST-2 with a tiny LoRA Llama, 4 batches an epoch, 10 steps. Ctrl-C inside step 7 (mid-epoch 2) and a resume
     from its checkpoint; and a resume from the end-of-epoch checkpoint at step 4: the LoRA tensors and every

@@ -62,6 +62,7 @@ def _newest(run_dir) -> int:
 
 
 # ---------------------------------------------------------------- SIGTERM
+@pytest.mark.slow
 def test_sigterm_on_zolab_fit_ends_with_status_143_and_a_checkpoint_that_resumes_exactly(tmp_path):
     """`kill -TERM` on `zolab fit` used to exit 0 at step 4,701 of 30,000, as if the run had finished."""
     args = quadratic_args(tmp_path, f"--model.task={SLOW}", "--version=v", steps=600, per_epoch=50, dim=8)
@@ -103,6 +104,7 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the launcher's processes in /proc")
+@pytest.mark.slow
 def test_sigterm_to_the_launcher_of_two_processes_stops_both_within_10_s_with_a_checkpoint_that_resumes(tmp_path):
     """`kill PID` (or `docker stop`) reaches only the process Lightning started the others from: the run used to
     stall for the 120 s collective timeout and end with status 1 and gloo tracebacks. Now both processes stop at
@@ -186,6 +188,7 @@ def test_a_sigterm_in_a_sweep_is_recorded_as_interrupted_and_resumed(tmp_path, c
 
 # ---------------------------------------------------------------- a sweep killed three ways resumes bitwise
 @pytest.mark.skipif(not SST2.is_dir(), reason="no ../shared/data")
+@pytest.mark.slow
 def test_a_sweep_killed_by_sigterm_sigint_and_sigkill_resumes_bitwise(tmp_path):
     """A two-run sweep (SST-2 with a tiny LoRA Llama, 40 steps; a Quadratic, 600 steps) in a subprocess: SIGTERM
     at a random point of run 1, SIGINT at a random point after the resume, SIGKILL at a random point after the

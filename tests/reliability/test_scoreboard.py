@@ -95,6 +95,7 @@ def test_where_the_sweep_ran_and_its_data_folder_are_not_settings(tmp_path, caps
 
 
 # ---------------------------------------------------------------------------------------------- item 5
+@pytest.mark.slow
 def test_an_installed_copy_of_zolab_reads_the_checkouts_runs(tmp_path):
     """zolab installed into site-packages (not editable), run from a checkout: the same runs, the same verdict;
     and --run finds the sweep files."""

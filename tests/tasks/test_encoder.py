@@ -104,6 +104,7 @@ def test_lora_starts_at_the_frozen_model_and_zo_moves_only_adapter_and_head():
 
 
 @pytest.mark.parametrize("mode, lr", [("full", 3e-3), ("lora", 0.2)])
+@pytest.mark.slow
 def test_zo_lowers_the_loss_in_the_trainable_modes(mode, lr):
     t = task(mode, head_init="verbalizer")
     examples = batch(8)

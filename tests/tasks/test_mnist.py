@@ -50,6 +50,7 @@ def test_cnn_layout_and_log_softmax():
 
 
 @pytest.mark.skipif(not MNIST.is_dir(), reason="../shared/data not beside the repo")
+@pytest.mark.slow
 def test_a_few_first_order_steps_learn_and_save_a_weights_only_checkpoint(tmp_path):
     torch.manual_seed(0)
     model = MNISTClassifier(save_to=str(tmp_path / "cnn.pt"))
