@@ -143,3 +143,6 @@ class SyntheticDataModule(L.LightningDataModule):
 
     def val_dataloader(self):
         return DataLoader(_Steps(1), batch_size=1, collate_fn=_identity)
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        return batch  # a step index (a Python int): nothing to move, and no walk through it every batch
