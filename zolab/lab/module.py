@@ -83,8 +83,9 @@ class ZOModule(EvaluationLogging, L.LightningModule):
     zo_dropout: keep dropout on during ZO forwards (default off, as MeZO).
     log_every_n_steps: log ``train/*`` every n steps (None: the trainer's ``log_every_n_steps``).
     steps_per_batch: ZO steps per training batch (default 1), for tasks whose batch carries nothing
-        (``task.batch_free``: the synthetic functions). Lightning costs ~0.4 ms a batch, about as much as a
-        step on a 10,000-dimensional function; N steps a batch divide that by N. ``global_step`` still
+        (``task.batch_free``: the synthetic functions). Lightning's work per batch (hooks, loops, fetch) is a
+        fixed cost that sub-millisecond steps notice (``benchmarks/lightning_overhead.py`` measures it); N steps
+        a batch divide it by N. ``global_step`` still
         counts ZO steps and ``max_steps`` is exact, the parameters are those of N × as many batches of one
         step, and TensorBoard's x-axis stays the ZO step (zolab logs Lightning's ``step`` key); but
         Lightning's batch-counted settings (``trainer.log_every_n_steps``, ``val_check_interval``, the
