@@ -246,7 +246,7 @@ class ZOModule(EvaluationLogging, L.LightningModule):
     def __setattr__(self, name, value):
         # Lightning sets _current_fx_name before and after every hook (about 20 times a batch); nn.Module's
         # __setattr__ checks each value against parameters, buffers and submodules (two Python-level isinstance
-        # checks), which a hook's name never is: as much time as a small model's step, saved
+        # checks), which a hook's name never is: a cost per batch that millisecond steps notice
         if name == "_current_fx_name":
             object.__setattr__(self, name, value)
         else:
@@ -286,7 +286,7 @@ class ZOModule(EvaluationLogging, L.LightningModule):
         step = trainer.global_step
         if in_step_checks:
             self._verify(every=True, last=max_steps is not None and 0 < max_steps <= step)
-        # self.log and the loggers cost more than a millisecond step: only at the steps written, which depend on
+        # train/* (a host transfer of the loss, the loggers' writes) only at the steps written, which depend on
         # the ZO step alone
         every = self.log_every_n_steps or trainer.log_every_n_steps
         batches = -(-step // self.steps_per_batch)  # batches of steps_per_batch steps so far
@@ -319,8 +319,8 @@ class ZOModule(EvaluationLogging, L.LightningModule):
             self._verified_at = step
 
     def _stepper(self, optimizer):
-        """``(step, parallel, in_step_checks)``, made once a fit (the lookups cost a fair part of a millisecond
-        step): ``step(closure, batched) -> loss`` is one ZO step inside Lightning's step bookkeeping (global_step,
+        """``(step, parallel, in_step_checks)``, made once a fit rather than at every batch:
+        ``step(closure, batched) -> loss`` is one ZO step inside Lightning's step bookkeeping (global_step,
         profiler), then the lr scheduler; ``parallel`` the rule's data-parallel plan (None in one process);
         ``in_step_checks`` whether the processes' parameters are compared (``_verify``)."""
         scheduler = self.lr_schedulers()

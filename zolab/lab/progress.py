@@ -11,8 +11,8 @@ from typing_extensions import override
 class TimedProgressBar(TQDMProgressBar):
     """Lightning's ``TQDMProgressBar`` whose training bar is redrawn after a batch only once ``interval`` seconds
     (default 0.5) have passed since the last redraw, and at an epoch's last batch. A fixed count of batches would
-    redraw a run of millisecond steps dozens of times a second (each redraw costs more than Lightning's other
-    per-batch work) and a run of slow steps only every few minutes. The count is brought up to date at an epoch's
+    redraw a run of millisecond steps dozens of times a second, more than anyone reads and at a cost such steps
+    notice, and a run of slow steps only every few minutes. The count is brought up to date at an epoch's
     end (also one that stops early). Validation bars are Lightning's."""
 
     def __init__(self, interval: float = 0.5, **kwargs):

@@ -104,8 +104,8 @@ def _identity(batch):
 
 class _StepIndices:
     """The training batches of an exact objective: the step indices 0, ..., n − 1, which no forward reads. A
-    plain iterable (Lightning takes any): a DataLoader's fetch, collate and profiler record per batch cost a
-    fair part of a millisecond step. Every batch is alike, so a mid-epoch checkpoint has no position to
+    plain iterable (Lightning takes any): no DataLoader fetch, collate and profiler record at every batch, a cost
+    that millisecond steps notice. Every batch is alike, so a mid-epoch checkpoint has no position to
     restore: the empty ``state_dict`` tells Lightning the batches resume (no reshuffle, no warning)."""
 
     def __init__(self, n: int):
