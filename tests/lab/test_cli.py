@@ -15,6 +15,7 @@ import zolab
 from paper_figures._tb import event_files, read_scalars
 from zolab.lab.cli import ConfigError, cli_main, main
 from zolab.lab.interrupt import InterruptCheckpoint, Interrupted
+from zolab.lab.progress import TimedProgressBar
 from zolab.tasks.synthetic import Quadratic
 
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
@@ -53,7 +54,7 @@ def test_trainer_defaults(tmp_path):
     assert trainer.num_sanity_val_steps == 0
     assert trainer.logger.log_dir == str(tmp_path / "exp" / "version_0")
     bars = [c for c in trainer.callbacks if isinstance(c, TQDMProgressBar)]
-    assert len(bars) == 1 and bars[0].refresh_rate == 20
+    assert len(bars) == 1 and isinstance(bars[0], TimedProgressBar) and bars[0].interval == 0.5
     assert sum(isinstance(c, InterruptCheckpoint) for c in trainer.callbacks) == 1
     assert sum(isinstance(c, ModelCheckpoint) for c in trainer.callbacks) == 1
 
@@ -118,6 +119,24 @@ def test_supported_precisions_train(tmp_path, precision, dtype):
     assert cli.trainer.global_step == 3
     assert cli.model.task.x.dtype == dtype
     assert torch.isfinite(cli.model.task.loss())
+
+
+def test_zolab_fit_with_its_defaults_ends_where_the_plain_loop_does(tmp_path):
+    """Progress bar, model summary, checkpointing, logging every 5 steps, epochs of 7 steps: the parameters of
+    the plain loop bitwise; the callbacks done before training have left the trainer's list; train/loss is
+    the last logged step's for the progress bar and the callbacks."""
+    cli = cli_main(fit_args(tmp_path, "--data.init_args.steps_per_epoch=7", "--trainer.log_every_n_steps=5",
+                            steps=23, dim=40, quiet=False))
+    task = Quadratic(dim=40)
+    opt = zolab.RAdaZO([task.x], lr=0.02, mu=0.05)
+    losses = [opt.step(task.loss, batched=task.batched_loss) for _ in range(23)]
+    assert torch.equal(cli.model.task.x, task.x)
+    names = [type(c).__name__ for c in cli.trainer.callbacks]
+    assert not {"_TrainingStarted", "SaveConfigCallback", "ModelSummary", "RichModelSummary"} & set(names), names
+    assert "ModelCheckpoint" in names and "InterruptCheckpoint" in names and "TimedProgressBar" in names
+    assert (tmp_path / "t" / "version_0" / "config.yaml").is_file()
+    assert cli.trainer.progress_bar_metrics["train/loss"] == losses[19].item()  # step 20: the last one logged
+    assert torch.equal(cli.trainer.callback_metrics["train/loss"], losses[19])
 
 
 # ---------------------------------------------------------------- resume (acceptance 2) and Ctrl-C

@@ -15,7 +15,8 @@ overridden from the command line, as in any LightningCLI. What zolab adds to the
   ``checkpoints/on_exception.ckpt`` in the run's directory and ends with status 130 or 143; any other
   exception during training also leaves that checkpoint; ``--ckpt_path`` resumes it exactly;
 - atomic checkpoint files (``zolab.lab.rundir.AtomicCheckpointIO``), and one process per run directory;
-- a ``TQDMProgressBar`` refreshed every 20 steps (unless the config brings its own or disables the bar);
+- a ``TimedProgressBar`` (Lightning's TQDM bar, redrawn at most every 0.5 s: ``zolab.lab.progress``) unless the
+  config brings its own or disables the bar;
 - ``num_sanity_val_steps: 0``, ``max_steps: 1000``, ``seed_everything: 0``, checkpoints loaded with
   ``weights_only: true`` (a zolab checkpoint holds tensors and plain values only).
 
@@ -39,9 +40,8 @@ from lightning.pytorch.callbacks import (
     ModelSummary,
     OnExceptionCheckpoint,
     ProgressBar,
-    TQDMProgressBar,
 )
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
@@ -51,6 +51,7 @@ from typing_extensions import override
 from zolab.lab.interrupt import InterruptCheckpoint, Interrupted
 from zolab.lab.module import ZOModule, check_precision
 from zolab.lab.preflight import check_resume, check_run_dir
+from zolab.lab.progress import TimedProgressBar
 from zolab.lab.rundir import (
     AtomicCheckpointIO,
     CheckpointError,
@@ -63,10 +64,10 @@ from zolab.lab.rundir import (
 from zolab.lab.strategy import ZOStrategy
 
 RUNS_DIR = "runs"
-PROGRESS_REFRESH_RATE = 20
 SPECIAL_CKPT = ("last", "best", "hpc", "registry")  # Lightning's ckpt_path keywords
 # raised before training: a config or data problem (Lightning's own config errors are MisconfigurationException)
 SETUP_ERRORS = (ValueError, TypeError, OSError, ImportError, MisconfigurationException)
+SETUP_ONLY = (SaveConfigCallback, ModelSummary)  # callbacks with nothing to do once training has started
 
 
 class ConfigError(ValueError):
@@ -74,7 +75,10 @@ class ConfigError(ValueError):
 
 
 class _TrainingStarted(Callback):
-    """Marks the first training batch: an exception before it is a config or data problem (``cli_main``)."""
+    """Marks the first training batch: an exception before it is a config or data problem (``cli_main``). Then it,
+    and the callbacks whose work is done before training (the saved config, the model summary), leave the trainer's
+    callbacks: Lightning calls every callback's hooks at every batch, a cost that millisecond steps notice (the
+    list is replaced, not changed, while Lightning walks it)."""
 
     def __init__(self):
         self.started = False
@@ -82,6 +86,7 @@ class _TrainingStarted(Callback):
     @override
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self.started = True
+        trainer.callbacks = [c for c in trainer.callbacks if c is not self and not isinstance(c, SETUP_ONLY)]
 
 
 class ZOLabCLI(LightningCLI):
@@ -224,7 +229,7 @@ class ZOLabCLI(LightningCLI):
         if trainer_cfg.get("enable_progress_bar") is not False and not any(
             isinstance(c, ProgressBar) for c in callbacks
         ):
-            extra.append(self._progress_bar or TQDMProgressBar(refresh_rate=PROGRESS_REFRESH_RATE))
+            extra.append(self._progress_bar or TimedProgressBar())
         if self._progress_bar is not None and trainer_cfg.get("enable_model_summary") is not False and not any(
                 isinstance(c, ModelSummary) for c in callbacks):
             extra.append(ModelSummary(max_depth=0))  # a sweep's display: no model table per run

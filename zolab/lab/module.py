@@ -83,8 +83,9 @@ class ZOModule(EvaluationLogging, L.LightningModule):
     zo_dropout: keep dropout on during ZO forwards (default off, as MeZO).
     log_every_n_steps: log ``train/*`` every n steps (None: the trainer's ``log_every_n_steps``).
     steps_per_batch: ZO steps per training batch (default 1), for tasks whose batch carries nothing
-        (``task.batch_free``: the synthetic functions). Lightning costs ~0.4 ms a batch, about as much as a
-        step on a 10,000-dimensional function; N steps a batch divide that by N. ``global_step`` still
+        (``task.batch_free``: the synthetic functions). Lightning's work per batch (hooks, loops, fetch) is a
+        fixed cost that sub-millisecond steps notice (``benchmarks/lightning_overhead.py`` measures it); N steps
+        a batch divide it by N. ``global_step`` still
         counts ZO steps and ``max_steps`` is exact, the parameters are those of N × as many batches of one
         step, and TensorBoard's x-axis stays the ZO step (zolab logs Lightning's ``step`` key); but
         Lightning's batch-counted settings (``trainer.log_every_n_steps``, ``val_check_interval``, the
@@ -134,6 +135,7 @@ class ZOModule(EvaluationLogging, L.LightningModule):
             raise ValueError(f"resume_overrides={resume_overrides!r}; allowed: a list of hyper-parameter names")
         self.resume_overrides = tuple(resume_overrides or ())
         self.extra_hparams: dict = {}  # more hyper-parameters to log (the CLI puts the task's init_args here)
+        self._stepping = None  # training_step's (step, parallel, in_step_checks), made once a fit (_stepper)
 
     # ------------------------------------------------------------------ optimizer
     def build_optimizer(self, max_steps: int | None = None) -> ZOOptimizer:
@@ -229,6 +231,7 @@ class ZOModule(EvaluationLogging, L.LightningModule):
                              "batches; zolab shards each global batch itself: pass use_distributed_sampler=False to "
                              "the Trainer (the zolab CLI does)")
         self._verified_at = None
+        self._stepping = None  # the optimizer's step and lookups, made at the first batch of this fit
         rng, self._rng_to_restore = getattr(self, "_rng_to_restore", None), None
         if rng is not None:
             torch.set_rng_state(rng["cpu"])
@@ -240,44 +243,60 @@ class ZOModule(EvaluationLogging, L.LightningModule):
             self._log_hparams(self.zo_hparams())
 
     # ------------------------------------------------------------------ training
+    def __setattr__(self, name, value):
+        # Lightning sets _current_fx_name before and after every hook (about 20 times a batch); nn.Module's
+        # __setattr__ checks each value against parameters, buffers and submodules (two Python-level isinstance
+        # checks), which a hook's name never is: a cost per batch that millisecond steps notice
+        if name == "_current_fx_name":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
     def on_train_batch_start(self, batch, batch_idx):
-        if self.task.training != self.zo_dropout:
-            self.task.train(self.zo_dropout)
-        if self.task.done():
+        task = self.task
+        if task.training != self.zo_dropout:
+            task.train(self.zo_dropout)
+        if task.done():
             # -1 skips the rest of the epoch; should_stop ends the fit (else each new epoch is skipped at
             # once, global_step never reaches max_steps, and the loop never ends)
             self.trainer.should_stop = True
             return -1
 
     def training_step(self, batch, batch_idx):
-        optimizer = self.optimizers()
-        parallel = optimizer.optimizer.grad_estimator.parallel
-        if hasattr(parallel, "data_index"):  # several processes: this one's shard of the global batch, weighted by
-            n = batch_length(batch)  # its real size (0: an empty shard, not evaluated)
+        if self._stepping is None:
+            self._stepping = self._stepper(self.optimizers())
+        zo_step, parallel, in_step_checks = self._stepping
+        trainer, task = self.trainer, self.task
+        if parallel is not None:  # several processes: this one's shard of the global batch, weighted by its real
+            n = batch_length(batch)  # size (0: an empty shard, not evaluated)
             parallel.weight = 1.0 if n is None else float(shard_size(n, parallel.data_index, parallel.data))
             batch = shard(batch, parallel.data_index, parallel.data)
-        closure = lambda: self.task.loss(batch)  # noqa: E731
+        closure = lambda: task.loss(batch)  # noqa: E731
         # A one-tensor task with a batched objective (synthetic functions) evaluates all K (+1) points of
         # the step in one call (Task.batched_loss); the closure is then not called.
-        batched = functools.partial(self.task.batched_loss, batch=batch) if self.task.supports_batched else None
-        n = self.steps_per_batch
-        if n > 1 and self.trainer.max_steps is not None and self.trainer.max_steps >= 0:  # max_steps stays exact
-            n = max(1, min(n, self.trainer.max_steps - self.trainer.global_step))
-        zo_step, task = self._stepper(optimizer), self.task
+        batched = functools.partial(task.batched_loss, batch=batch) if task.supports_batched else None
+        n, max_steps = self.steps_per_batch, trainer.max_steps
+        if n > 1 and max_steps is not None and max_steps >= 0:  # max_steps stays exact
+            n = max(1, min(n, max_steps - trainer.global_step))
         for i in range(n):
             if i and task.done():
-                self.trainer.should_stop = True
+                trainer.should_stop = True
                 break
             loss = zo_step(closure, batched)
-        last = self.trainer.max_steps is not None and 0 < self.trainer.max_steps <= self.trainer.global_step
-        self._verify(every=True, last=last)
-        # self.log costs ~0.4 ms: log only at the steps written, which depend on the ZO step alone
-        step = self.trainer.global_step
-        every = self.log_every_n_steps or self.trainer.log_every_n_steps
+        step = trainer.global_step
+        if in_step_checks:
+            self._verify(every=True, last=max_steps is not None and 0 < max_steps <= step)
+        # train/* (a host transfer of the loss, the loggers' writes) only at the steps written, which depend on
+        # the ZO step alone
+        every = self.log_every_n_steps or trainer.log_every_n_steps
         batches = -(-step // self.steps_per_batch)  # batches of steps_per_batch steps so far
         if batches % every == 0 or step <= self.steps_per_batch:
             self._log_train(loss, write=batches % every == 0)
         return loss
+
+    # Lightning reads training_step's signature every batch (inspect.getfullargspec: does it take batch_idx?);
+    # inspect returns a stored __signature__ instead of building it again
+    training_step.__signature__ = inspect.signature(training_step)
 
     def on_train_end(self) -> None:
         self._verify(every=False, last=True)  # a run that ended early (task.done, max_epochs) is compared too
@@ -300,8 +319,10 @@ class ZOModule(EvaluationLogging, L.LightningModule):
             self._verified_at = step
 
     def _stepper(self, optimizer):
-        """``step(closure, batched) -> loss``: one ZO step inside Lightning's step bookkeeping (global_step,
-        profiler), then the lr scheduler; its lookups made once a batch (they cost as much as a small step)."""
+        """``(step, parallel, in_step_checks)``, made once a fit rather than at every batch:
+        ``step(closure, batched) -> loss`` is one ZO step inside Lightning's step bookkeeping (global_step,
+        profiler), then the lr scheduler; ``parallel`` the rule's data-parallel plan (None in one process);
+        ``in_step_checks`` whether the processes' parameters are compared (``_verify``)."""
         scheduler = self.lr_schedulers()
         # Lightning's public step: it counts the step (global_step) and its precision plugin runs the
         # on_before_optimizer_step hooks after each closure call (2K a ZO step; none with a batched objective).
@@ -313,18 +334,24 @@ class ZOModule(EvaluationLogging, L.LightningModule):
                 scheduler.step()
             return loss
 
-        return step
+        parallel = optimizer.optimizer.grad_estimator.parallel
+        strategy = self.trainer.strategy
+        in_step_checks = isinstance(strategy, ZOStrategy) and bool(getattr(strategy, "verify_every", 0))
+        return step, (parallel if hasattr(parallel, "data_index") else None), in_step_checks
 
     def _log_train(self, loss, write: bool) -> None:
-        """The progress bar's ``train/loss``; with ``write``, ``train/*`` to every logger at the ZO step's x.
-        Written directly (not through Lightning's step-counted logging, which a resumed run counts differently)."""
-        self.log("train/loss", loss, prog_bar=True, logger=False, batch_size=1)
+        """``train/loss`` for the progress bar and callbacks; with ``write``, ``train/*`` to every logger at the ZO
+        step's x. Written directly (not through Lightning's step-counted logging, which a resumed run counts
+        differently), and as Python numbers: ``self.log`` would keep the loss in Lightning's results, which turn it
+        into a number again after every batch (a device sync per batch on a GPU)."""
+        value = float(loss)
+        self.trainer.progress_bar_metrics["train/loss"] = value
+        self.trainer.callback_metrics["train/loss"] = loss.detach()
         if not write or not self.loggers:
             return
         zo = self.zo_optimizer
-        metrics = {"train/loss": float(loss), "train/lr": float(zo.param_groups[0]["lr"]),
+        metrics = {"train/loss": value, "train/lr": float(zo.param_groups[0]["lr"]),
                    "train/forwards": float(zo.zo["forwards"])}
-        metrics.update({f"train/{name}": float(value) for name, value in zo.schedule_values().items()})
+        metrics.update({f"train/{name}": float(v) for name, v in zo.schedule_values().items()})
         for logger in self.loggers:
             logger.log_metrics(metrics, step=self._x_axis())
-

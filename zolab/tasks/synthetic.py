@@ -102,9 +102,20 @@ def _identity(batch):
     return batch[0]
 
 
-class _StepLoader(DataLoader):
-    """Every batch of an exact objective is the same, so a mid-epoch checkpoint has no loader position to
-    restore: the empty ``state_dict`` tells Lightning the loader is resumable (no reshuffle, no warning)."""
+class _StepIndices:
+    """The training batches of an exact objective: the step indices 0, ..., n − 1, which no forward reads. A
+    plain iterable (Lightning takes any): no DataLoader fetch, collate and profiler record at every batch, a cost
+    that millisecond steps notice. Every batch is alike, so a mid-epoch checkpoint has no position to
+    restore: the empty ``state_dict`` tells Lightning the batches resume (no reshuffle, no warning)."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        return iter(range(self.n))
 
     def state_dict(self) -> dict:
         return {}
@@ -128,7 +139,10 @@ class SyntheticDataModule(L.LightningDataModule):
         module = self.trainer.lightning_module if self.trainer is not None else None
         per_batch = getattr(module, "steps_per_batch", 1)  # ZOModule(steps_per_batch=N): N steps a batch
         batches = math.ceil(self.steps_per_epoch / per_batch)
-        return _StepLoader(_Steps(batches), batch_size=1, collate_fn=_identity)
+        return _StepIndices(batches)
 
     def val_dataloader(self):
         return DataLoader(_Steps(1), batch_size=1, collate_fn=_identity)
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        return batch  # a step index (a Python int): nothing to move, and no walk through it every batch
