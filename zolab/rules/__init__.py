@@ -6,6 +6,7 @@ The test entries of the rules (references, test arguments) live apart, in ``zola
 from zolab.rules.adamm import ZOAdaMM
 from zolab.rules.adamu import ZOAdaMU
 from zolab.rules.base import ZOOptimizer
+from zolab.rules.lozo import LOZO, LOZOM
 from zolab.rules.meazo import MEAZO
 from zolab.rules.mezo_bcd import MeZOBCD
 from zolab.rules.momentum import ZOSGDMomentum
@@ -18,6 +19,8 @@ RULES: dict[str, type[ZOOptimizer]] = {
     "zo_sgd": ZOSGD, "zo_sgd_momentum": ZOSGDMomentum, "zo_signsgd": ZOSignSGD, "zo_adamm": ZOAdaMM,
     "zo_rmsprop": ZORMSProp, "radazo": RAdaZO, "zo_adamu": ZOAdaMU, "meazo": MEAZO, "mezo_bcd": MeZOBCD,
 }
+RULES.update({"lozo": LOZO, "lozo_m": LOZOM})  # issue 25, rules C
 
 __all__ = ["RULES", "ZOOptimizer", "ZOSGD", "ZOSGDMomentum", "ZOSignSGD", "ZOAdaMM", "ZORMSProp", "RAdaZO",
            "ZOAdaMU", "MEAZO", "MeZOBCD"]
+__all__ += ["LOZO", "LOZOM"]  # issue 25, rules C

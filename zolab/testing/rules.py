@@ -242,3 +242,95 @@ REGISTRY: dict[str, RuleInfo] = {
 # A new rule: its file in zolab/rules/, then here its reference and one entry, e.g.
 #     REGISTRY["zo_lion"] = RuleInfo(ZOLion, ref_lion, state=("m",))      (README: "Adding a rule")
 
+
+# ------------------------------------------------------------------ issue 25, rules C: LOZO, LOZO-M
+from zolab.engine.lowrank import V_STREAM  # noqa: E402
+from zolab.engine.samplers import make_sampler  # noqa: E402
+from zolab.engine.seeds import mix  # noqa: E402
+from zolab.rules.lozo import LOZO, LOZOM, NO_DECAY  # noqa: E402
+
+
+def _draw(sampler, key: int, shape) -> torch.Tensor:
+    """``shape`` float64 numbers of ``sampler``'s law for ``key`` (the engine's draw of that key and shape)."""
+    return sampler.sample(key, torch.empty(shape, dtype=torch.float64))
+
+
+def _lozo_matrix(shape, options) -> bool:
+    """LOZO perturbs a tensor by U Vᵀ when it has 2 dimensions, or more with reshape_nd="flatten_trailing"."""
+    return len(shape) == 2 or (len(shape) > 2 and options.get("reshape_nd", "flatten_trailing") == "flatten_trailing")
+
+
+def _lozo_v(options, index: int, t: int, n: int) -> torch.Tensor:
+    """LOZO's V (n × r) of tensor ``index`` at step t: the draw keyed by (seed, V stream, tensor, ⌊(t − 1)/ν⌋)."""
+    sampler = make_sampler(options.get("directions", "gaussian"), options.get("rng", "counter"))
+    return _draw(sampler, mix(options.get("seed", 0), V_STREAM, index, (t - 1) // options["nu"]), (n, options["rank"]))
+
+
+def dir_lozo(kw, sampler, qseed, index, shape, t) -> torch.Tensor:
+    """u = U Vᵀ on a matrix (U (m × r) the query's draw on the tensor), the sampler's z on vectors."""
+    if not _lozo_matrix(shape, kw):
+        return _draw(sampler, mix(qseed, index), shape)
+    m = shape[0]
+    u = _draw(sampler, mix(qseed, index), (m, kw["rank"]))
+    return (u @ _lozo_v(kw, index, t, math.prod(shape) // m).t()).reshape(shape)
+
+
+def _lozo_g(d: Dense) -> torch.Tensor:
+    """ĝ with lozo_scale applied: "unbiased" divides the matrices' ĝ by r."""
+    g = d.g.clone()
+    if d.options.get("lozo_scale") == "unbiased":
+        for sl, shape in zip(d.slices(), d.shapes):
+            if _lozo_matrix(shape, d.options):
+                g[sl] /= d.options["rank"]
+    return g
+
+
+def ref_lozo(d: Dense) -> torch.Tensor:
+    return _lozo_g(d)
+
+
+def ref_lozo_m(d: Dense) -> torch.Tensor:
+    """The factor-space momentum written densely, D = M Vᵀ: D = ĝ at a tensor's first update; else
+    D ← β1 D + (1 − β1) ĝ, with D first projected as D V Vᵀ/n when V changed since D was written."""
+    g, out, beta1 = _lozo_g(d), d.zeros(), d.h["beta1"]
+    for i, (sl, shape) in enumerate(zip(d.slices(), d.shapes)):
+        if not d.mask[sl].all():
+            continue
+        D = d.state.get(("D", i))
+        if D is None:
+            D = g[sl]
+        else:
+            if _lozo_matrix(shape, d.options) and d.state[("window", i)] != (d.t - 1) // d.options["nu"]:
+                n = math.prod(shape) // shape[0]
+                v = _lozo_v(d.options, i, d.t, n)
+                D = (D.view(shape[0], n) @ v @ v.t() / n).flatten()
+            D = beta1 * D + (1 - beta1) * g[sl]
+        d.state[("D", i)], d.state[("window", i)] = D, (d.t - 1) // d.options["nu"]
+        out[sl] = D
+    return out
+
+
+def _lozo_decays(name, shape, kw) -> bool:
+    """decay_test="name": MeZO's test on names; "ndim": tensors of 2+ dimensions."""
+    return len(shape) >= 2 if kw.get("decay_test") == "ndim" else not any(k in name for k in NO_DECAY)
+
+
+_LOZO_VARIANTS = ({"lozo_scale": "unbiased", "rank": 3, "nu": 2}, {"directions": "rademacher", "nu": 3},
+                  {"decay_test": "ndim", "weight_decay": 0.1, "nu": 4, "num_queries": 2})
+REGISTRY["lozo"] = RuleInfo(
+    LOZO, ref_lozo, kwargs={"nu": 3}, direction=dir_lozo, decays=_lozo_decays, lr=3e-2,
+    fixed=("directions", "scale"),  # U, V and the vectors' u are Gaussian or Rademacher (a variant); no sphere
+    variants=_LOZO_VARIANTS,
+    bad=(({"lozo_scale": "paper"}, r"lozo_scale 'paper'.*\['code', 'unbiased'\]"), ({"nu": 0}, r"invalid nu: 0"),
+         ({"rank": 0}, r"invalid rank: 0"), ({"reshape_nd": "error"}, r"reshape_nd 'error'"),
+         ({"decay_test": "dims"}, r"decay_test 'dims'"), ({"directions": "sphere"}, r"'gaussian' or 'rademacher'")))
+REGISTRY["lozo_m"] = RuleInfo(
+    LOZOM, ref_lozo_m, kwargs={"nu": 3}, direction=dir_lozo, decays=_lozo_decays, lr=3e-2,
+    state_shapes=lambda opt, p: {"M": (p.shape[0], opt.grad_estimator.directions.rank)} if p.dim() >= 2 else {
+        "momentum": p.shape},
+    scalars=lambda opt, ref: {"keep": ref.group["beta1"], "new": 1 - ref.group["beta1"]},  # after its first update
+    fixed=("directions", "scale",  # as LOZO
+           "weight_decay_mode"),  # decoupled only: a factor-space momentum cannot hold λθ
+    variants=(*_LOZO_VARIANTS, {"beta1": 0.5, "nu": 1}, {"weight_decay": 0.1, "nu": 2, "blocks": ["W", "b"],
+                                                         "block_selection": "cyclic"}),
+    bad=(({"beta1": 1.0}, r"beta1"), ({"weight_decay_mode": "coupled"}, r"weight_decay_mode 'coupled'|'decoupled'")))
