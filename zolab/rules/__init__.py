@@ -13,14 +13,15 @@ from zolab.rules.momentum import ZOSGDMomentum
 from zolab.rules.radazo import RAdaZO
 from zolab.rules.rmsprop import ZORMSProp
 from zolab.rules.signsgd import ZOSignSGD
+from zolab.rules.subzero import SubZero
 from zolab.rules.zosgd import ZOSGD
 
 RULES: dict[str, type[ZOOptimizer]] = {
     "zo_sgd": ZOSGD, "zo_sgd_momentum": ZOSGDMomentum, "zo_signsgd": ZOSignSGD, "zo_adamm": ZOAdaMM,
     "zo_rmsprop": ZORMSProp, "radazo": RAdaZO, "zo_adamu": ZOAdaMU, "meazo": MEAZO, "mezo_bcd": MeZOBCD,
 }
-RULES.update({"lozo": LOZO, "lozo_m": LOZOM})  # issue 25, rules C
+RULES.update({"lozo": LOZO, "lozo_m": LOZOM, "subzero": SubZero})  # issue 25, rules C
 
 __all__ = ["RULES", "ZOOptimizer", "ZOSGD", "ZOSGDMomentum", "ZOSignSGD", "ZOAdaMM", "ZORMSProp", "RAdaZO",
            "ZOAdaMU", "MEAZO", "MeZOBCD"]
-__all__ += ["LOZO", "LOZOM"]  # issue 25, rules C
+__all__ += ["LOZO", "LOZOM", "SubZero"]  # issue 25, rules C

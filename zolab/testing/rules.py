@@ -334,3 +334,38 @@ REGISTRY["lozo_m"] = RuleInfo(
     variants=(*_LOZO_VARIANTS, {"beta1": 0.5, "nu": 1}, {"weight_decay": 0.1, "nu": 2, "blocks": ["W", "b"],
                                                          "block_selection": "cyclic"}),
     bad=(({"beta1": 1.0}, r"beta1"), ({"weight_decay_mode": "coupled"}, r"weight_decay_mode 'coupled'|'decoupled'")))
+
+
+# ------------------------------------------------------------------ issue 25, rules C: SubZero
+from zolab.engine.lowrank import BASIS_STREAM  # noqa: E402
+from zolab.rules.subzero import SubZero  # noqa: E402
+
+
+def dir_subzero(kw, sampler, qseed, index, shape, t) -> torch.Tensor:
+    """u = √(mn)/r · U Z Vᵀ on a tensor whose squeezed shape is m × n: U, V the Q factors of the draws keyed by
+    (seed, basis stream, tensor, ⌊(t − 1)/T₀⌋, side), Z (r × r) the query's draw, r = min(rank, m, n)."""
+    dims = [s for s in shape if s > 1]
+    if len(dims) != 2:
+        return _draw(sampler, mix(qseed, index), shape)
+    (m, n), window = dims, (t - 1) // kw["t0"]
+    r = min(kw["rank"], m, n)
+    U, V = (torch.linalg.qr(_draw(sampler, mix(kw.get("seed", 0), BASIS_STREAM, index, window, side), (rows, r))).Q
+            for side, rows in enumerate((m, n)))
+    return (math.sqrt(m * n) / r * U @ _draw(sampler, mix(qseed, index), (r, r)) @ V.t()).reshape(shape)
+
+
+def ref_subzero(d: Dense) -> torch.Tensor:
+    """ĝ, or torch's SGD momentum b ← γ b + ĝ with momentum γ > 0."""
+    if not d.options.get("momentum"):
+        return d.g
+    return _masked(d, "momentum_buffer", d.h["momentum"] * d.get("momentum_buffer") + d.g)
+
+
+REGISTRY["subzero"] = RuleInfo(
+    SubZero, ref_subzero, kwargs={"rank": 2, "t0": 3}, direction=dir_subzero,
+    fixed=("directions", "scale"),  # Gaussian or Rademacher (a variant); no sphere
+    variants=({"momentum": 0.9}, {"momentum": 0.5, "weight_decay": 0.1, "weight_decay_mode": "coupled"},
+              {"momentum": 0.9, "weight_decay": 0.1, "t0": 1, "blocks": ["W", "b"], "blocks_per_step": "all"},
+              {"rank": 8, "t0": 2, "store_subspace": False, "num_queries": 2}, {"directions": "rademacher"}),
+    bad=(({"rank": 0}, r"invalid rank: 0"), ({"t0": 0}, r"invalid t0: 0"), ({"momentum": 1.0}, r"momentum"),
+         ({"store_subspace": "yes"}, r"store_subspace"), ({"directions": "sphere"}, r"'gaussian' or 'rademacher'")))
