@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
 
 from zolab.engine.parallel import batch_length, check_in_step, shard, shard_size
 from zolab.lab.evaluation import EvaluationLogging, hparam_value
@@ -35,6 +36,19 @@ from zolab.tasks.base import Task
 
 OptimizerFactory = Callable[[Iterable], ZOOptimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
+
+
+class FullBatch:
+    """The task's loss over a list of batches (their size-weighted mean: the whole set's mean loss), one forward
+    per batch (``forwards``, which the step counts)."""
+
+    def __init__(self, task: Task, batches: list):
+        self.task, self.batches = task, batches
+        self.sizes = [task.batch_size(b) for b in batches]
+        self.forwards = len(batches)
+
+    def __call__(self) -> torch.Tensor:
+        return sum(self.task.loss(b) * n for b, n in zip(self.batches, self.sizes)) / sum(self.sizes)
 
 
 SUPPORTED_PRECISIONS = ("32-true", "64-true", "bf16-mixed", "bf16-true", "16-true")
@@ -228,7 +242,7 @@ class ZOModule(EvaluationLogging, L.LightningModule):
             raise ValueError("several processes with Lightning's DistributedSampler: each process would read other "
                              "batches; zolab shards each global batch itself: pass use_distributed_sampler=False to "
                              "the Trainer (the zolab CLI does)")
-        self._verified_at = None
+        self._verified_at, self._full = None, None
         rng, self._rng_to_restore = getattr(self, "_rng_to_restore", None), None
         if rng is not None:
             torch.set_rng_state(rng["cpu"])
@@ -259,7 +273,9 @@ class ZOModule(EvaluationLogging, L.LightningModule):
         closure = lambda: self.task.loss(batch)  # noqa: E731
         # A one-tensor task with a batched objective (synthetic functions) evaluates all K (+1) points of
         # the step in one call (Task.batched_loss); the closure is then not called.
-        batched = functools.partial(self.task.batched_loss, batch=batch) if self.task.supports_batched else None
+        scheme = optimizer.optimizer.grad_estimator.scheme
+        batched = functools.partial(self.task.batched_loss, batch=batch) if (
+            self.task.supports_batched and scheme.batched) else None
         n = self.steps_per_batch
         if n > 1 and self.trainer.max_steps is not None and self.trainer.max_steps >= 0:  # max_steps stays exact
             n = max(1, min(n, self.trainer.max_steps - self.trainer.global_step))
@@ -268,7 +284,7 @@ class ZOModule(EvaluationLogging, L.LightningModule):
             if i and task.done():
                 self.trainer.should_stop = True
                 break
-            loss = zo_step(closure, batched)
+            loss = zo_step(closure, batched, self._evaluators(optimizer.optimizer, closure))
         last = self.trainer.max_steps is not None and 0 < self.trainer.max_steps <= self.trainer.global_step
         self._verify(every=True, last=last)
         # self.log costs ~0.4 ms: log only at the steps written, which depend on the ZO step alone
@@ -307,13 +323,36 @@ class ZOModule(EvaluationLogging, L.LightningModule):
         # on_before_optimizer_step hooks after each closure call (2K a ZO step; none with a batched objective).
         # Probes read the step record in on_train_batch_end.
 
-        def step(closure, batched):
-            loss = optimizer.step(closure=closure, batched=batched)
+        def step(closure, batched, evaluators):
+            loss = optimizer.step(closure=closure, batched=batched, **evaluators)
             if scheduler is not None:
                 scheduler.step()
             return loss
 
         return step
+
+    def _evaluators(self, opt: ZOOptimizer, closure) -> dict:
+        """The extra evaluators the rule reads at its next step (``opt.evaluators_at(t)``, else every one its scheme
+        declares): ``full`` is the task's loss over the whole training subset (``FullBatch``: the data module's
+        ``full_batches()``; a batch-free task's closure). MeZO-SVRG asks for it on anchor steps only."""
+        at = getattr(opt, "evaluators_at", None)
+        names = at(opt.zo["step"] + 1) if at is not None else opt.grad_estimator.scheme.evaluators
+        if not names:
+            return {}
+        if set(names) != {"full"}:
+            raise ValueError(f"{type(opt).__name__} reads evaluators {sorted(names)}; ZOModule makes: ['full']")
+        if self.trainer.world_size > 1:
+            raise ValueError(f"{type(opt).__name__} evaluates the whole training subset, which ZOModule does not "
+                             "shard over processes; allowed: one process")
+        if getattr(self, "_full", None) is None:
+            source = getattr(self.trainer.datamodule, "full_batches", None)
+            if source is None and not self.task.batch_free:
+                raise ValueError(f"{type(opt).__name__} evaluates the whole training subset: the data module must "
+                                 f"give full_batches() (ProxyDataModule, SyntheticDataModule do); "
+                                 f"{type(self.trainer.datamodule).__name__} does not")
+            batches = move_data_to_device(list(source()), self.device) if source is not None else None
+            self._full = FullBatch(self.task, batches) if batches is not None else closure
+        return {"full": self._full}
 
     def _log_train(self, loss, write: bool) -> None:
         """The progress bar's ``train/loss``; with ``write``, ``train/*`` to every logger at the ZO step's x.
