@@ -369,3 +369,46 @@ REGISTRY["subzero"] = RuleInfo(
               {"rank": 8, "t0": 2, "store_subspace": False, "num_queries": 2}, {"directions": "rademacher"}),
     bad=(({"rank": 0}, r"invalid rank: 0"), ({"t0": 0}, r"invalid t0: 0"), ({"momentum": 1.0}, r"momentum"),
          ({"store_subspace": "yes"}, r"store_subspace"), ({"directions": "sphere"}, r"'gaussian' or 'rademacher'")))
+
+
+# ------------------------------------------------------------------ issue 25, rules C: MeZO-SVRG
+from zolab.rules.mezo_svrg import MeZOSVRG  # noqa: E402
+
+
+def est_svrg(d: Dense, f, theta, seeds, draw):
+    """MeZO-SVRG's estimate (Algorithm 1), the test problems' closure being the full objective. Anchor step
+    (t − 1 ≡ 0 mod q, or the block's first): p̄ at θ along z̄ (the step's query), θ̄ = θ kept on the block, η = η₁;
+    ĝ = p̄ z̄. Else p₁ at θ along z₁ (the step's query), p₂ at θ̄ (θ elsewhere) along z₂ (query seed mix(s₁, 1), or
+    z₁ with shared_z), η = η₂; ĝ = p₁z₁ − p₂z₂ + p̄z̄."""
+    mu, key = d.h["mu"], ("anchor", d.block)
+    if (d.t - 1) % d.options.get("q", 2) == 0 or key not in d.state:
+        z = draw(seeds[0])
+        p = float(f(theta + mu * z) - f(theta - mu * z)) / (2 * mu)
+        d.state[key] = (theta.clone(), z, p)
+        d.h["lr"] = d.options.get("anchor_lr") or d.h["lr"]
+        return [p], [z]
+    bar, z_bar, p_bar = d.state[key]
+    bar = torch.where(d.mask, bar, theta)
+    z1 = draw(seeds[0])
+    z2 = z1 if d.options.get("shared_z") else draw(mix(seeds[0], 1))
+    p1 = float(f(theta + mu * z1) - f(theta - mu * z1)) / (2 * mu)
+    p2 = float(f(bar + mu * z2) - f(bar - mu * z2)) / (2 * mu)
+    return [p1, -p2, p_bar], [z1, z2, z_bar]
+
+
+REGISTRY["mezo_svrg"] = RuleInfo(
+    MeZOSVRG, ref_sgd, estimate=est_svrg, state=("anchor",),
+    kwargs={"anchor_batch": "closure"},  # the test problems' closures are full-batch objectives
+    scalars=lambda opt, ref: opt.scalars_of(ref, opt.record.blocks[0]),
+    unbatched="MeZO-SVRG's ĝ holds the kept anchor direction, which a batched objective's drawn rows lack",
+    fixed=("num_queries", "estimator", "directions", "scale",  # its own scheme: one query an estimate (no sphere)
+           "block_selection"),  # every block each step (blocks_per_step="all"): an anchor step anchors all
+    variants=({"q": 3}, {"q": 3, "shared_z": True, "directions": "rademacher"},
+              {"q": 2, "anchor_lr": 0.2, "weight_decay": 0.1}, {"q": 1},
+              {"q": 3, "anchor_lr": 0.1, "blocks": ["W", "b"], "blocks_per_step": "all", "weight_decay": 0.1,
+               "weight_decay_mode": "coupled"}),
+    bad=(({"q": 0}, r"invalid q: 0"), ({"anchor_batch": "mini"}, r"anchor_batch 'mini'"),
+         ({"anchor_storage": "replay"}, r"anchor_storage 'replay'.*\['copy'\]"), ({"num_queries": 2}, "num_queries"),
+         ({"shared_z": 1}, "shared_z"), ({"anchor_lr": -1.0}, "anchor_lr"), ({"plateau_anneal": 0.5}, "plateau_anneal"),
+         ({"plateau_anneal": 2.0}, "plateau_window"), ({"directions": "sphere"}, r"directions 'sphere'"),
+         ({"blocks": "tensor"}, r"blocks_per_step=1.*allowed: 'all'")))
