@@ -1,4 +1,4 @@
-"""LOZO and LOZO-M: ZO-SGD along low-rank directions U Vᵀ whose V is kept for ν steps (docs/algorithms.md §3.11)."""
+"""LOZO and LOZO-M: ZO-SGD along low-rank directions U Vᵀ whose V is kept for ν steps (docs/algorithms.md §3.13)."""
 
 from zolab.engine.checks import check_choice, check_int, check_range
 from zolab.engine.lowrank import LowRank

@@ -1,4 +1,4 @@
-"""SubZero: ZO-SGD along subspace directions √(mn)/r · U Z Vᵀ, bases kept for T₀ steps (docs/algorithms.md §3.12)."""
+"""SubZero: ZO-SGD along subspace directions √(mn)/r · U Z Vᵀ, bases kept for T₀ steps (docs/algorithms.md §3.14)."""
 
 import math
 
