@@ -1,4 +1,4 @@
-"""The structured rules of issue 25 (LOZO, LOZO-M, SubZero, MeZO-SVRG) from their configs through ``zolab fit``: each
+"""The structured rules (LOZO, LOZO-M, SubZero, MeZO-SVRG) from their configs through ``zolab fit``: each
 lowers the loss of the lab's Quadratic and of the digits MLP, whose cheap probes log without error; MeZO-SVRG's anchor
 steps evaluate the whole training subset (``full=``), its forwards counted as docs/algorithms.md §3.18 says."""
 

@@ -21,8 +21,8 @@ RULES: dict[str, type[ZOOptimizer]] = {
     "zo_sgd": ZOSGD, "zo_sgd_momentum": ZOSGDMomentum, "zo_signsgd": ZOSignSGD, "zo_adamm": ZOAdaMM,
     "zo_rmsprop": ZORMSProp, "radazo": RAdaZO, "zo_adamu": ZOAdaMU, "meazo": MEAZO, "mezo_bcd": MeZOBCD,
 }
-RULES.update({"lozo": LOZO, "lozo_m": LOZOM, "subzero": SubZero, "mezo_svrg": MeZOSVRG})  # issue 25, rules C
+RULES.update({"lozo": LOZO, "lozo_m": LOZOM, "subzero": SubZero, "mezo_svrg": MeZOSVRG})  # structured rules
 
 __all__ = ["RULES", "ZOOptimizer", "ZOSGD", "ZOSGDMomentum", "ZOSignSGD", "ZOAdaMM", "ZORMSProp", "RAdaZO",
            "ZOAdaMU", "MEAZO", "MeZOBCD"]
-__all__ += ["LOZO", "LOZOM", "SubZero", "MeZOSVRG"]  # issue 25, rules C
+__all__ += ["LOZO", "LOZOM", "SubZero", "MeZOSVRG"]  # structured rules
