@@ -66,6 +66,7 @@ FORWARDS, MEZO = "two forwards", "MeZO pattern"  # the reference rows
 # Arguments a rule needs beyond lr and mu: this table, else its registry entry's (the arguments every test
 # passes, e.g. ZO-AdaMU's total_steps), so a newly registered rule runs without an edit here.
 BENCH_KWARGS = {"zo_adamu": dict(total_steps=100, t1=1)}
+BENCH_KWARGS.update(lozo={}, lozo_m={}, subzero={}, mezo_svrg=dict(anchor_batch="closure"))  # defaults; anchor: batch
 VARIANTS = {"zo_sgd:copy": ("zo_sgd", dict(perturb="copy"))}  # name -> (rule, extra arguments)
 STATE_DTYPES = ("bfloat16", "float16")  # "<rule>:bfloat16": a rule with d-sized state, its state in bfloat16
 

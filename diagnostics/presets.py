@@ -127,6 +127,9 @@ class Economy(ProbeSet):
         law = pl_module.zo_optimizer.sampler.name
         if isinstance(probe, EstimatorVariance) and law not in LAWS:
             return f"direction law {law!r} has no variance theory (allowed: {list(LAWS)})"
+        scheme = pl_module.zo_optimizer.grad_estimator.scheme
+        if isinstance(probe, EstimatorVariance) and scheme.evaluators:
+            return f"estimator {scheme.name!r} reads {list(scheme.evaluators)} besides the step's batch"
         return None
 
 

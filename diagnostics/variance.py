@@ -27,7 +27,9 @@ block's tensors n (a_n the estimator's coefficient, ``coefficients``), read in o
 memory: ∇F, one direction tensor and one perturbed point (none in module mode). With K > 1, the block's
 direction and two running estimates more. The estimator's process-parallel seam is not used: the points are
 this process's own measurements. Only the three isotropic laws (``gaussian``, ``sphere``, ``rademacher``)
-are supported (ZO-AdaMU's directions depend on its momentum: no theory).
+are supported (ZO-AdaMU's directions depend on its momentum: no theory); structured directions drawn from them
+(low-rank U Vᵀ: LOZO, SubZero) are measured, with no theory (nan). A difference scheme that reads more than the
+step's batch (MeZO-SVRG's full-batch anchor, ``scheme.evaluators``) is refused.
 """
 
 from __future__ import annotations
@@ -100,6 +102,11 @@ class EstimatorVariance(Probe):
         law = pl_module.zo_optimizer.sampler.name
         if law not in LAWS:
             raise ValueError(f"EstimatorVariance: direction law {law!r} has no variance theory; allowed: {list(LAWS)}")
+        scheme = pl_module.zo_optimizer.grad_estimator.scheme
+        if scheme.evaluators:
+            raise ValueError(f"EstimatorVariance: estimator {scheme.name!r} evaluates {list(scheme.evaluators)} "
+                             "besides the step's batch, which the probe's extra estimates cannot; allowed: schemes "
+                             "of the step's closure alone")
 
     def measure(self, trainer, pl_module, batch, t):
         opt = pl_module.zo_optimizer
@@ -120,6 +127,8 @@ class EstimatorVariance(Probe):
         grad_sq_blocks = [sum(grad_sq[r.name] for r in refs) for refs in blocks]
         sizes = [sum(r.param.numel() for r in refs) for refs in blocks]
         theory = variance_theory(law, opt.scale == "dimension", grad_sq_blocks, sizes, rest_sq, K)
+        if opt.grad_estimator.directions.name != law:  # structured directions (low-rank): measured, no theory
+            theory = float("nan")
         measured, measured_jvp = err / self.num_samples + rest_sq, err_jvp / self.num_samples + rest_sq
         ok = theory > 0  # False for nan (unscaled sphere) and a zero gradient
         self._metrics = {

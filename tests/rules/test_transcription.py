@@ -90,7 +90,7 @@ class Harness:
         h.setdefault("eps", 1e-8)
         return h
 
-    def direction(self, sampler, qseed, active, h):
+    def direction(self, sampler, qseed, active, h, t):
         u = torch.zeros(30, dtype=torch.float64)
         noise = [torch.zeros(30, dtype=torch.float64), torch.zeros(30, dtype=torch.float64)]
         for i in active:
@@ -99,6 +99,8 @@ class Harness:
                 gen = sampler.generator(mix(qseed, i), like.device)
                 for j in range(2):
                     noise[j][SLICES[i]] = sampler.draw(gen, like).flatten()
+            elif self.info.direction is not None:  # the rule's structured directions, written out
+                u[SLICES[i]] = self.info.direction(self.kw, sampler, qseed, i, self.shapes[i], t).flatten()
             else:
                 u[SLICES[i]] = sampler.sample(mix(qseed, i), like).flatten()
         return u, noise
@@ -123,10 +125,12 @@ class Harness:
         sampler = make_sampler(kw.get("directions", "gaussian"), kw.get("rng", "counter"))
         dense = Dense(g=torch.zeros(30, dtype=torch.float64), ps=[], us=[], h=h, mask=mask, count=None,
                       options=kw, state=self.state,
-                      scope={"global": "g", "group": "g", "block": block}[kw.get("scope", "global")])
+                      scope={"global": "g", "group": "g", "block": block}[kw.get("scope", "global")],
+                      t=t, seed=kw.get("seed", 0), shapes=tuple(tuple(s) for s in self.shapes), block=block)
         active = [i for i in range(2) if mask[SLICES[i]].all()]
-        for k in range(K):
-            u, noise = self.direction(sampler, mix(kw.get("seed", 0), t, position, k), active, h)
+        seeds = [mix(kw.get("seed", 0), t, position, k) for k in range(K)]
+        for k in range(K if self.info.estimate is None else 0):
+            u, noise = self.direction(sampler, seeds[k], active, h, t)
             if self.info.own_directions:
                 u = ref_adamu_direction(dense, noise) * mask
                 self.state["noise"] = noise
@@ -140,15 +144,22 @@ class Harness:
         scale = kw.get("scale") or ("dimension" if kw.get("directions") == "sphere" else "none")
         c = float(mask.sum()) if scale == "dimension" else 1.0
         decay = torch.zeros(30, dtype=torch.float64)
-        decay[SLICES[0]] = kw.get("weight_decay", 0.0)  # only the 2-D tensor decays by default
+        for i, (name, shape) in enumerate(zip(("W", "b"), self.shapes)):  # by default only the 2-D tensor decays
+            if self.info.decays(name, shape, kw) if self.info.decays else len(shape) >= 2:
+                decay[SLICES[i]] = kw.get("weight_decay", 0.0)
         decay = decay * mask
-        g = sum(c / K * p * u for p, u in zip(dense.ps, dense.us))
+        if self.info.estimate is not None:  # the rule's own scheme: ĝ = Σ coefs_k u_k, c/K included
+            dense.ps, dense.us = self.info.estimate(dense, f, theta, seeds,
+                                                    lambda s: self.direction(sampler, s, active, h, t)[0] * mask)
+            g = sum(a * u for a, u in zip(dense.ps, dense.us))
+        else:
+            g = sum(c / K * p * u for p, u in zip(dense.ps, dense.us))
         coupled = kw.get("weight_decay_mode") == "coupled"
         dense.g = g + decay * theta if coupled else g
         self.count = self.count + mask
         dense.count = self.count
         U = self.info.reference(dense) * mask
-        return theta - kw["lr"] * (U if coupled else U + decay * theta)
+        return theta - h["lr"] * (U if coupled else U + decay * theta)  # h["lr"]: the step's η (SVRG's anchors)
 
 
 @pytest.mark.parametrize("rule,opts", cases())

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
 
 from zolab.engine.parallel import batch_length, check_in_step, shard, shard_size
 from zolab.lab.evaluation import EvaluationLogging, hparam_value
@@ -35,6 +36,19 @@ from zolab.tasks.base import Task
 
 OptimizerFactory = Callable[[Iterable], ZOOptimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
+
+
+class FullBatch:
+    """The task's loss over a list of batches (their size-weighted mean: the whole set's mean loss), one forward
+    per batch (``forwards``, which the step counts)."""
+
+    def __init__(self, task: Task, batches: list):
+        self.task, self.batches = task, batches
+        self.sizes = [task.batch_size(b) for b in batches]
+        self.forwards = len(batches)
+
+    def __call__(self) -> torch.Tensor:
+        return sum(self.task.loss(b) * n for b, n in zip(self.batches, self.sizes)) / sum(self.sizes)
 
 
 SUPPORTED_PRECISIONS = ("32-true", "64-true", "bf16-mixed", "bf16-true", "16-true")
@@ -230,7 +244,7 @@ class ZOModule(EvaluationLogging, L.LightningModule):
             raise ValueError("several processes with Lightning's DistributedSampler: each process would read other "
                              "batches; zolab shards each global batch itself: pass use_distributed_sampler=False to "
                              "the Trainer (the zolab CLI does)")
-        self._verified_at = None
+        self._verified_at, self._full = None, None
         self._stepping = None  # the optimizer's step and lookups, made at the first batch of this fit
         rng, self._rng_to_restore = getattr(self, "_rng_to_restore", None), None
         if rng is not None:
@@ -265,7 +279,7 @@ class ZOModule(EvaluationLogging, L.LightningModule):
     def training_step(self, batch, batch_idx):
         if self._stepping is None:
             self._stepping = self._stepper(self.optimizers())
-        zo_step, parallel, in_step_checks = self._stepping
+        zo_step, parallel, in_step_checks, opt, batched_ok = self._stepping
         trainer, task = self.trainer, self.task
         if parallel is not None:  # several processes: this one's shard of the global batch, weighted by its real
             n = batch_length(batch)  # size (0: an empty shard, not evaluated)
@@ -274,7 +288,8 @@ class ZOModule(EvaluationLogging, L.LightningModule):
         closure = lambda: task.loss(batch)  # noqa: E731
         # A one-tensor task with a batched objective (synthetic functions) evaluates all K (+1) points of
         # the step in one call (Task.batched_loss); the closure is then not called.
-        batched = functools.partial(task.batched_loss, batch=batch) if task.supports_batched else None
+        batched = functools.partial(task.batched_loss, batch=batch) if (
+            task.supports_batched and batched_ok) else None
         n, max_steps = self.steps_per_batch, trainer.max_steps
         if n > 1 and max_steps is not None and max_steps >= 0:  # max_steps stays exact
             n = max(1, min(n, max_steps - trainer.global_step))
@@ -282,7 +297,7 @@ class ZOModule(EvaluationLogging, L.LightningModule):
             if i and task.done():
                 trainer.should_stop = True
                 break
-            loss = zo_step(closure, batched)
+            loss = zo_step(closure, batched, self._evaluators(opt, closure))
         step = trainer.global_step
         if in_step_checks:
             self._verify(every=True, last=max_steps is not None and 0 < max_steps <= step)
@@ -319,17 +334,18 @@ class ZOModule(EvaluationLogging, L.LightningModule):
             self._verified_at = step
 
     def _stepper(self, optimizer):
-        """``(step, parallel, in_step_checks)``, made once a fit rather than at every batch:
+        """``(step, parallel, in_step_checks, rule, batched_ok)``, made once a fit rather than at every batch:
         ``step(closure, batched) -> loss`` is one ZO step inside Lightning's step bookkeeping (global_step,
         profiler), then the lr scheduler; ``parallel`` the rule's data-parallel plan (None in one process);
-        ``in_step_checks`` whether the processes' parameters are compared (``_verify``)."""
+        ``in_step_checks`` whether the processes' parameters are compared (``_verify``); ``rule`` the ZO optimizer;
+        ``batched_ok`` whether its difference scheme can use a batched objective."""
         scheduler = self.lr_schedulers()
         # Lightning's public step: it counts the step (global_step) and its precision plugin runs the
         # on_before_optimizer_step hooks after each closure call (2K a ZO step; none with a batched objective).
         # Probes read the step record in on_train_batch_end.
 
-        def step(closure, batched):
-            loss = optimizer.step(closure=closure, batched=batched)
+        def step(closure, batched, evaluators):
+            loss = optimizer.step(closure=closure, batched=batched, **evaluators)
             if scheduler is not None:
                 scheduler.step()
             return loss
@@ -337,7 +353,32 @@ class ZOModule(EvaluationLogging, L.LightningModule):
         parallel = optimizer.optimizer.grad_estimator.parallel
         strategy = self.trainer.strategy
         in_step_checks = isinstance(strategy, ZOStrategy) and bool(getattr(strategy, "verify_every", 0))
-        return step, (parallel if hasattr(parallel, "data_index") else None), in_step_checks
+        rule = optimizer.optimizer
+        data_parallel = parallel if hasattr(parallel, "data_index") else None
+        return step, data_parallel, in_step_checks, rule, rule.grad_estimator.scheme.batched
+
+    def _evaluators(self, opt: ZOOptimizer, closure) -> dict:
+        """The extra evaluators the rule reads at its next step (``opt.evaluators_at(t)``, else every one its scheme
+        declares): ``full`` is the task's loss over the whole training subset (``FullBatch``: the data module's
+        ``full_batches()``; a batch-free task's closure). MeZO-SVRG asks for it on anchor steps only."""
+        at = getattr(opt, "evaluators_at", None)
+        names = at(opt.zo["step"] + 1) if at is not None else opt.grad_estimator.scheme.evaluators
+        if not names:
+            return {}
+        if set(names) != {"full"}:
+            raise ValueError(f"{type(opt).__name__} reads evaluators {sorted(names)}; ZOModule makes: ['full']")
+        if self.trainer.world_size > 1:
+            raise ValueError(f"{type(opt).__name__} evaluates the whole training subset, which ZOModule does not "
+                             "shard over processes; allowed: one process")
+        if getattr(self, "_full", None) is None:
+            source = getattr(self.trainer.datamodule, "full_batches", None)
+            if source is None and not self.task.batch_free:
+                raise ValueError(f"{type(opt).__name__} evaluates the whole training subset: the data module must "
+                                 f"give full_batches() (ProxyDataModule, SyntheticDataModule do); "
+                                 f"{type(self.trainer.datamodule).__name__} does not")
+            batches = move_data_to_device(list(source()), self.device) if source is not None else None
+            self._full = FullBatch(self.task, batches) if batches is not None else closure
+        return {"full": self._full}
 
     def _log_train(self, loss, write: bool) -> None:
         """``train/loss`` for the progress bar and callbacks; with ``write``, ``train/*`` to every logger at the ZO

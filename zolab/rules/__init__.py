@@ -6,18 +6,23 @@ The test entries of the rules (references, test arguments) live apart, in ``zola
 from zolab.rules.adamm import ZOAdaMM
 from zolab.rules.adamu import ZOAdaMU
 from zolab.rules.base import ZOOptimizer
+from zolab.rules.lozo import LOZO, LOZOM
 from zolab.rules.meazo import MEAZO
 from zolab.rules.mezo_bcd import MeZOBCD
+from zolab.rules.mezo_svrg import MeZOSVRG
 from zolab.rules.momentum import ZOSGDMomentum
 from zolab.rules.radazo import RAdaZO
 from zolab.rules.rmsprop import ZORMSProp
 from zolab.rules.signsgd import ZOSignSGD
+from zolab.rules.subzero import SubZero
 from zolab.rules.zosgd import ZOSGD
 
 RULES: dict[str, type[ZOOptimizer]] = {
     "zo_sgd": ZOSGD, "zo_sgd_momentum": ZOSGDMomentum, "zo_signsgd": ZOSignSGD, "zo_adamm": ZOAdaMM,
     "zo_rmsprop": ZORMSProp, "radazo": RAdaZO, "zo_adamu": ZOAdaMU, "meazo": MEAZO, "mezo_bcd": MeZOBCD,
 }
+RULES.update({"lozo": LOZO, "lozo_m": LOZOM, "subzero": SubZero, "mezo_svrg": MeZOSVRG})  # structured rules
 
 __all__ = ["RULES", "ZOOptimizer", "ZOSGD", "ZOSGDMomentum", "ZOSignSGD", "ZOAdaMM", "ZORMSProp", "RAdaZO",
            "ZOAdaMU", "MEAZO", "MeZOBCD"]
+__all__ += ["LOZO", "LOZOM", "SubZero", "MeZOSVRG"]  # structured rules

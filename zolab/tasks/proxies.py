@@ -208,6 +208,7 @@ class ProxyDataModule(L.LightningDataModule):
 
     Args: batch_size (None: the task's, §8: 64, 64, 32), seed (batch order), n_train (None: the whole training
     split; else its first n_train examples, e.g. SVRG's n = 512; val and test are unchanged), eval_batch_size.
+    ``full_batches()`` gives the whole training subset in batches (MeZO-SVRG's anchor steps).
     """
 
     def __init__(self, batch_size: int | None = None, seed: int = 0, n_train: int | None = None,
@@ -247,6 +248,13 @@ class ProxyDataModule(L.LightningDataModule):
                                  f"[1, {len(x)}] (the training split of {type(self.task).__name__})")
             x, y = x[: self.n_train], y[: self.n_train]
         self.sets = {"train": TensorDataset(x, y), **{s: TensorDataset(*self.task.split(s)) for s in ("val", "test")}}
+
+    def full_batches(self) -> list:
+        """The whole training subset (its first ``n_train`` examples) in order, in batches of the training batch
+        size: what MeZO-SVRG's anchor steps evaluate (n/b forwards each)."""
+        batch_size = self.batch_size or self.task.default_batch_size
+        x, y = self.sets["train"].tensors
+        return list(zip(x.split(batch_size), y.split(batch_size)))
 
     def train_dataloader(self):
         batch_size = self.batch_size or self.task.default_batch_size

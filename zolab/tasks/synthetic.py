@@ -141,6 +141,10 @@ class SyntheticDataModule(L.LightningDataModule):
         batches = math.ceil(self.steps_per_epoch / per_batch)
         return _StepIndices(batches)
 
+    def full_batches(self) -> list:
+        """The whole "training set" of an exact objective: one batch (MeZO-SVRG's anchor steps, one forward)."""
+        return [0]
+
     def val_dataloader(self):
         return DataLoader(_Steps(1), batch_size=1, collate_fn=_identity)
 

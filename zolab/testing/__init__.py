@@ -1,9 +1,11 @@
 """What the table-driven tests of the rules need, kept beside the package (as ``torch.testing``), not in it.
 
 ``REGISTRY`` (short name -> ``RuleInfo``): each rule's class, test arguments, state, capabilities and its
-dense float64 reference update, called with a ``Dense`` context (``zolab.testing.rules``).
+dense float64 reference update, called with a ``Dense`` context (``zolab.testing.rules``; the entries of the
+rules that are not element-wise given ĝ in ``zolab.testing.rules_structured``, registered on import).
 """
 
+from zolab.testing import rules_structured  # noqa: F401  (adds LOZO, LOZO-M, SubZero, MeZO-SVRG to REGISTRY)
 from zolab.testing.rules import REGISTRY, Dense, RuleInfo
 
 __all__ = ["REGISTRY", "Dense", "RuleInfo"]

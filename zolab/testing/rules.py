@@ -7,6 +7,10 @@ convergence check) runs on it. ``reference`` is a direct transcription of the ru
 vectors (docs/algorithms.md §3), written apart from the rule's own ``update``: the tests build ĝ, the blocks
 and the weight decay themselves (§1, §2) and call it with a ``Dense`` context. The runtime map of rules by
 short name is ``zolab.rules.RULES``; it does not import this module.
+
+A rule that is not element-wise states what the generic tests must know in its entry's capability fields
+(``direction``, ``estimate``, ``scalars``, ``state_shapes``, ``decays``, ``unbatched``; each documented in
+``RuleInfo``), so that every generic test runs on it, or is skipped with the reason it gives.
 """
 
 from __future__ import annotations
@@ -45,12 +49,25 @@ class Dense:
     options: dict  # the rule's constructor options
     scope: str = "global"  # MEAZO's scope key of this block
     state: dict = field(default_factory=dict)  # the reference's own state, kept across steps
+    t: int = 0  # the step (1, 2, ...)
+    seed: int = 0  # the optimizer's seed
+    shapes: tuple = ()  # the tensors' shapes, laid out one after another in θ (tensor i: slices(d)[i])
+    block: int = 0  # the index of the block being updated (a reference's state per block: SVRG's anchors)
 
     def zeros(self) -> torch.Tensor:
         return torch.zeros_like(self.g)
 
     def get(self, name: str) -> torch.Tensor:
         return self.state.get(name, self.zeros())
+
+    def slices(self) -> list[slice]:
+        """Each tensor's elements in θ, in order (``shapes``)."""
+        out, start = [], 0
+        for shape in self.shapes:
+            n = math.prod(shape)
+            out.append(slice(start, start + n))
+            start += n
+        return out
 
 
 @dataclass(frozen=True)
@@ -65,6 +82,26 @@ class RuleInfo:
     fixed: tuple[str, ...] = ()  # common options the rule does not take (its maths fixes them)
     bad: tuple[tuple[dict, str], ...] = ()  # (arguments, error regex) the constructor must refuse
     lr: float = 1e-2  # a step size for the convergence check on the test problem
+    # Capabilities of rules that are not element-wise (structured directions, eager updates, own schemes); the
+    # generic tests read them, so every test runs on every rule or is skipped with the stated reason.
+    # direction(kw, sampler, query seed, tensor index, shape, t) -> u (float64): the rule's directions written
+    # out on one tensor, when they are not the sampler's draw z (low-rank U Vᵀ: LOZO, SubZero).
+    direction: Callable | None = None
+    # estimate(d, f, θ, seeds, draw) -> (coefs, us): the rule's difference scheme written out, when its points
+    # are not θ ± μu_k of the step's queries (an anchor θ̄, a full batch: MeZO-SVRG); ĝ = Σ coefs_k us_k (c/K
+    # included), seeds are the step's query seeds, draw(seed) the direction of a query seed on the block; it
+    # may set d.h["lr"] (the step's η) and keep its state in d.state.
+    estimate: Callable | None = None
+    # scalars(opt, ref) -> dict: the per-step scalars the rule's ``prepare`` gave ``update`` (as h) at the last
+    # step, for the eager comparison (a branch flag, a first-update factor).
+    scalars: Callable | None = None
+    # state_shapes(opt, param) -> {name: shape}: the state a tensor gets, when it is not ``state`` in the
+    # parameter's shape (a factor-space momentum m × r on matrices).
+    state_shapes: Callable | None = None
+    # decays(name, shape, kw) -> bool: the tensors decoupled decay touches when no group sets weight_decay, when
+    # not those of two or more dimensions (docs/algorithms.md §2): MeZO's name test.
+    decays: Callable | None = None
+    unbatched: str = ""  # why the rule takes no batched objective (the batched test is skipped with it)
 
     @property
     def name(self) -> str:
@@ -204,3 +241,5 @@ REGISTRY: dict[str, RuleInfo] = {
 
 # A new rule: its file in zolab/rules/, then here its reference and one entry, e.g.
 #     REGISTRY["zo_lion"] = RuleInfo(ZOLion, ref_lion, state=("m",))      (README: "Adding a rule")
+# (or in a file of its own beside this one that zolab/testing/__init__.py imports, as rules_structured.py)
+
