@@ -19,7 +19,8 @@ from zolab.testing import REGISTRY
 
 from ._problem import TinyProblem
 
-STATEFUL = [name for name, info in REGISTRY.items() if info.state]
+STATEFUL = [name for name, info in REGISTRY.items() if info.state and getattr(info.cls, "half_state", True)]
+KEEPS_FLOAT32 = [name for name, info in REGISTRY.items() if not getattr(info.cls, "half_state", True)]
 CASES = [pytest.param(r, d, id=f"{r}-{d}") for r in STATEFUL for d in ("bfloat16", "float16")
          if d == "bfloat16" or not REGISTRY[r].cls.squared_state]
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -245,3 +246,10 @@ def test_half_state_is_the_d_sized_state_and_refused_for_eager_updates():
                                          r"eager_update.*allowed: state_dtype='float32'"):
         FactorMomentum([("W", nn.Parameter(torch.randn(3, 4)))], lr=0.1, state_dtype="bfloat16")
     FactorMomentum([("W", nn.Parameter(torch.randn(3, 4)))], lr=0.1)  # float32 state: allowed
+
+
+@pytest.mark.parametrize("rule", KEEPS_FLOAT32)
+def test_a_rule_whose_state_is_a_point_refuses_half_state(rule):
+    """MeZO-SVRG's state is the anchor θ̄, where losses are taken: stored in bfloat16 it would be another point."""
+    with pytest.raises(ValueError, match="state_dtype='bfloat16'; allowed: 'float32'"):
+        make(rule, [("x", nn.Parameter(torch.zeros(3)))], state_dtype="bfloat16")

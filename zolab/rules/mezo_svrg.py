@@ -95,6 +95,7 @@ class MeZOSVRG(ZOOptimizer):
     """
 
     label = "MeZO-SVRG"
+    half_state = False  # state_dtype stays float32: the state is θ̄, a point, not a moment
     static_options = ("q", "shared_z", "anchor_batch", "anchor_storage", "plateau_anneal", "plateau_window")
 
     def __init__(self, params, lr=1e-3, anchor_lr=None, mu=1e-3, q=2, weight_decay=0.0, shared_z=False,
@@ -109,6 +110,9 @@ class MeZOSVRG(ZOOptimizer):
             check_range("plateau_anneal", plateau_anneal, 1.0, float("inf"), lo_open=True)
             check_int("plateau_window", plateau_window, 2)
         check_choice("directions", directions, ("gaussian", "rademacher"))  # a kept z̄ cannot be sphere-normalised
+        if options.get("state_dtype", "float32") != "float32":  # θ̄ is a point the losses are taken at, not a moment
+            raise ValueError(f"MeZOSVRG: state_dtype={options['state_dtype']!r}; allowed: 'float32' (its state is the "
+                             "anchor θ̄, a copy of the parameters: a half copy would move the anchor point)")
         if "estimator" in options:
             raise ValueError("MeZOSVRG makes its own estimator (central estimates at θ and θ̄); 'estimator' is not an "
                              "option")
