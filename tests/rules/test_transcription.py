@@ -9,7 +9,6 @@ directions) and the public block selection. Each rule's update is its registry e
 import pytest
 import torch
 
-import zolab
 from zolab.engine.blocks import select
 from zolab.engine.samplers import make_sampler
 from zolab.engine.schedules import value_at
@@ -71,11 +70,7 @@ class Harness:
         self.all_blocks = all_blocks
         self.state: dict = {}
         self.count = torch.zeros(30, dtype=torch.float64)
-        if info.own_directions:
-            self.schedules = zolab.rules.ZOAdaMU(TinyProblem().parameters(), **{
-                k: v for k, v in kw.items() if k in ("alpha", "betas", "total_steps", "t1", "t2", "final")}).schedules
-        else:
-            self.schedules = {}
+        self.schedules = info.make(list(TinyProblem().named_parameters()), **{**BASE, **opts}).schedules
 
     def hyper(self, t):
         h = {k: v for k, v in self.kw.items() if isinstance(v, int | float) and not isinstance(v, bool)}
@@ -123,17 +118,23 @@ class Harness:
         sampler = make_sampler(kw.get("directions", "gaussian"), kw.get("rng", "counter"))
         dense = Dense(g=torch.zeros(30, dtype=torch.float64), ps=[], us=[], h=h, mask=mask, count=None,
                       options=kw, state=self.state,
-                      scope={"global": "g", "group": "g", "block": block}[kw.get("scope", "global")])
+                      scope={"global": "g", "group": "g", "block": block}[kw.get("scope", "global")],
+                      theta=theta, layout=tuple(zip(SLICES, self.shapes)), t=t)
         active = [i for i in range(2) if mask[SLICES[i]].all()]
+        self.state["delta"] = []
         for k in range(K):
             u, noise = self.direction(sampler, mix(kw.get("seed", 0), t, position, k), active, h)
             if self.info.own_directions:
-                u = ref_adamu_direction(dense, noise) * mask
+                u = (self.info.direction or ref_adamu_direction)(dense, noise) * mask
                 self.state["noise"] = noise
             if kw.get("directions") == "sphere":
                 u = u / u.norm()
-            if kw.get("estimator", "central") == "central":
+            estimator = kw.get("estimator", "central")
+            if estimator == "jvp":  # the exact directional derivative
+                dense.ps.append(float(torch.func.jvp(f, (theta,), (u,))[1]))
+            elif estimator in ("central", "three_point"):
                 dense.ps.append(float((f(theta + mu * u) - f(theta - mu * u)) / (2 * mu)))
+                self.state["delta"].append(float(f(theta + mu * u) + f(theta - mu * u) - 2 * f(theta)))
             else:
                 dense.ps.append(float((f(theta + mu * u) - f(theta)) / mu))
             dense.us.append(u)
@@ -141,6 +142,8 @@ class Harness:
         c = float(mask.sum()) if scale == "dimension" else 1.0
         decay = torch.zeros(30, dtype=torch.float64)
         decay[SLICES[0]] = kw.get("weight_decay", 0.0)  # only the 2-D tensor decays by default
+        if self.info.decays_1d:
+            decay[SLICES[1]] = kw.get("weight_decay", 0.0)
         decay = decay * mask
         g = sum(c / K * p * u for p, u in zip(dense.ps, dense.us))
         coupled = kw.get("weight_decay_mode") == "coupled"
@@ -156,6 +159,8 @@ def test_rule_matches_dense_transcription(rule, opts):
     info = REGISTRY[rule]
     problem = TinyProblem()
     opt = info.make(list(problem.named_parameters()), **{**BASE, **opts})
+    if info.needs_model:
+        opt.bind(problem)
     harness = Harness(info, opts, problem.shapes())
     theta = problem.dense()
     for t in range(1, STEPS + 1):

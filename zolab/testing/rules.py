@@ -14,14 +14,18 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from statistics import NormalDist
 
 import torch
 
 from zolab.rules import (
     MEAZO,
     ZOSGD,
+    ForwardGrad,
+    HiZOO,
     MeZOBCD,
     RAdaZO,
+    SparseMeZO,
     ZOAdaMM,
     ZOAdaMU,
     ZOOptimizer,
@@ -45,6 +49,9 @@ class Dense:
     options: dict  # the rule's constructor options
     scope: str = "global"  # MEAZO's scope key of this block
     state: dict = field(default_factory=dict)  # the reference's own state, kept across steps
+    theta: torch.Tensor | None = None  # θ before the step (directions that read it: Sparse-MeZO's mask)
+    layout: tuple = ()  # (slice of θ, shape) of each tensor
+    t: int = 0  # the step
 
     def zeros(self) -> torch.Tensor:
         return torch.zeros_like(self.g)
@@ -65,6 +72,15 @@ class RuleInfo:
     fixed: tuple[str, ...] = ()  # common options the rule does not take (its maths fixes them)
     bad: tuple[tuple[dict, str], ...] = ()  # (arguments, error regex) the constructor must refuse
     lr: float = 1e-2  # a step size for the convergence check on the test problem
+    # capabilities of rules that cannot take every generic test as is, each with its reason:
+    direction: Callable | None = None  # (Dense, noise) -> u: the reference of a rule's own direction (default
+    #   ZO-AdaMU's); ``Dense.state["noise"]`` holds the step's standard normal fields
+    needs_model: bool = False  # steps only bound to its model (Forward-Grad: the JVP differentiates through it):
+    #   the tests bind it; it refuses a batched objective and shards of tensors
+    decays_1d: bool = False  # λ reaches 1-D tensors named like the test problem's b (HiZOO: every tensor;
+    #   Forward-Grad: MeZO's name test, which "b" passes)
+    scalar_state: tuple[str, ...] = ()  # 0-dim state per trainable tensor (Sparse-MeZO's threshold h)
+    prepared: Callable | None = None  # (opt, est, ref) -> the scalars its ``prepare`` gave the last update
 
     @property
     def name(self) -> str:
@@ -204,3 +220,70 @@ REGISTRY: dict[str, RuleInfo] = {
 
 # A new rule: its file in zolab/rules/, then here its reference and one entry, e.g.
 #     REGISTRY["zo_lion"] = RuleInfo(ZOLion, ref_lion, state=("m",))      (README: "Adding a rule")
+
+
+# ------------------------------------------------------------------ issue 25: HiZOO, Sparse-MeZO, Forward-Grad
+def _hessian(d: Dense) -> torch.Tensor:
+    return d.state.setdefault("H", torch.ones_like(d.g))
+
+
+def ref_hizoo_direction(d: Dense, noise: list[torch.Tensor]) -> torch.Tensor:
+    """u = z/√H (H before the step)."""
+    return noise[0] / _hessian(d).sqrt()
+
+
+def ref_hizoo(d: Dense) -> torch.Tensor:
+    """§3.12: H' = (1 − α) H + α |Δ|/(2μ²) H w(z), w = z² ("code") or |z² − 1| ("paper"); U = p z/√H' (or √H)."""
+    z, H, alpha = d.state["noise"][0], _hessian(d), d.h["alpha"]
+    w = z**2 if d.options.get("hessian_estimator", "code") == "code" else (z**2 - 1).abs()
+    new = _masked(d, "H", (1 - alpha) * H + alpha * abs(d.state["delta"][0]) / (2 * d.h["mu"] ** 2) * H * w)
+    return d.ps[0] * z / (H if d.options.get("precondition_with") == "old" else new).sqrt()
+
+
+def _sparse_thresholds(d: Dense) -> torch.Tensor:
+    """h per element: per tensor, the k-th smallest |θ| (or θ) at the thresholds' step, k = ⌈(1 − s)·numel⌉."""
+    refresh, s = d.options.get("threshold_refresh"), d.options.get("sparsity", 0.8)
+    if "h" in d.state and not (refresh and d.t > 1 and (d.t - 1) % refresh == 0 and d.state["h_at"] != d.t):
+        return d.state["h"]
+    on, h = d.options.get("mask_on", "abs"), torch.empty_like(d.theta)
+    for part, shape in d.layout:
+        x = d.theta[part]
+        if len(shape) < 2 and d.options.get("mask_1d", "same") != "same":
+            h[part] = math.inf if d.options["mask_1d"] == "dense" else -math.inf
+        elif on == "random":
+            h[part] = NormalDist().inv_cdf(1 - s / 2) if s else math.inf
+        else:
+            h[part] = (x.abs() if on == "abs" else x).kthvalue(math.ceil(round((1 - s) * x.numel(), 6))).values
+    d.state["h"], d.state["h_at"] = h, d.t
+    return h
+
+
+def ref_sparse_direction(d: Dense, noise: list[torch.Tensor]) -> torch.Tensor:
+    """§3.15: ẑ = z where |θ| ≤ h (θ ≤ h for "signed", |z'| ≤ h for "random"), else 0."""
+    on = d.options.get("mask_on", "abs")
+    x = noise[1].abs() if on == "random" else d.theta if on == "signed" else d.theta.abs()
+    return torch.where(x <= _sparse_thresholds(d), noise[0], torch.zeros_like(x))
+
+
+REGISTRY.update(
+    hizoo=RuleInfo(
+        HiZOO, ref_hizoo, state=("H",), fixed=("num_queries", "estimator", "directions", "weight_decay_mode"),
+        direction=ref_hizoo_direction, decays_1d=True, prepared=lambda opt, est, ref: opt.prepare(ref, {}, est),
+        variants=({"hessian_estimator": "paper", "alpha": 0.3}, {"precondition_with": "old", "alpha": 0.1},
+                  {"alpha": 0.05, "weight_decay": 0.1, "blocks": ["W", "b"], "block_selection": "cyclic"}),
+        bad=(({"alpha": 1.0}, r"alpha.*1.0.*\[0.0, 1.0\)"), ({"hessian_estimator": "exact"}, "hessian_estimator"),
+             ({"precondition_with": "both"}, "precondition_with 'both'"), ({"num_queries": 2}, "num_queries=2"),
+             ({"estimator": "central"}, "estimator='central'"), ({"directions": "sphere"}, "own directions"),
+             ({"weight_decay_mode": "coupled"}, "weight_decay_mode"))),
+    sparse_mezo=RuleInfo(
+        SparseMeZO, ref_sgd, fixed=("directions",), direction=ref_sparse_direction, scalar_state=("h",), lr=3e-2,
+        variants=({"sparsity": 0.5, "mask_on": "signed"}, {"mask_on": "random", "num_queries": 2},
+                  {"sparsity": 0.3, "mask_1d": "dense", "threshold_refresh": 2},
+                  {"sparsity": 0.0, "mask_1d": "frozen", "mask_scope": "module"}),
+        bad=(({"sparsity": 1.0}, r"sparsity.*1.0.*\[0.0, 1.0\)"), ({"mask_on": "magnitude"}, "mask_on 'magnitude'"),
+             ({"mask_scope": "block"}, "mask_scope 'block'"), ({"mask_1d": "skip"}, "mask_1d 'skip'"),
+             ({"threshold_refresh": 0}, "threshold_refresh"), ({"directions": "gaussian"}, "own directions"))),
+    forward_grad=RuleInfo(
+        ForwardGrad, ref_sgd, fixed=("estimator",), needs_model=True, decays_1d=True,
+        variants=({"num_queries": 3, "weight_decay": 0.1},), bad=(({"estimator": "central"}, "estimator='central'"),)),
+)
