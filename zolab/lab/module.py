@@ -258,8 +258,11 @@ class ZOModule(EvaluationLogging, L.LightningModule):
             batch = shard(batch, parallel.data_index, parallel.data)
         closure = lambda: self.task.loss(batch)  # noqa: E731
         # A one-tensor task with a batched objective (synthetic functions) evaluates all K (+1) points of
-        # the step in one call (Task.batched_loss); the closure is then not called.
-        batched = functools.partial(self.task.batched_loss, batch=batch) if self.task.supports_batched else None
+        # the step in one call (Task.batched_loss); the closure is then not called. A scheme without points (a
+        # forward-mode pass, Forward-Grad) differentiates the closure instead.
+        batched = None
+        if self.task.supports_batched and optimizer.optimizer.grad_estimator.scheme.batched:
+            batched = functools.partial(self.task.batched_loss, batch=batch)
         n = self.steps_per_batch
         if n > 1 and self.trainer.max_steps is not None and self.trainer.max_steps >= 0:  # max_steps stays exact
             n = max(1, min(n, self.trainer.max_steps - self.trainer.global_step))

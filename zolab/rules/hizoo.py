@@ -77,7 +77,7 @@ class HiZOO(ZOOptimizer):
         if "directions" in options:
             raise ValueError("HiZOO draws its own directions (z/√H); 'directions' is not an option")
         super().__init__(params, dict(lr=lr, mu=mu, alpha=alpha, weight_decay=weight_decay), estimator=estimator,
-                         **options)
+                         directions="gaussian", **options)
         self.hessian_estimator, self.precondition_with = hessian_estimator, precondition_with
 
     def _check_group(self, g):

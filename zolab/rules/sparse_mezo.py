@@ -65,7 +65,7 @@ class SparseMeZO(ZOOptimizer):
             check_int("threshold_refresh", threshold_refresh, 1)
         if "directions" in options:
             raise ValueError("SparseMeZO draws its own directions (m ⊙ z); 'directions' is not an option")
-        super().__init__(params, dict(lr=lr, mu=mu, weight_decay=weight_decay), **options)
+        super().__init__(params, dict(lr=lr, mu=mu, weight_decay=weight_decay), directions="gaussian", **options)
         self.sparsity, self.mask_scope, self.mask_on = sparsity, mask_scope, mask_on
         self.threshold_refresh, self.mask_1d = threshold_refresh, mask_1d
         self.set_thresholds()
