@@ -74,8 +74,9 @@ class HiZOO(ZOOptimizer):
                                      ("weight_decay_mode", options.get("weight_decay_mode", "decoupled"), "decoupled")):
             if value != allowed:
                 raise ValueError(f"HiZOO: {name}={value!r}; allowed: {allowed!r} (the authors' code)")
-        if "directions" in options:
-            raise ValueError("HiZOO draws its own directions (z/√H); 'directions' is not an option")
+        directions = options.pop("directions", "gaussian")  # a base config's Gaussian law is accepted
+        if directions != "gaussian":
+            raise ValueError(f"HiZOO: directions={directions!r}; allowed: 'gaussian' (z, scaled by 1/√H)")
         super().__init__(params, dict(lr=lr, mu=mu, alpha=alpha, weight_decay=weight_decay), estimator=estimator,
                          directions="gaussian", **options)
         self.hessian_estimator, self.precondition_with = hessian_estimator, precondition_with

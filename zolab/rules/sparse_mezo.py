@@ -63,8 +63,9 @@ class SparseMeZO(ZOOptimizer):
         check_choice("mask_1d", mask_1d, MASK_1D)
         if threshold_refresh is not None:
             check_int("threshold_refresh", threshold_refresh, 1)
-        if "directions" in options:
-            raise ValueError("SparseMeZO draws its own directions (m ⊙ z); 'directions' is not an option")
+        directions = options.pop("directions", "gaussian")  # a base config's Gaussian law is accepted
+        if directions != "gaussian":
+            raise ValueError(f"SparseMeZO: directions={directions!r}; allowed: 'gaussian' (z, masked)")
         super().__init__(params, dict(lr=lr, mu=mu, weight_decay=weight_decay), directions="gaussian", **options)
         self.sparsity, self.mask_scope, self.mask_on = sparsity, mask_scope, mask_on
         self.threshold_refresh, self.mask_1d = threshold_refresh, mask_1d
