@@ -9,7 +9,8 @@ from importlib import import_module
 
 from zolab.claims.types import Claim, Part
 
-PAPERS = ("radazo", "adamu", "mezo_bcd", "meazo", "mezo")  # zolab/claims/<paper>.py, each with CLAIMS
+PAPERS = ("radazo", "adamu", "mezo_bcd", "meazo", "mezo",  # zolab/claims/<paper>.py, each with CLAIMS
+          "hizoo", "sparse_mezo", "forward_grad")
 CLAIMS: tuple[Claim, ...] = tuple(c for p in PAPERS for c in import_module(f"zolab.claims.{p}").CLAIMS)
 
 
