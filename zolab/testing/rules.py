@@ -225,7 +225,7 @@ REGISTRY: dict[str, RuleInfo] = {
 #     REGISTRY["zo_lion"] = RuleInfo(ZOLion, ref_lion, state=("m",))      (README: "Adding a rule")
 
 
-# ------------------------------------------------------------------ issue 25: HiZOO, Sparse-MeZO, Forward-Grad
+# ------------------------------------------------------------------ HiZOO, Sparse-MeZO, Forward-Grad
 def _hessian(d: Dense) -> torch.Tensor:
     return d.state.setdefault("H", torch.ones_like(d.g))
 
