@@ -276,7 +276,8 @@ REGISTRY.update(
                   {"alpha": 0.05, "weight_decay": 0.1, "blocks": ["W", "b"], "block_selection": "cyclic"}),
         bad=(({"alpha": 1.0}, r"alpha.*1.0.*\[0.0, 1.0\)"), ({"hessian_estimator": "exact"}, "hessian_estimator"),
              ({"precondition_with": "both"}, "precondition_with 'both'"), ({"num_queries": 2}, "num_queries=2"),
-             ({"estimator": "central"}, "estimator='central'"), ({"directions": "sphere"}, "own directions"),
+             ({"estimator": "central"}, "estimator='central'"),
+             ({"directions": "sphere"}, r"directions='sphere'; allowed: 'gaussian'"),
              ({"weight_decay_mode": "coupled"}, "weight_decay_mode"))),
     sparse_mezo=RuleInfo(
         SparseMeZO, ref_sgd, fixed=("directions",), direction=ref_sparse_direction, scalar_state=("h",), lr=0.3,
@@ -286,7 +287,8 @@ REGISTRY.update(
                   {"sparsity": 0.0, "mask_1d": "frozen", "mask_scope": "module"}),
         bad=(({"sparsity": 1.0}, r"sparsity.*1.0.*\[0.0, 1.0\)"), ({"mask_on": "magnitude"}, "mask_on 'magnitude'"),
              ({"mask_scope": "block"}, "mask_scope 'block'"), ({"mask_1d": "skip"}, "mask_1d 'skip'"),
-             ({"threshold_refresh": 0}, "threshold_refresh"), ({"directions": "gaussian"}, "own directions"))),
+             ({"threshold_refresh": 0}, "threshold_refresh"),
+             ({"directions": "rademacher"}, r"directions='rademacher'; allowed: 'gaussian'"))),
     forward_grad=RuleInfo(
         ForwardGrad, ref_sgd, fixed=("estimator",), needs_model=True, decays_1d=True,
         variants=({"num_queries": 3, "weight_decay": 0.1},), bad=(({"estimator": "central"}, "estimator='central'"),)),
