@@ -16,6 +16,7 @@ from zolab.claims.types import Moved, Tolerance, power
 
 COMPARISONS = {"R1.proxy", "R1.seeds", "R4.proxy", "R4.seeds", "R4.attack", "R5.attack", "R6.minilm", "A1.minilm",
                "A2.mlp", "B1.minilm", "M1.minilm"}  # the parts that compare rules (issue 24 gave each a tolerance)
+COMPARISONS |= {"HZ1.p_hq", "HZ1.p_mlp", "SM1.p_mlp", "FG1.p_mlp"}  # HiZOO's, Sparse-MeZO's, Forward-Grad's
 
 
 def test_every_comparison_part_has_an_explicit_tolerance():
