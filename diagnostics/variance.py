@@ -26,10 +26,11 @@ with one query (K = 1) no estimate is built, ‖ĝ − ∇F‖² = Σ_n a_n²‖
 block's tensors n (a_n the estimator's coefficient, ``coefficients``), read in one float64 pass over u;
 memory: ∇F, one direction tensor and one perturbed point (none in module mode). With K > 1, the block's
 direction and two running estimates more. The estimator's process-parallel seam is not used: the points are
-this process's own measurements. Only the three isotropic laws (``gaussian``, ``sphere``, ``rademacher``)
-are supported (ZO-AdaMU's directions depend on its momentum: no theory); structured directions drawn from them
-(low-rank U Vᵀ: LOZO, SubZero) are measured, with no theory (nan). A difference scheme that reads more than the
-step's batch (MeZO-SVRG's full-batch anchor, ``scheme.evaluators``) is refused.
+this process's own measurements. A forward-mode scheme (Forward-Grad) makes its estimates by JVPs through the
+bound model, so ``measured`` equals ``measured_jvp``. Only the three isotropic laws (``gaussian``, ``sphere``,
+``rademacher``) are supported (ZO-AdaMU's directions depend on its momentum: no theory); structured directions
+drawn from them (low-rank U Vᵀ: LOZO, SubZero) are measured, with no theory (nan). A difference scheme that reads
+more than the step's batch (MeZO-SVRG's full-batch anchor, ``scheme.evaluators``) is refused.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from diagnostics.guards import untouched
 from diagnostics.probe import Probe, gradient_sq
 from diagnostics.reductions import dot, sq_sum, sq_sum_and_dot
 from zolab.engine.estimator import BlockEstimate, Local
+from zolab.engine.jvp import forward_gradient
 from zolab.engine.perturb import ModulePerturbation, NotPerturbed, evaluate_copy, new_pool
 from zolab.engine.seeds import mix
 
@@ -155,16 +157,21 @@ class EstimatorVariance(Probe):
             return pl_module.compute_loss(batch)
 
         dirs = estimator.directions
+
+        def jvp(query):  # a forward-mode scheme's passes (Forward-Grad), through the model the step differentiates
+            return forward_gradient(opt.perturber.model, refs, dirs, query, closure)
+
         if opt.perturb_mode == "module":
             try:
                 with ModulePerturbation(pl_module.task, refs, dirs, new_pool(), opt.chunk_numel) as mp:
-                    return estimator.estimate(block, refs, queries, lambda q, s: mp.evaluate(q, s, closure))
+                    return estimator.estimate(block, refs, queries, lambda q, s: mp.evaluate(q, s, closure), jvp=jvp)
             except NotPerturbed:  # as the step does: "auto" falls back to copies, an explicit "module" fails
                 if opt.perturb == "module":
                     raise
         buffers = {r.index: torch.empty_like(r.param) for r in refs}  # one per tensor, reused by every point
         return estimator.estimate(block, refs, queries,
-                                  lambda q, s: evaluate_copy(refs, q, s, dirs, closure, lambda r: buffers[r.index]))
+                                  lambda q, s: evaluate_copy(refs, q, s, dirs, closure, lambda r: buffers[r.index]),
+                                  jvp=jvp)
 
     def _coefficients(self, est: BlockEstimate, ref) -> torch.Tensor:
         """a_q = (c/K) δ_q/μ_g per query q, in float64: the estimator's coefficients of its S·K-query estimate
@@ -208,6 +215,7 @@ class EstimatorVariance(Probe):
         numbers: every query in one call."""
         refs = [r for refs in blocks for r in refs]
         return (pl_module.task.supports_batched and len(refs) == 1
+                and pl_module.zo_optimizer.grad_estimator.scheme.batched  # a forward-mode scheme has no points
                 and self.num_samples * K * refs[0].param.numel() <= 2**22)
 
     def _row_errors(self, est: BlockEstimate, grad) -> tuple[float, float]:

@@ -7,6 +7,7 @@ _HOMES = {  # public name -> the module that defines it (imported on first use: 
     **dict.fromkeys(("RULES", "ZOOptimizer", "ZOSGD", "ZOSGDMomentum", "ZOSignSGD", "ZOAdaMM", "ZORMSProp",
                      "RAdaZO", "ZOAdaMU", "MEAZO", "MeZOBCD"), "zolab.rules"),
     **dict.fromkeys(("LOZO", "LOZOM", "SubZero", "MeZOSVRG"), "zolab.rules"),  # structured rules
+    **dict.fromkeys(("HiZOO", "SparseMeZO", "ForwardGrad"), "zolab.rules"),
     **dict.fromkeys(("Gaussian", "Sphere", "Rademacher"), "zolab.engine.samplers"),
     **dict.fromkeys(("Constant", "Linear", "Cosine", "ThreePhase", "adamu_schedules"), "zolab.engine.schedules"),
 }

@@ -18,6 +18,7 @@ COMPARISONS = {"R1.proxy", "R1.seeds", "R4.proxy", "R4.seeds", "R4.attack", "R5.
                "A2.mlp", "B1.minilm", "M1.minilm",  # the parts that compare rules (issue 24 gave each a tolerance)
                *(f"{c}.{t}" for c in ("R6", "A1", "B1", "M1") for t in ("t1", "t2"))}  # and their testbed parts
 COMPARISONS |= {"LZ1.P-lr", "LZ1.P-mlp", "LZ2.P-lr", "SZ1.P-lr", "SZ1.P-mlp", "SV1.q2", "SV1.q5"}  # CPU proxies
+COMPARISONS |= {"HZ1.p_hq", "HZ1.p_mlp", "SM1.p_mlp", "FG1.p_mlp"}  # HiZOO's, Sparse-MeZO's, Forward-Grad's
 
 
 def test_every_comparison_part_has_an_explicit_tolerance():

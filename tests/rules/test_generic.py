@@ -16,7 +16,11 @@ ALL = list(REGISTRY)
 
 
 def make(rule, params, **kw):
-    return REGISTRY[rule].make(params, **kw)
+    """The rule on ``params``: tensors, or a module (its named parameters; bound when the rule needs its model)."""
+    if not isinstance(params, nn.Module):
+        return REGISTRY[rule].make(params, **kw)
+    opt = REGISTRY[rule].make(list(params.named_parameters()), **kw)
+    return opt.bind(params) if REGISTRY[rule].needs_model else opt
 
 
 class Net(nn.Module):
@@ -47,7 +51,7 @@ def assert_bitwise(a, b):
 def test_lr_zero_leaves_parameters_bitwise_unchanged(rule, dtype):
     net = Net(dtype)
     before = snapshot(net)
-    opt = make(rule, list(net.named_parameters()), lr=0.0, mu=1e-2, weight_decay=0.1)
+    opt = make(rule, net, lr=0.0, mu=1e-2, weight_decay=0.1)
     for _ in range(20):
         opt.step(net.loss)
     assert_bitwise(before, snapshot(net))
@@ -62,15 +66,16 @@ class Boom(RuntimeError):
 @pytest.mark.parametrize("rule", ALL)
 def test_closure_that_raises_propagates_and_restores(rule, dtype):
     net = Net(dtype)
-    opt = make(rule, list(net.named_parameters()), lr=1e-2, mu=1e-2)
+    opt = make(rule, net, lr=1e-2, mu=1e-2)
     for _ in range(3):
         opt.step(net.loss)
     before, state_before = snapshot(net), opt.zo["step"]
     calls = {"n": 0}
+    at = min(2, opt.grad_estimator.scheme.forwards(opt.num_queries))  # a JVP step makes one call
 
     def closure():
         calls["n"] += 1
-        if calls["n"] == 2:  # raise while the parameters are perturbed
+        if calls["n"] == at:  # raise while the parameters are perturbed
             raise Boom("mid-step")
         return net.loss()
 
@@ -84,12 +89,12 @@ def test_closure_that_raises_propagates_and_restores(rule, dtype):
 @pytest.mark.parametrize("rule", ALL)
 def test_resume_from_state_dict_is_bitwise(rule):
     straight = TinyProblem(torch.float32)
-    opt = make(rule, list(straight.named_parameters()), lr=1e-2, mu=1e-2, num_queries=1, seed=7)
+    opt = make(rule, straight, lr=1e-2, mu=1e-2, num_queries=1, seed=7)
     for _ in range(20):
         opt.step(straight.loss)
 
     first = TinyProblem(torch.float32)
-    opt1 = make(rule, list(first.named_parameters()), lr=1e-2, mu=1e-2, seed=7)
+    opt1 = make(rule, first, lr=1e-2, mu=1e-2, seed=7)
     for _ in range(10):
         opt1.step(first.loss)
     buffer = io.BytesIO()
@@ -99,7 +104,7 @@ def test_resume_from_state_dict_is_bitwise(rule):
 
     resumed = TinyProblem(torch.float32, seed=99)
     resumed.load_state_dict(ckpt["model"])
-    opt2 = make(rule, list(resumed.named_parameters()), lr=1e-2, mu=1e-2, seed=7)
+    opt2 = make(rule, resumed, lr=1e-2, mu=1e-2, seed=7)
     opt2.load_state_dict(ckpt["optimizer"])
     for _ in range(10):
         opt2.step(resumed.loss)
@@ -124,7 +129,7 @@ def assert_same_tree(a, b):
 @pytest.mark.parametrize("rule", ALL)
 def test_nonfinite_raise_names_step_and_losses(rule):
     net = Net()
-    opt = make(rule, list(net.named_parameters()), lr=1e-2, mu=1e-2)
+    opt = make(rule, net, lr=1e-2, mu=1e-2)
     opt.step(net.loss)
     before = snapshot(net)
     with pytest.raises(FloatingPointError, match=r"step 2.*nan"):
@@ -161,7 +166,7 @@ def test_nonfinite_ignore_steps_without_host_sync_on_cuda(rule):
 @pytest.mark.parametrize("rule", ALL)
 def test_nonfinite_skip_does_not_update_and_counts(rule):
     net = Net()
-    opt = make(rule, list(net.named_parameters()), lr=1e-2, mu=1e-2, nonfinite="skip")
+    opt = make(rule, net, lr=1e-2, mu=1e-2, nonfinite="skip")
     opt.step(net.loss)
     before = snapshot(net)
     state_before = {k: {n: v.clone() for n, v in s.items() if torch.is_tensor(v)} for k, s in opt.state.items()}
@@ -191,7 +196,7 @@ def test_seed_replay_rules_keep_no_model_sized_state(rule):
     if rule == "zo_signsgd_scalar":
         opt = zolab.ZOSignSGD(list(net.named_parameters()), sign_of="scalar", num_queries=3)
     else:
-        opt = make(rule, list(net.named_parameters()), num_queries=3)
+        opt = make(rule, net, num_queries=3)
     for _ in range(5):
         opt.step(net.loss)
     assert max(state_numels(opt), default=0) <= 1
@@ -202,7 +207,7 @@ def test_seed_replay_rules_keep_no_model_sized_state(rule):
 def test_moment_rules_allocate_only_for_trainable_tensors(rule):
     net = Net()
     net.norm.weight.requires_grad_(False)
-    opt = make(rule, list(net.named_parameters()))
+    opt = make(rule, net)
     for _ in range(3):
         opt.step(net.loss)
     assert not opt.state.get(net.norm.weight), "a frozen tensor got optimizer state"
@@ -354,6 +359,10 @@ def test_batched_objective_gives_the_same_steps(rule):
     for use_batched in (False, True):
         x = nn.Parameter(torch.zeros(12, dtype=torch.float64))
         opt = make(rule, [("x", x)], lr=1e-2, mu=1e-3, num_queries=1 if "num_queries" in REGISTRY[rule].fixed else 3)
+        if REGISTRY[rule].needs_model:  # a forward-mode pass differentiates a closure: no batched objective
+            with pytest.raises(ValueError, match="cannot use a batched objective"):
+                opt.step(batched=f)
+            return
         for _ in range(8):
             if use_batched:
                 opt.step(batched=f)
@@ -383,12 +392,13 @@ def test_fused_update_equals_the_eager_torch_update(rule, dtype):
     from zolab.engine.ops import Eager
 
     torch.manual_seed(0)
-    x = nn.Parameter(torch.randn(5000, dtype=dtype))
-    opt = make(rule, [("x", x)], lr=1e-2, mu=1e-3)
-    opt.step(lambda: x.square().sum())  # state exists and is nonzero
+    holder = nn.Module()
+    holder.x = x = nn.Parameter(torch.randn(5000, dtype=dtype))
+    opt = make(rule, holder, lr=1e-2, mu=1e-3)
+    opt.step(lambda: holder.x.square().sum())  # state exists and is nonzero
     state = {k: v.clone() for k, v in opt.state[x].items() if torch.is_tensor(v)}
     before = x.detach().clone()
-    opt.step(lambda: x.square().sum())
+    opt.step(lambda: holder.x.square().sum())
     record, ref = opt.record, opt.record.blocks[0].refs[0]
     est = record.blocks[0]
     # the eager update, fed with the ĝ the step used (regenerated) and the state before the step
@@ -408,7 +418,8 @@ def test_fused_update_equals_the_eager_torch_update(rule, dtype):
             kernels.fill(z, opt.grad_estimator.directions.key(ref, est.queries[0]), i * 5000)
             noise.append(z.to(g.dtype))
         g = opt.grad_estimator.directions.combine  # ĝ of ZO-AdaMU is c·p·u(m_{t−1}): rebuild it from the old m
-        u = REGISTRY[rule].cls.own_direction(opt, Eager.element(state=state, noise=noise), Eager.hyper(hyper))
+        u = REGISTRY[rule].cls.own_direction(opt, Eager.element(theta=before, state=state, noise=noise),
+                                             Eager.hyper(hyper))
         g = u * est.coefficients(ref)[0].to(u.dtype)
     U, new = _returned(opt.update(Eager.element(g=g, theta=before, state=state, noise=noise), Eager.hyper(hyper)))
     expected = before - hyper["lr"] * U
@@ -428,17 +439,20 @@ def test_a_step_of_several_blocks_updates_all_or_none(rule, nonfinite):
     """Each tensor its own block, every block each step: a non-finite loss in the last block leaves the
     parameters, the state and the counters as they were (bug: earlier blocks were already updated)."""
     net = Net()
-    opt = make(rule, list(net.named_parameters()), lr=1e-2, mu=1e-2, blocks="tensor", blocks_per_step="all",
-               nonfinite=nonfinite)
+    opt = make(rule, net, lr=1e-2, mu=1e-2, blocks="tensor", blocks_per_step="all", nonfinite=nonfinite)
     opt.step(net.loss)
     before, zo_before = snapshot(net), dict(opt.zo)
     state_before = {id(p): {k: v.clone() if torch.is_tensor(v) else v for k, v in s.items()}
                     for p, s in opt.state.items()}
-    def closure():  # finite for every block but the last one
-        last_block = opt.partition()[-1][1][0].param
-        return net.loss() * (float("nan") if not torch.equal(last_block.data, last_block_original) else 1.0)
+    last = opt.partition()[-1][1][0]
+    owner, name = net.get_submodule(last.name.rpartition(".")[0]), last.name.rpartition(".")[2]
 
-    last_block_original = opt.partition()[-1][1][0].param.data
+    def closure():  # finite for every block but the last one
+        seen = getattr(owner, name)  # a point's tensor, or a forward-mode pass's dual tensor in its place
+        perturbed = seen is not last.param or seen.data_ptr() != original  # a point is built in fresh memory
+        return net.loss() * (float("nan") if perturbed else 1.0)
+
+    original = last.param.data_ptr()
     # the last block's points are perturbed copies of it: its losses are NaN, earlier blocks' are finite
     if nonfinite == "raise":
         with pytest.raises(FloatingPointError, match="parameters are unchanged"):
@@ -462,9 +476,9 @@ def test_every_rule_lowers_a_smooth_loss(rule):
     """200 steps at the registry's step size lower the tiny problem's loss by a quarter or more."""
     problem = TinyProblem()
     info = REGISTRY[rule]
-    kw = {"total_steps": 200, "t1": 20} if info.own_directions else {}
-    opt = make(rule, list(problem.named_parameters()), lr=info.lr, mu=1e-3, num_queries=1 if "num_queries"
-               in info.fixed else 4, **kw)
+    kw = {"total_steps": 200, "t1": 20} if "total_steps" in info.kwargs else {}
+    opt = make(rule, problem, lr=info.lr, mu=1e-3, num_queries=1 if "num_queries" in info.fixed else 4, **kw,
+               **info.converge)
     start = float(problem.loss())
     for _ in range(200):
         opt.step(problem.loss)

@@ -9,13 +9,11 @@ directions) and the public block selection. Each rule's update is its registry e
 import pytest
 import torch
 
-import zolab
 from zolab.engine.blocks import select
 from zolab.engine.samplers import make_sampler
 from zolab.engine.schedules import value_at
 from zolab.engine.seeds import mix
 from zolab.testing import REGISTRY, Dense
-from zolab.testing.rules import ref_adamu_direction
 
 from ._problem import TinyProblem
 
@@ -71,11 +69,7 @@ class Harness:
         self.all_blocks = all_blocks
         self.state: dict = {}
         self.count = torch.zeros(30, dtype=torch.float64)
-        if info.own_directions:
-            self.schedules = zolab.rules.ZOAdaMU(TinyProblem().parameters(), **{
-                k: v for k, v in kw.items() if k in ("alpha", "betas", "total_steps", "t1", "t2", "final")}).schedules
-        else:
-            self.schedules = {}
+        self.schedules = info.make(list(TinyProblem().named_parameters()), **{**BASE, **opts}).schedules
 
     def hyper(self, t):
         h = {k: v for k, v in self.kw.items() if isinstance(v, int | float) and not isinstance(v, bool)}
@@ -126,18 +120,24 @@ class Harness:
         dense = Dense(g=torch.zeros(30, dtype=torch.float64), ps=[], us=[], h=h, mask=mask, count=None,
                       options=kw, state=self.state,
                       scope={"global": "g", "group": "g", "block": block}[kw.get("scope", "global")],
-                      t=t, seed=kw.get("seed", 0), shapes=tuple(tuple(s) for s in self.shapes), block=block)
+                      t=t, seed=kw.get("seed", 0), shapes=tuple(tuple(s) for s in self.shapes), block=block,
+                      theta=theta)
         active = [i for i in range(2) if mask[SLICES[i]].all()]
+        self.state["delta"] = []  # Δ = ℓ₊ + ℓ₋ − 2ℓ₀ of each query (HiZOO's curvature)
         seeds = [mix(kw.get("seed", 0), t, position, k) for k in range(K)]
         for k in range(K if self.info.estimate is None else 0):
             u, noise = self.direction(sampler, seeds[k], active, h, t)
             if self.info.own_directions:
-                u = ref_adamu_direction(dense, noise) * mask
+                u = self.info.own_direction(dense, noise) * mask
                 self.state["noise"] = noise
             if kw.get("directions") == "sphere":
                 u = u / u.norm()
-            if kw.get("estimator", "central") == "central":
+            estimator = kw.get("estimator", "central")
+            if estimator == "jvp":  # the exact directional derivative
+                dense.ps.append(float(torch.func.jvp(f, (theta,), (u,))[1]))
+            elif estimator in ("central", "three_point"):
                 dense.ps.append(float((f(theta + mu * u) - f(theta - mu * u)) / (2 * mu)))
+                self.state["delta"].append(float(f(theta + mu * u) + f(theta - mu * u) - 2 * f(theta)))
             else:
                 dense.ps.append(float((f(theta + mu * u) - f(theta)) / mu))
             dense.us.append(u)
@@ -167,6 +167,8 @@ def test_rule_matches_dense_transcription(rule, opts):
     info = REGISTRY[rule]
     problem = TinyProblem()
     opt = info.make(list(problem.named_parameters()), **{**BASE, **opts})
+    if info.needs_model:
+        opt.bind(problem)
     harness = Harness(info, opts, problem.shapes())
     theta = problem.dense()
     for t in range(1, STEPS + 1):

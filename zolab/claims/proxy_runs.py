@@ -1,5 +1,11 @@
-"""Reading runs of the CPU proxies (P-lr, P-mlp) for the claims of LOZO, SubZero and MeZO-SVRG: a run's grid values,
-its final loss, each rule's best step size on a shared grid, seed pairing, a curve against forwards."""
+"""Reading runs of the CPU proxies (P-lr, P-mlp, P-hq; docs/algorithms.md §6) for the claims: a run's grid values and
+rule options, arms, its final loss, each rule's best step size on a shared grid, seed pairing, seed-mean curves
+against forwards or steps, steps to a target.
+
+An arm is a rule with its own options (HiZOO at one α, Sparse-MeZO at one sparsity); each arm runs at several
+learning rates and seeds. A rule option that ``hparams.yaml`` does not record (a rule's static options) is read
+from the run's ``config.yaml`` (``model.optimizer.init_args``).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from zolab.claims.events import Run
-from zolab.claims.stats import mean_std
+from zolab.claims.events import Run, read_config
+from zolab.claims.stats import mean, mean_std
 
 
 def grid_value(run: Run, key: str, default=None):
@@ -25,11 +31,25 @@ def rule_file(run: Run) -> str:
     return Path(str(spec)).stem if spec else str(run.hp.get("rule"))
 
 
+def option(run: Run, key: str, default=None):
+    """A rule option of ``run``: hparams.yaml's value, else config.yaml's init_args, else ``default``."""
+    if key in run.hp:
+        return run.hp[key]
+    init = ((read_config(run.path).get("model") or {}).get("optimizer") or {}).get("init_args") or {}
+    return init.get(key, default)
+
+
 def group(runs: list[Run], key) -> dict:
     out: dict = {}
     for r in runs:
         out.setdefault(key(r), []).append(r)
     return out
+
+
+def by_arm(runs: list[Run], arm) -> dict[str, dict[float, list[Run]]]:
+    """{arm(run): {lr: [runs, one per seed]}}; runs whose ``arm`` is None are left out."""
+    arms = group([r for r in runs if arm(r) is not None], arm)
+    return {a: group(rs, lambda r: float(r.hp["lr"])) for a, rs in arms.items()}
 
 
 def seed_of(run: Run) -> int:
@@ -93,3 +113,53 @@ def mean_curve(runs: list[Run], tag: str) -> list[tuple[float, float]]:
     curves = [at_forwards(r, tag) for r in runs]
     n = min((len(c) for c in curves), default=0)
     return [(curves[0][i][0], sum(c[i][1] for c in curves) / len(curves)) for i in range(n)]
+
+
+def step_curve(runs: list[Run], tag: str) -> tuple[list[int], list[float]]:
+    """The seed mean of ``tag`` at the steps every run logged (a diverged seed makes its steps nan)."""
+    series = [dict(zip(*r.series(tag))) for r in runs]
+    steps = sorted(set.intersection(*(set(s) for s in series))) if series else []
+    return steps, [mean([s[k] for s in series]) for k in steps]
+
+
+def best(values: list[float], higher: bool) -> float:
+    """The best finite value (nan when none)."""
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return math.nan
+    return max(finite) if higher else min(finite)
+
+
+def steps_to(steps, values, target: float, higher: bool) -> float:
+    """The first logged step at which the curve reaches ``target`` (inf: never)."""
+    for s, v in zip(steps, values):
+        if math.isfinite(v) and (v >= target if higher else v <= target):
+            return float(s)
+    return math.inf
+
+
+def peak_lr(grid: dict[float, list[Run]], tag: str, higher: bool) -> tuple[float, float]:
+    """(the lr whose seed-mean step curve reaches the best value, that value); (nan, nan) if none is finite. Unlike
+    ``best_lr`` (the best mean of a per-run score), the peak of the mean curve: the target of ``steps_to``."""
+    scored = [(best(step_curve(rs, tag)[1], higher), lr) for lr, rs in grid.items()]
+    scored = [(v, lr) for v, lr in scored if math.isfinite(v)]
+    if not scored:
+        return math.nan, math.nan
+    value, lr = (max if higher else min)(scored)
+    return lr, value
+
+
+def fastest(grid: dict[float, list[Run]], tag: str, target: float, higher: bool) -> tuple[float, float]:
+    """(the fewest steps any lr's seed-mean curve takes to reach ``target``, that lr)."""
+    found = [(steps_to(*step_curve(rs, tag), target, higher), lr) for lr, rs in grid.items()]
+    return min(found, default=(math.inf, math.nan))
+
+
+def seed_bests(runs: list[Run], tag: str, higher: bool) -> list[float]:
+    """Each seed run's best value of ``tag`` (nan when it logged nothing finite)."""
+    return [best(r.series(tag)[1], higher) for r in runs]
+
+
+def first_mean(runs: list[Run], tag: str) -> float:
+    """The seed mean of the first logged value (the start the power rule measures from)."""
+    return mean([r.first(tag) for r in runs])

@@ -11,6 +11,7 @@ from zolab.claims.types import Claim, Part
 
 PAPERS = ("radazo", "adamu", "mezo_bcd", "meazo", "mezo")  # zolab/claims/<paper>.py, each with CLAIMS
 PAPERS += ("lozo", "subzero", "mezo_svrg")  # LOZO, SubZero, MeZO-SVRG (CPU proxies)
+PAPERS += ("hizoo", "sparse_mezo", "forward_grad")  # HiZOO, Sparse-MeZO, Forward-Grad (CPU proxies)
 CLAIMS: tuple[Claim, ...] = tuple(c for p in PAPERS for c in import_module(f"zolab.claims.{p}").CLAIMS)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 
 class _Closure(nn.Module):
@@ -43,7 +44,8 @@ def forward_gradient(model: nn.Module | None, refs, directions, query, closure) 
     def f(*values):
         return torch.func.functional_call(wrapper, dict(zip(keys, values)), ())
 
-    loss, slope = torch.func.jvp(f, primals, tangents)
+    with sdpa_kernel(SDPBackend.MATH):  # the fused attention kernels have no forward-mode derivative; math has
+        loss, slope = torch.func.jvp(f, primals, tangents)
     if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
         raise TypeError(f"the closure must return a scalar loss tensor for estimator='jvp', got {loss!r}")
     return loss.detach().reshape(()), slope.detach().reshape(())

@@ -287,7 +287,8 @@ class ZOModule(EvaluationLogging, L.LightningModule):
             batch = shard(batch, parallel.data_index, parallel.data)
         closure = lambda: task.loss(batch)  # noqa: E731
         # A one-tensor task with a batched objective (synthetic functions) evaluates all K (+1) points of
-        # the step in one call (Task.batched_loss); the closure is then not called.
+        # the step in one call (Task.batched_loss); the closure is then not called. A scheme without points (a
+        # forward-mode pass, Forward-Grad) differentiates the closure instead.
         batched = functools.partial(task.batched_loss, batch=batch) if (
             task.supports_batched and batched_ok) else None
         n, max_steps = self.steps_per_batch, trainer.max_steps

@@ -6,6 +6,8 @@ The test entries of the rules (references, test arguments) live apart, in ``zola
 from zolab.rules.adamm import ZOAdaMM
 from zolab.rules.adamu import ZOAdaMU
 from zolab.rules.base import ZOOptimizer
+from zolab.rules.forward_grad import ForwardGrad
+from zolab.rules.hizoo import HiZOO
 from zolab.rules.lozo import LOZO, LOZOM
 from zolab.rules.meazo import MEAZO
 from zolab.rules.mezo_bcd import MeZOBCD
@@ -14,6 +16,7 @@ from zolab.rules.momentum import ZOSGDMomentum
 from zolab.rules.radazo import RAdaZO
 from zolab.rules.rmsprop import ZORMSProp
 from zolab.rules.signsgd import ZOSignSGD
+from zolab.rules.sparse_mezo import SparseMeZO
 from zolab.rules.subzero import SubZero
 from zolab.rules.zosgd import ZOSGD
 
@@ -22,7 +25,9 @@ RULES: dict[str, type[ZOOptimizer]] = {
     "zo_rmsprop": ZORMSProp, "radazo": RAdaZO, "zo_adamu": ZOAdaMU, "meazo": MEAZO, "mezo_bcd": MeZOBCD,
 }
 RULES.update({"lozo": LOZO, "lozo_m": LOZOM, "subzero": SubZero, "mezo_svrg": MeZOSVRG})  # structured rules
+RULES.update(hizoo=HiZOO, sparse_mezo=SparseMeZO, forward_grad=ForwardGrad)  # curvature, masks, forward mode
 
 __all__ = ["RULES", "ZOOptimizer", "ZOSGD", "ZOSGDMomentum", "ZOSignSGD", "ZOAdaMM", "ZORMSProp", "RAdaZO",
            "ZOAdaMU", "MEAZO", "MeZOBCD"]
 __all__ += ["LOZO", "LOZOM", "SubZero", "MeZOSVRG"]  # structured rules
+__all__ += ["HiZOO", "SparseMeZO", "ForwardGrad"]  # curvature, masks, forward mode

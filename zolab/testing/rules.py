@@ -9,8 +9,9 @@ and the weight decay themselves (§1, §2) and call it with a ``Dense`` context.
 short name is ``zolab.rules.RULES``; it does not import this module.
 
 A rule that is not element-wise states what the generic tests must know in its entry's capability fields
-(``direction``, ``estimate``, ``scalars``, ``state_shapes``, ``decays``, ``unbatched``; each documented in
-``RuleInfo``), so that every generic test runs on it, or is skipped with the reason it gives.
+(``direction``, ``own_direction``, ``estimate``, ``scalars``, ``state_shapes``, ``decays``, ``unbatched``,
+``needs_model``, ``converge``; each documented in ``RuleInfo``), so that every generic test runs on it, or is
+skipped with the reason it gives.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class Dense:
     seed: int = 0  # the optimizer's seed
     shapes: tuple = ()  # the tensors' shapes, laid out one after another in θ (tensor i: slices(d)[i])
     block: int = 0  # the index of the block being updated (a reference's state per block: SVRG's anchors)
+    theta: torch.Tensor | None = None  # θ before the step (directions that read it: Sparse-MeZO's mask)
 
     def zeros(self) -> torch.Tensor:
         return torch.zeros_like(self.g)
@@ -102,6 +104,15 @@ class RuleInfo:
     # not those of two or more dimensions (docs/algorithms.md §2): MeZO's name test.
     decays: Callable | None = None
     unbatched: str = ""  # why the rule takes no batched objective (the batched test is skipped with it)
+    # own_direction(d, noise) -> u (float64, on θ): the reference of a rule's ``own_direction`` (ZO-AdaMU's, HiZOO's,
+    # Sparse-MeZO's), from the step's standard normal fields ``noise`` (also in ``d.state["noise"]``).
+    own_direction: Callable | None = None
+    # needs_model: the rule steps only bound to its model (Forward-Grad: the JVP differentiates through it); the
+    # tests bind it; it refuses a batched objective and shards of tensors.
+    needs_model: bool = False
+    # converge: rule options of the convergence check (Sparse-MeZO: thresholds fixed at θ₀ freeze every entry that
+    # outgrows them, so at s = 0.8 the tiny problem stalls near 0.94 of its start: s = 0.5, refreshed every 10 steps).
+    converge: dict = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -223,7 +234,7 @@ REGISTRY: dict[str, RuleInfo] = {
         bad=(*_ADAPTIVE_BAD, ({"v_warmup_steps": -1}, "v_warmup_steps")),
         variants=({"v_warmup_steps": 2}, {"betas": (0.5, 0.9), "eps_inside_sqrt": True, "eps": 1e-3})),
     "zo_adamu": RuleInfo(
-        ZOAdaMU, ref_adamu, kwargs={"total_steps": 40, "t1": 5}, state=("m",),
+        ZOAdaMU, ref_adamu, kwargs={"total_steps": 40, "t1": 5}, state=("m",), own_direction=ref_adamu_direction,
         fixed=("num_queries", "estimator", "directions", "scale"),
         variants=({"alpha": 0.6, "betas": (0.7, 0.4)}, {"total_steps": 10, "t1": 2, "final": "paper_prose"}),
         bad=(({"total_steps": None}, "total_steps"), ({"num_queries": 2}, "num_queries"),
@@ -242,4 +253,3 @@ REGISTRY: dict[str, RuleInfo] = {
 # A new rule: its file in zolab/rules/, then here its reference and one entry, e.g.
 #     REGISTRY["zo_lion"] = RuleInfo(ZOLion, ref_lion, state=("m",))      (README: "Adding a rule")
 # (or in a file of its own beside this one that zolab/testing/__init__.py imports, as rules_structured.py)
-
