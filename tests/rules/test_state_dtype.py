@@ -67,6 +67,8 @@ def test_fused_update_is_the_float32_update_rounded_once(rule, state_dtype, roun
     opt.step(lambda: x.square().sum())
     est, ref = opt.record.blocks[0], opt.record.blocks[0].refs[0]
     hyper = {**opt.hyper(ref), **({"v_fill": 0.0} if rule == "radazo" else {})}
+    if REGISTRY[rule].scalars:  # the step's scalars from the rule's prepare (HiZOO's rate)
+        hyper.update(REGISTRY[rule].scalars(opt, ref))
     g, noise = opt.grad_estimate()["x"], []
     if REGISTRY[rule].own_directions:  # ZO-AdaMU: ĝ = c·p·u(m_{t−1}), its noise drawn from the query's key
         for i in range(2):
