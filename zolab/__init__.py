@@ -6,6 +6,7 @@ __version__ = "0.1.0"
 _HOMES = {  # public name -> the module that defines it (imported on first use: `zolab claims` needs no torch)
     **dict.fromkeys(("RULES", "ZOOptimizer", "ZOSGD", "ZOSGDMomentum", "ZOSignSGD", "ZOAdaMM", "ZORMSProp",
                      "RAdaZO", "ZOAdaMU", "MEAZO", "MeZOBCD"), "zolab.rules"),
+    **dict.fromkeys(("ZOAdam", "FZOO", "ZOSGDCons", "LeZO"), "zolab.rules"),
     **dict.fromkeys(("Gaussian", "Sphere", "Rademacher"), "zolab.engine.samplers"),
     **dict.fromkeys(("Constant", "Linear", "Cosine", "ThreePhase", "adamu_schedules"), "zolab.engine.schedules"),
 }

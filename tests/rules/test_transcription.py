@@ -110,12 +110,19 @@ class Harness:
                                                                  kw.get("seed", 0))]
         if n_blocks == 1:
             chosen = [0]
+        if self.info.joint is not None:  # the chosen blocks as one joint block (LeZO)
+            joint = self.info.joint(t, ["all"] if n_blocks == 1 else ["W", "b"], kw)
+            return self.update(f, theta, t, 0, joint[0], self.mask([i for b in joint for i in self.blocks[b]]))
         for position, b in enumerate(chosen):
-            mask = torch.zeros(30, dtype=torch.bool)
-            for i in self.blocks[b]:
-                mask[SLICES[i]] = True
-            theta = self.update(f, theta, t, position if self.all_blocks else 0, b, mask)
+            theta = self.update(f, theta, t, position if self.all_blocks else 0, b, self.mask(self.blocks[b]))
         return theta
+
+    @staticmethod
+    def mask(tensors):
+        mask = torch.zeros(30, dtype=torch.bool)
+        for i in tensors:
+            mask[SLICES[i]] = True
+        return mask
 
     def update(self, f, theta, t, position, block, mask):
         kw, h = self.kw, self.hyper(t)
@@ -132,11 +139,13 @@ class Harness:
                 self.state["noise"] = noise
             if kw.get("directions") == "sphere":
                 u = u / u.norm()
-            if kw.get("estimator", "central") == "central":
-                dense.ps.append(float((f(theta + mu * u) - f(theta - mu * u)) / (2 * mu)))
-            else:
-                dense.ps.append(float((f(theta + mu * u) - f(theta)) / mu))
             dense.us.append(u)
+        if self.info.estimate is not None:  # the rule's own difference scheme
+            dense.ps = self.info.estimate(f, theta, dense.us, mu, kw)
+        elif kw.get("estimator", "central") == "central":
+            dense.ps = [float((f(theta + mu * u) - f(theta - mu * u)) / (2 * mu)) for u in dense.us]
+        else:
+            dense.ps = [float((f(theta + mu * u) - f(theta)) / mu) for u in dense.us]
         scale = kw.get("scale") or ("dimension" if kw.get("directions") == "sphere" else "none")
         c = float(mask.sum()) if scale == "dimension" else 1.0
         decay = torch.zeros(30, dtype=torch.float64)
@@ -145,6 +154,7 @@ class Harness:
         g = sum(c / K * p * u for p, u in zip(dense.ps, dense.us))
         coupled = kw.get("weight_decay_mode") == "coupled"
         dense.g = g + decay * theta if coupled else g
+        dense.f, dense.theta, dense.ghat = f, theta, g
         self.count = self.count + mask
         dense.count = self.count
         U = self.info.reference(dense) * mask
@@ -154,6 +164,8 @@ class Harness:
 @pytest.mark.parametrize("rule,opts", cases())
 def test_rule_matches_dense_transcription(rule, opts):
     info = REGISTRY[rule]
+    if info.transcription_lr is not None:
+        opts = {"lr": info.transcription_lr, **opts}
     problem = TinyProblem()
     opt = info.make(list(problem.named_parameters()), **{**BASE, **opts})
     harness = Harness(info, opts, problem.shapes())

@@ -17,15 +17,20 @@ from dataclasses import dataclass, field
 
 import torch
 
+from zolab.engine.blocks import subset
 from zolab.rules import (
+    FZOO,
     MEAZO,
     ZOSGD,
+    LeZO,
     MeZOBCD,
     RAdaZO,
+    ZOAdam,
     ZOAdaMM,
     ZOAdaMU,
     ZOOptimizer,
     ZORMSProp,
+    ZOSGDCons,
     ZOSGDMomentum,
     ZOSignSGD,
 )
@@ -45,6 +50,9 @@ class Dense:
     options: dict  # the rule's constructor options
     scope: str = "global"  # MEAZO's scope key of this block
     state: dict = field(default_factory=dict)  # the reference's own state, kept across steps
+    f: Callable | None = None  # the loss on R^d (for an update that evaluates points: ZO-SGD-Cons' candidates)
+    theta: torch.Tensor | None = None  # θ before this update
+    ghat: torch.Tensor | None = None  # ĝ alone (``g`` less the coupled decay λθ)
 
     def zeros(self) -> torch.Tensor:
         return torch.zeros_like(self.g)
@@ -65,6 +73,19 @@ class RuleInfo:
     fixed: tuple[str, ...] = ()  # common options the rule does not take (its maths fixes them)
     bad: tuple[tuple[dict, str], ...] = ()  # (arguments, error regex) the constructor must refuse
     lr: float = 1e-2  # a step size for the convergence check on the test problem
+    # A rule's own difference scheme, transcribed: (f, θ, [u_k], μ, options) -> [p_k], ĝ = (c/K) Σ p_k u_k
+    # (None: the harness's forward or central differences).
+    estimate: Callable | None = None
+    # A rule that estimates several blocks jointly (uniform_subset): (t, block names, options) -> the indices of
+    # the blocks step t perturbs and updates together (None: one block a step, or all with blocks_per_step="all").
+    joint: Callable | None = None
+    # The arguments that make every block active in one step (the atomic-step test): a rule whose step is
+    # always one joint estimate (LeZO) reaches all blocks through its own option instead.
+    all_blocks: dict = field(default_factory=lambda: {"blocks_per_step": "all"})
+    # The transcription's step size when the test's 0.05 is too large for the rule (None: 0.05). FZOO's step is
+    # normalised (about η·√(d/N) whatever the gradient): at 0.05 with sphere directions (c = d) it moves θ by
+    # ~3.6 in 6 steps, and σ, the spread of two probe losses, amplifies float rounding past the 1e-10 agreement.
+    transcription_lr: float | None = None
 
     @property
     def name(self) -> str:
@@ -201,6 +222,64 @@ REGISTRY: dict[str, RuleInfo] = {
                                     {"blocks": 2, "block_selection": "cyclic"}),
         bad=(({"blocks": 9}, "equal blocks"), ({"blocks": ["("]}, "invalid"))),
 }
+
+
+
+# ------------------------------------------------------------------ ZO-Adam, FZOO, ZO-SGD-Cons, LeZO
+def est_fzoo(f, theta, us, mu, options) -> list[float]:
+    """FZOO's scheme: ℓ_i = f(θ + μu_i), then ℓ₀ = f(θ); σ = std of the ℓ_i (1/N or 1/(N − 1));
+    p_i = (ℓ_i − ℓ₀)/(σ + ζ), divided by μ for the paper's form."""
+    probes = torch.stack([f(theta + mu * u) for u in us])
+    l0 = f(theta)
+    sigma = probes.std(correction=1 if options.get("std") == "sample" else 0)
+    deltas = (probes - l0) / (sigma + options.get("zeta", 1e-12))
+    return [float(x) / (mu if options.get("form") == "paper" else 1.0) for x in deltas]
+
+
+def ref_cons(d: Dense) -> torch.Tensor:
+    """θ − s·ηĝ: s = 0 when both candidates θ ∓ ηĝ have a higher loss than ℓ₀, +1 when θ − ηĝ is no worse than
+    ℓ₀ and strictly better than θ + ηĝ, −1 otherwise (decay applied whatever s)."""
+    eta = d.h["lr"]
+    l0, c_minus, c_plus = (float(d.f(x)) for x in (d.theta, d.theta - eta * d.ghat, d.theta + eta * d.ghat))
+    s = 0.0 if c_minus > l0 and c_plus > l0 else 1.0 if c_minus <= l0 and c_minus < c_plus else -1.0
+    return s * d.ghat + (d.g - d.ghat)
+
+
+def lezo_blocks(t: int, names: list[str], options: dict) -> list[int]:
+    """S_t: k = max(1, round((1 − ρ)·n)) of the n blocks not always active, drawn by the public uniform subset,
+    plus the always-active ones."""
+    fixed = [i for i, n in enumerate(names) if n in options.get("always_active", ())]
+    free = [i for i in range(len(names)) if i not in fixed]
+    k = max(1, round((1 - options.get("rho", 0.75)) * len(free)))
+    return sorted({free[i] for i in subset(t, len(free), k, options.get("seed", 0))} | set(fixed))
+
+
+def ref_lezo(d: Dense) -> torch.Tensor:
+    return d.g / (1 - d.h["rho"]) if d.options.get("rescale") else d.g
+
+
+REGISTRY.update({
+    "zo_adam": RuleInfo(
+        ZOAdam, ref_adamm, state=("m", "v"), bad=_ADAPTIVE_BAD, lr=3e-2,
+        variants=({"betas": (0.8, 0.95), "eps": 1e-3, "num_queries": 2}, {"bias_correction": False})),
+    "fzoo": RuleInfo(
+        FZOO, ref_sgd, estimate=est_fzoo, fixed=("estimator",), transcription_lr=1e-2,
+        variants=({"form": "paper", "std": "sample", "num_queries": 3, "lr": 1e-5}, {"num_queries": 2},
+                  {"directions": "gaussian", "zeta": 1e-3}),
+        bad=(({"num_queries": 1}, r"num_queries: 1 .*N >= 2"), ({"form": "published"}, "form 'published'"),
+             ({"std": "biased"}, "std 'biased'"), ({"estimator": "central"}, "not an option"))),
+    "zo_sgd_cons": RuleInfo(
+        ZOSGDCons, ref_cons, fixed=("estimator",),
+        variants=({"mu": 1.0}, {"num_queries": 3, "lr": 0.2}),  # the first keeps θ, then moves by −ηĝ and +ηĝ
+        bad=(({"base": "adamw_code"}, "adamw_code.*not implemented"), ({"base": "adam"}, "base 'adam'"),
+             ({"estimator": "forward"}, "not an option"))),
+    "lezo": RuleInfo(
+        LeZO, ref_lezo, joint=lezo_blocks, fixed=("block_selection", "blocks_per_step"), all_blocks={"rho": 0.0},
+        variants=({"rho": 0.25}, {"rho": 0.5, "rescale": True}, {"always_active": ["b"], "seed": 3},
+                  {"blocks": None}),
+        bad=(({"rho": 1.0}, r"rho: 1.0.*\[0.0, 1.0\)"), ({"always_active": ["nope"]}, r"unknown: \['nope'\]"),
+             ({"block_selection": "cyclic"}, "not an option"), ({"always_active": "b"}, "list of block names"))),
+})
 
 # A new rule: its file in zolab/rules/, then here its reference and one entry, e.g.
 #     REGISTRY["zo_lion"] = RuleInfo(ZOLion, ref_lion, state=("m",))      (README: "Adding a rule")
