@@ -43,8 +43,9 @@ class LeZO(ZOSGD):
                 raise ValueError(f"LeZO: {key}={options[key]!r}; LeZO draws k = max(1, round((1 − ρ)·n)) blocks "
                                  f"a step (set rho); {key!r} is not an option")
         self.rho, self.always_active, self.rescale = float(rho), tuple(always_active), bool(rescale)
+        # k is set in partition(), once the blocks are known; 1 until then
         super().__init__(params, lr=lr, mu=mu, weight_decay=weight_decay, blocks=blocks,
-                         block_selection="uniform_subset", **options)
+                         block_selection="uniform_subset", blocks_per_step=1, granularity="model", **options)
 
     def partition(self):
         """The blocks, and k (``block_plan.per_step``) set from their number."""
