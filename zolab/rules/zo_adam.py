@@ -19,7 +19,9 @@ class ZOAdam(ZOAdaMM):
     update is its code's (torch Adam after each ĝ, one query by default; K > 1 averages K queries first).
     **[open]** defaults: weight decay λ = 0 (the benchmark's Adam ignores its weight-decay flag; λ > 0 is
     zolab's decoupled decay, §2); ZO-Bench's grid winners are not known (its sweeps: η ∈ {1e-4 … 1e-8},
-    μ ∈ {1e-3, 1e-4, 1e-5} for full fine-tuning of OPT-1.3B on SST-2). State: m and v, 2d numbers.
+    μ ∈ {1e-3, 1e-4, 1e-5} for full fine-tuning of OPT-1.3B on SST-2); the moments are kept in float32
+    (float64 for float64 tensors), where the benchmark keeps them in the parameters' dtype (in float16,
+    ζ = 1e-8 underflows). State: m and v, 2d numbers.
 
     Args: lr (1e-3), mu (1e-3), betas ((0.9, 0.999)), eps ζ (1e-8), weight_decay (0), amsgrad (False),
     bias_correction (True), eps_inside_sqrt (False), estimator ("central"), directions ("gaussian").
