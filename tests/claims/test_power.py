@@ -16,6 +16,8 @@ from zolab.claims.types import Moved, Tolerance, power
 
 COMPARISONS = {"R1.proxy", "R1.seeds", "R4.proxy", "R4.seeds", "R4.attack", "R5.attack", "R6.minilm", "A1.minilm",
                "A2.mlp", "B1.minilm", "M1.minilm"}  # the parts that compare rules (issue 24 gave each a tolerance)
+COMPARISONS |= {"ZA1.p_hq", "ZA1.p_mlp", "CS1.p_hq", "CS1.p_mlp", "FZ1.p_mlp", "FZ1.p_hq", "LE1.p_mlp",
+                "LE1.p_lr_wide"}  # ZO-Adam's, ZO-SGD-Cons', FZOO's, LeZO's
 
 
 def test_every_comparison_part_has_an_explicit_tolerance():

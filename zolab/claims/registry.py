@@ -10,6 +10,7 @@ from importlib import import_module
 from zolab.claims.types import Claim, Part
 
 PAPERS = ("radazo", "adamu", "mezo_bcd", "meazo", "mezo")  # zolab/claims/<paper>.py, each with CLAIMS
+PAPERS += ("zo_bench", "fzoo", "lezo")  # ZA1 and CS1, FZ1, LE1
 CLAIMS: tuple[Claim, ...] = tuple(c for p in PAPERS for c in import_module(f"zolab.claims.{p}").CLAIMS)
 
 
