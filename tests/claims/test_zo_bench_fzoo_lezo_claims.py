@@ -144,8 +144,8 @@ def test_fz1_never_reaching_mezo_fails_and_a_still_mezo_is_inconclusive(tmp_path
 
 # ------------------------------------------------------------------ LE1
 def le1(root, speedup: float, per_step: float):
-    """MeZO (η 1e-3) reaches its best at step 4,000 with 10 ms steps; LeZO ρ = 0.75 at η 2e-3 reaches it at step
-    4,000·per_step/speedup·... : its steps take per_step × 10 ms and it needs 40,000/speedup ms in all."""
+    """MeZO (its best η) reaches its best at step 4,000 with 10 ms steps (40 s); LeZO ρ = 0.75 at its fast η takes
+    per_step × 10 ms a step and reaches that value after 40/speedup s (never, when that is past step 4,000)."""
     def make(r):
         hq = "plr" in str(r.run_dir)
         lezo = rule(r) == "LeZO"
