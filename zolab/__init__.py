@@ -8,6 +8,7 @@ _HOMES = {  # public name -> the module that defines it (imported on first use: 
                      "RAdaZO", "ZOAdaMU", "MEAZO", "MeZOBCD"), "zolab.rules"),
     **dict.fromkeys(("LOZO", "LOZOM", "SubZero", "MeZOSVRG"), "zolab.rules"),  # structured rules
     **dict.fromkeys(("HiZOO", "SparseMeZO", "ForwardGrad"), "zolab.rules"),
+    **dict.fromkeys(("ZOAdam", "FZOO", "ZOSGDCons", "LeZO"), "zolab.rules"),
     **dict.fromkeys(("Gaussian", "Sphere", "Rademacher"), "zolab.engine.samplers"),
     **dict.fromkeys(("Constant", "Linear", "Cosine", "ThreePhase", "adamu_schedules"), "zolab.engine.schedules"),
 }

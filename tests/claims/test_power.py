@@ -19,6 +19,8 @@ COMPARISONS = {"R1.proxy", "R1.seeds", "R4.proxy", "R4.seeds", "R4.attack", "R5.
                *(f"{c}.{t}" for c in ("R6", "A1", "B1", "M1") for t in ("t1", "t2"))}  # and their testbed parts
 COMPARISONS |= {"LZ1.P-lr", "LZ1.P-mlp", "LZ2.P-lr", "SZ1.P-lr", "SZ1.P-mlp", "SV1.q2", "SV1.q5"}  # CPU proxies
 COMPARISONS |= {"HZ1.p_hq", "HZ1.p_mlp", "SM1.p_mlp", "FG1.p_mlp"}  # HiZOO's, Sparse-MeZO's, Forward-Grad's
+COMPARISONS |= {"ZA1.p_hq", "ZA1.p_mlp", "CS1.p_hq", "CS1.p_mlp", "FZ1.p_mlp", "FZ1.p_hq", "LE1.p_mlp",
+                "LE1.p_lr_wide"}  # ZO-Adam's, ZO-SGD-Cons', FZOO's, LeZO's
 
 
 def test_every_comparison_part_has_an_explicit_tolerance():

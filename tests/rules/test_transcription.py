@@ -106,12 +106,19 @@ class Harness:
                                                                  kw.get("seed", 0))]
         if n_blocks == 1:
             chosen = [0]
+        if self.info.joint is not None:  # the chosen blocks as one joint block (LeZO)
+            joint = self.info.joint(t, ["all"] if n_blocks == 1 else ["W", "b"], kw)
+            return self.update(f, theta, t, 0, joint[0], self.mask([i for b in joint for i in self.blocks[b]]))
         for position, b in enumerate(chosen):
-            mask = torch.zeros(30, dtype=torch.bool)
-            for i in self.blocks[b]:
-                mask[SLICES[i]] = True
-            theta = self.update(f, theta, t, position if self.all_blocks else 0, b, mask)
+            theta = self.update(f, theta, t, position if self.all_blocks else 0, b, self.mask(self.blocks[b]))
         return theta
+
+    @staticmethod
+    def mask(tensors):
+        mask = torch.zeros(30, dtype=torch.bool)
+        for i in tensors:
+            mask[SLICES[i]] = True
+        return mask
 
     def update(self, f, theta, t, position, block, mask):
         kw, h = self.kw, self.hyper(t)
@@ -148,14 +155,17 @@ class Harness:
             if self.info.decays(name, shape, kw) if self.info.decays else len(shape) >= 2:
                 decay[SLICES[i]] = kw.get("weight_decay", 0.0)
         decay = decay * mask
-        if self.info.estimate is not None:  # the rule's own scheme: ĝ = Σ coefs_k u_k, c/K included
-            dense.ps, dense.us = self.info.estimate(dense, f, theta, seeds,
-                                                    lambda s: self.direction(sampler, s, active, h, t)[0] * mask)
-            g = sum(a * u for a, u in zip(dense.ps, dense.us))
-        else:
-            g = sum(c / K * p * u for p, u in zip(dense.ps, dense.us))
+        if self.info.estimate is not None:  # the rule's own scheme (MeZO-SVRG's anchor, FZOO's spread)
+
+            def draw(s):
+                u = self.direction(sampler, s, active, h, t)[0] * mask
+                return u / u.norm() if kw.get("directions") == "sphere" else u
+
+            dense.ps, dense.us = self.info.estimate(dense, f, theta, seeds, draw)
+        g = sum(c / K * p * u for p, u in zip(dense.ps, dense.us))
         coupled = kw.get("weight_decay_mode") == "coupled"
         dense.g = g + decay * theta if coupled else g
+        dense.f, dense.ghat = f, g
         self.count = self.count + mask
         dense.count = self.count
         U = self.info.reference(dense) * mask
@@ -165,6 +175,8 @@ class Harness:
 @pytest.mark.parametrize("rule,opts", cases())
 def test_rule_matches_dense_transcription(rule, opts):
     info = REGISTRY[rule]
+    if info.transcription_lr is not None:
+        opts = {"lr": info.transcription_lr, **opts}
     problem = TinyProblem()
     opt = info.make(list(problem.named_parameters()), **{**BASE, **opts})
     if info.needs_model:

@@ -46,8 +46,8 @@ def group(runs: list[Run], key) -> dict:
     return out
 
 
-def by_arm(runs: list[Run], arm) -> dict[str, dict[float, list[Run]]]:
-    """{arm(run): {lr: [runs, one per seed]}}; runs whose ``arm`` is None are left out."""
+def by_arm(runs: list[Run], arm=lambda r: r.hp.get("rule")) -> dict[str, dict[float, list[Run]]]:
+    """{arm(run) (default: its rule class): {lr: [runs, one per seed]}}; runs whose ``arm`` is None are left out."""
     arms = group([r for r in runs if arm(r) is not None], arm)
     return {a: group(rs, lambda r: float(r.hp["lr"])) for a, rs in arms.items()}
 
@@ -130,23 +130,30 @@ def best(values: list[float], higher: bool) -> float:
     return max(finite) if higher else min(finite)
 
 
+def reaches(v: float, target: float, higher: bool) -> bool:
+    """``v`` is finite and at least as good as ``target``."""
+    return math.isfinite(v) and (v >= target if higher else v <= target)
+
+
 def steps_to(steps, values, target: float, higher: bool) -> float:
     """The first logged step at which the curve reaches ``target`` (inf: never)."""
-    for s, v in zip(steps, values):
-        if math.isfinite(v) and (v >= target if higher else v <= target):
-            return float(s)
-    return math.inf
+    return next((float(s) for s, v in zip(steps, values) if reaches(v, target, higher)), math.inf)
 
 
-def peak_lr(grid: dict[float, list[Run]], tag: str, higher: bool) -> tuple[float, float]:
-    """(the lr whose seed-mean step curve reaches the best value, that value); (nan, nan) if none is finite. Unlike
-    ``best_lr`` (the best mean of a per-run score), the peak of the mean curve: the target of ``steps_to``."""
-    scored = [(best(step_curve(rs, tag)[1], higher), lr) for lr, rs in grid.items()]
+def best_lr_of(grid: dict[float, list[Run]], score, higher: bool) -> tuple[float, float]:
+    """(the lr whose seeds' ``score(runs)`` is best, that score); (nan, nan) when no lr scores a finite value."""
+    scored = [(score(rs), lr) for lr, rs in grid.items()]
     scored = [(v, lr) for v, lr in scored if math.isfinite(v)]
     if not scored:
         return math.nan, math.nan
     value, lr = (max if higher else min)(scored)
     return lr, value
+
+
+def peak_lr(grid: dict[float, list[Run]], tag: str, higher: bool) -> tuple[float, float]:
+    """(the lr whose seed-mean step curve reaches the best value, that value); (nan, nan) if none is finite. Unlike
+    ``best_lr`` (the best mean of a per-run score), the peak of the mean curve: the target of ``steps_to``."""
+    return best_lr_of(grid, lambda rs: best(step_curve(rs, tag)[1], higher), higher)
 
 
 def fastest(grid: dict[float, list[Run]], tag: str, target: float, higher: bool) -> tuple[float, float]:

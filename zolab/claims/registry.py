@@ -12,6 +12,7 @@ from zolab.claims.types import Claim, Part
 PAPERS = ("radazo", "adamu", "mezo_bcd", "meazo", "mezo")  # zolab/claims/<paper>.py, each with CLAIMS
 PAPERS += ("lozo", "subzero", "mezo_svrg")  # LOZO, SubZero, MeZO-SVRG (CPU proxies)
 PAPERS += ("hizoo", "sparse_mezo", "forward_grad")  # HiZOO, Sparse-MeZO, Forward-Grad (CPU proxies)
+PAPERS += ("zo_bench", "fzoo", "lezo")  # ZA1 and CS1, FZ1, LE1
 CLAIMS: tuple[Claim, ...] = tuple(c for p in PAPERS for c in import_module(f"zolab.claims.{p}").CLAIMS)
 
 

@@ -10,8 +10,8 @@ short name is ``zolab.rules.RULES``; it does not import this module.
 
 A rule that is not element-wise states what the generic tests must know in its entry's capability fields
 (``direction``, ``own_direction``, ``estimate``, ``scalars``, ``state_shapes``, ``decays``, ``unbatched``,
-``needs_model``, ``converge``; each documented in ``RuleInfo``), so that every generic test runs on it, or is
-skipped with the reason it gives.
+``needs_model``, ``converge``, ``joint``, ``all_blocks``, ``transcription_lr``; each documented in
+``RuleInfo``), so that every generic test runs on it, or is skipped with the reason it gives.
 """
 
 from __future__ import annotations
@@ -54,7 +54,9 @@ class Dense:
     seed: int = 0  # the optimizer's seed
     shapes: tuple = ()  # the tensors' shapes, laid out one after another in θ (tensor i: slices(d)[i])
     block: int = 0  # the index of the block being updated (a reference's state per block: SVRG's anchors)
-    theta: torch.Tensor | None = None  # θ before the step (directions that read it: Sparse-MeZO's mask)
+    theta: torch.Tensor | None = None  # θ before this update (Sparse-MeZO's mask, ZO-SGD-Cons' candidates)
+    f: Callable | None = None  # the loss on R^d (for an update that evaluates points: ZO-SGD-Cons' candidates)
+    ghat: torch.Tensor | None = None  # ĝ alone (``g`` less the coupled decay λθ)
 
     def zeros(self) -> torch.Tensor:
         return torch.zeros_like(self.g)
@@ -89,10 +91,10 @@ class RuleInfo:
     # direction(kw, sampler, query seed, tensor index, shape, t) -> u (float64): the rule's directions written
     # out on one tensor, when they are not the sampler's draw z (low-rank U Vᵀ: LOZO, SubZero).
     direction: Callable | None = None
-    # estimate(d, f, θ, seeds, draw) -> (coefs, us): the rule's difference scheme written out, when its points
-    # are not θ ± μu_k of the step's queries (an anchor θ̄, a full batch: MeZO-SVRG); ĝ = Σ coefs_k us_k (c/K
-    # included), seeds are the step's query seeds, draw(seed) the direction of a query seed on the block; it
-    # may set d.h["lr"] (the step's η) and keep its state in d.state.
+    # estimate(d, f, θ, seeds, draw) -> (ps, us): the rule's difference scheme written out, when its points are
+    # not θ ± μu_k of the step's queries (an anchor θ̄, a full batch: MeZO-SVRG; N one-sided probes over their
+    # spread: FZOO); ĝ = (c/K) Σ p_k u_k, seeds are the step's query seeds, draw(seed) the direction of a query
+    # seed on the block; it may set d.h["lr"] (the step's η) and keep its state in d.state.
     estimate: Callable | None = None
     # scalars(opt, ref) -> dict: the per-step scalars the rule's ``prepare`` gave ``update`` (as h) at the last
     # step, for the eager comparison (a branch flag, a first-update factor).
@@ -113,6 +115,17 @@ class RuleInfo:
     # converge: rule options of the convergence check (Sparse-MeZO: thresholds fixed at θ₀ freeze every entry that
     # outgrows them, so at s = 0.8 the tiny problem stalls near 0.94 of its start: s = 0.5, refreshed every 10 steps).
     converge: dict = field(default_factory=dict)
+    # joint(t, block names, options) -> the indices of the blocks step t perturbs and updates together, for a rule
+    # that estimates several blocks jointly (uniform_subset: LeZO); None: one block a step, or all with
+    # blocks_per_step="all".
+    joint: Callable | None = None
+    # all_blocks: the arguments that make every block active in one step (the atomic-step test): a rule whose step
+    # is always one joint estimate (LeZO) reaches all blocks through its own option instead.
+    all_blocks: dict = field(default_factory=lambda: {"blocks_per_step": "all"})
+    # transcription_lr: the transcription's step size when the test's 0.05 is too large for the rule (None: 0.05).
+    # FZOO's step is normalised (about η·√(d/N) whatever the gradient): at 0.05 with sphere directions (c = d) it
+    # moves θ by ~3.6 in 6 steps, and σ, the spread of two probe losses, amplifies float rounding past 1e-10.
+    transcription_lr: float | None = None
 
     @property
     def name(self) -> str:
