@@ -35,8 +35,8 @@ def state_tensors(opt) -> list[torch.Tensor]:
 
 
 def test_every_stateful_rule_is_covered():
-    assert {"radazo", "zo_adamm", "zo_adamu", "zo_rmsprop", "zo_sgd_momentum"} <= set(STATEFUL)
-    assert {r for r in STATEFUL if REGISTRY[r].cls.squared_state} == {"radazo", "zo_adamm", "zo_rmsprop"}
+    assert {"radazo", "zo_adamm", "zo_adamu", "zo_rmsprop", "zo_sgd_momentum", "zo_adam", "hizoo"} <= set(STATEFUL)
+    assert {r for r in STATEFUL if REGISTRY[r].cls.squared_state} == {"radazo", "zo_adam", "zo_adamm", "zo_rmsprop"}
 
 
 @pytest.mark.parametrize(("rule", "state_dtype"), CASES)
