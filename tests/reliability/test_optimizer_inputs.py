@@ -1,6 +1,6 @@
 """What the optimizer refuses, and when: kernel inputs under autocast (trust issue item 1), changed settings on
 resume (8), config errors before the first step (9), complex parameters and seeds (10), duplicate or meta
-parameters and optimizer state of another shape or dtype (issue 23, item 16). Each test failed before its fix."""
+parameters and optimizer state of another shape or dtype. Each test failed before its fix."""
 
 import pytest
 import torch
