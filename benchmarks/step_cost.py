@@ -3,10 +3,10 @@
     python benchmarks/step_cost.py --device cpu                      # SmolLM2-135M shape, fp32, 8 x 128
     python benchmarks/step_cost.py --device cuda --model opt-1.3b --dtype float16 --batch 16 --seq 256
     python benchmarks/step_cost.py --device cpu --model minilm --batch 16 --seq 32 --threads 1 --steps 10
-                                    # MiniLM-L6 + head, full fine-tuning of SST-2 batches (issue 16)
+                                    # MiniLM-L6 + head, full fine-tuning of SST-2 batches
     python benchmarks/step_cost.py --model tiny-llama --steps 2 --memory-repeats 1 --json out.json  # a smoke run
     python benchmarks/step_cost.py --device cpu --steps 0 --rules radazo,zo_adamm,zo_adamu --state-dtype bfloat16
-                                    # memory only: each rule with float32 and with bfloat16 state (issue 27)
+                                    # memory only: each rule with float32 and with bfloat16 state
 
 Methods: two forward passes alone; a MeZO-pattern step written here (re-seed, then ``torch.normal`` and an
 in-place add per tensor: +μz, −2μz, +μz, update; Malladi et al. 2023); and every rule registered in

@@ -1,4 +1,4 @@
-"""MiniLM-L6 on SST-2 (issue 16): validation loss against the step, the step-size grid, test accuracy.
+"""MiniLM-L6 on SST-2: validation loss against the step, the step-size grid, test accuracy.
 
     python paper_figures/minilm.py --runs /work/main/runs --out docs/figures/minilm.png
 

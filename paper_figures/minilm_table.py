@@ -1,4 +1,4 @@
-"""MiniLM-L6 on SST-2 (issue 16): the step-size grid, each rule's best step size, and the study's table.
+"""MiniLM-L6 on SST-2: the step-size grid, each rule's best step size, and the study's table.
 
     python paper_figures/minilm_table.py pilot --runs /work/main/runs
     python paper_figures/minilm_table.py grid --runs /work/main/runs [--write-best experiments/minilm/best]

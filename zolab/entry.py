@@ -37,10 +37,10 @@ def _dispatch(args: list[str], argv) -> int:
 
         return leaderboard_main(args[1:])
     if args[:1] == ["sweep"]:
-        from zolab.lab.workers import main as sweep_main  # issue 26: the runs as trials of an Optuna study
+        from zolab.lab.workers import main as sweep_main  # the runs as trials of an Optuna study
 
         return sweep_main(args[1:])
-    if args[:1] == ["tune"]:  # issue 26
+    if args[:1] == ["tune"]:
         from zolab.lab.tune import main as tune_main
 
         return tune_main(args[1:])

@@ -1,4 +1,4 @@
-"""The testbeds' pilot table (issue 24): per run, its start and end accuracy, steps, batch, step size and forwards.
+"""The testbeds' pilot table: per run, its start and end accuracy, steps, batch, step size and forwards.
 
     python experiments/testbeds/pilot_table.py runs/t1_pilot/version_0 runs/t2_pilot/version_0
     python experiments/testbeds/pilot_table.py --cache runs/.cache     # what computing each feature file cost

@@ -88,6 +88,7 @@ def test_half_state_rows_for_rules_with_state():
     assert step_cost.label("radazo:bfloat16") == "zolab R-AdaZO (bfloat16)"
 
 
+@pytest.mark.slow
 def test_a_memory_only_run_with_half_state(tmp_path, capsys):
     path = tmp_path / "memory.json"
     step_cost.main(["--model", "tiny-llama", "--batch", "1", "--seq", "8", "--steps", "0", "--threads", "1",

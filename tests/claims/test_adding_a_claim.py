@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from zolab.claims.registry import CLAIMS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,6 +45,7 @@ complete_sweep(Path("runs"), "claims/a3_lr.yaml", lambda r: ({"lr": lr(r)}, {"tr
 """
 
 
+@pytest.mark.slow
 def test_a_claim_added_as_readme_says_shows_everywhere(tmp_path):
     copy = tmp_path / "repo"
     for folder in ("zolab", "experiments", "tests"):

@@ -13,7 +13,7 @@ OPTIONS = {  # small steps, two queries where the rule allows it
     "zo_adamu": dict(lr=1e-3, mu=1e-3, total_steps=30, t1=10),
     "mezo_bcd": dict(lr=1e-2, mu=1e-3, num_queries=2),
     "hizoo": dict(lr=1e-2, mu=1e-3),  # one query (the authors' code)
-    "mezo_svrg": dict(lr=1e-2, mu=1e-3, anchor_batch="closure"),  # one query; TinyNet's batch is its data
+    "mezo_svrg": dict(lr=1e-2, mu=1e-3),  # one direction per estimate (K = 1)
 }
 
 
@@ -25,7 +25,8 @@ def all_probes(rule_name: str):
         D.BlockOverlap(every_n_steps=1),
         D.StepCost(every_n_steps=1),
     ]
-    # no variance theory for ZO-AdaMU's momentum-centred directions; MeZO-SVRG's full-batch anchor is refused
+    # no variance theory for ZO-AdaMU's momentum-centred directions; MeZO-SVRG's anchor steps read the full batch,
+    # which the probe's extra estimates cannot (it refuses the rule)
     if rule_name not in ("zo_adamu", "mezo_svrg"):
         probes.append(D.EstimatorVariance(every_n_steps=1, num_samples=2))
     return probes

@@ -251,7 +251,7 @@ def test_jvp_gives_the_exact_slope_and_the_loss():
 
 
 def test_jvp_matches_central_differences_as_mu_shrinks():
-    """RULES2 §3.19 FG1(a): |s − p| <= 1e-3 |s| at μ = 1e-4 in float64."""
+    """Forward-Grad's claim FG1(a): |s − p| <= 1e-3 |s| at μ = 1e-4 in float64."""
     torch.manual_seed(1)
     model = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 1)).double()
     x = torch.randn(8, 3, dtype=torch.float64)

@@ -9,6 +9,10 @@ from pathlib import Path
 
 import pytest
 
+# Each re-runs the rules' exactness tests in a subprocess (minutes on two cores): `make test-slow`; the default
+# C kernels run them in `make test`.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 EXACTNESS = ["tests/rules/test_transcription.py",
              "tests/rules/test_generic.py::test_lr_zero_leaves_parameters_bitwise_unchanged",

@@ -51,6 +51,7 @@ def test_query_and_data_parallel_fit_equal_the_one_process_fit(runs):
     assert "data parallel 1 × query parallel 2" in procs["query"].stderr + procs["query"].stdout
 
 
+@pytest.mark.slow
 def test_a_two_process_checkpoint_resumes_in_one_process(runs, tmp_path):
     tmp, _ = runs
     (ckpt,) = (tmp / "query" / "version_0" / "checkpoints").glob("*step=12.ckpt")
@@ -61,6 +62,7 @@ def test_a_two_process_checkpoint_resumes_in_one_process(runs, tmp_path):
     assert torch.equal(final_x(tmp, "query", "resumed"), final_x(tmp_path, "straight"))
 
 
+@pytest.mark.slow
 def test_ddp_is_refused_before_training_naming_zolabs_strategy(tmp_path):
     proc = zolab_fit(tmp_path, "ddp", "--trainer.strategy=ddp", "--trainer.devices=2")
     assert proc.returncode == 2, proc.stderr[-2000:]

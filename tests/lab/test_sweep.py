@@ -218,7 +218,7 @@ def test_readme_sweep_example(tmp_path):
 # ---------------------------------------------------------------- one display for the whole sweep
 def test_sweep_prints_one_line_per_run_and_a_summary_when_not_on_a_terminal(tmp_path, capsys):
     """Not a terminal: no progress bar per run, one line per run, then a table (claims issue, item 5), from the
-    sweep's study (issue 26: its storage, the grid values, the recorded metrics)."""
+    sweep's study (its storage, the grid values, the recorded metrics)."""
     spec = tmp_path / "s.yaml"
     tiny = _tiny_spec(**{"model.optimizer.init_args.lr": [0.01, 0.02]})
     tiny["args"] = ["--trainer.log_every_n_steps=1"]  # progress bar and model summary left on, as in a user's config

@@ -1,4 +1,4 @@
-"""Issue 26, acceptance 3: ``zolab tune`` with a pruner on a small task finds a step size within the grid's best
+"""``zolab tune`` with a pruner on a small task finds a step size within the grid's best
 factor-of-3 bracket and writes a config that ``zolab fit`` runs (bitwise the best trial again); tuning reads
 validation only; bad tune files and a study made for another search space are refused before any run."""
 

@@ -1,4 +1,4 @@
-"""Issue 26, acceptance 1 and 2: one sweep run by 2 worker processes, on the embedded storage and on a PostgreSQL
+"""One sweep run by 2 worker processes, on the embedded storage and on a PostgreSQL
 server started here, finishes every grid point exactly once, bitwise as the same runs one after another; a worker
 killed with SIGKILL mid-trial leaves a trial that the other worker resumes from its checkpoint, bitwise, no
 checkpoint lost; the exit status says whether every trial finished."""

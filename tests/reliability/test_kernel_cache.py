@@ -1,4 +1,4 @@
-"""No state of the kernel cache ($ZOLAB_CACHE) kills a run or costs it its C kernels (issue 23, items 13-14).
+"""No state of the kernel cache ($ZOLAB_CACHE) kills a run or costs it its C kernels.
 
 Each test damages a cache that a first process filled, then runs a second process on it: a process, because
 loading a bad shared library can kill the interpreter by a signal. The second process checks the C kernels and a

@@ -1,5 +1,5 @@
 """The scoreboard gives a verdict only from the complete, finished, readable runs its registry entry expects,
-made with the expected settings (issue 23, items 1–6 and 17): one test per item, through ``zolab claims``."""
+made with the expected settings: one test per failure mode, through ``zolab claims``."""
 
 import os
 import random

@@ -1,4 +1,5 @@
-"""The CPU proxies of RULES2.md §8 (P-hq, P-lr, P-mlp): closed forms, sizes, determinism, MeZO's progress, resume."""
+"""The CPU proxies P-hq, P-lr, P-mlp (docs/algorithms.md §6): closed forms, sizes, determinism, MeZO's progress,
+resume."""
 
 import importlib
 from pathlib import Path

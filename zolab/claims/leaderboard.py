@@ -1,4 +1,4 @@
-"""The equal-budget leaderboard (issue 24): its protocol per testbed, each rule's sweeps, and the runs they expect.
+"""The equal-budget leaderboard: its protocol per testbed, each rule's sweeps, and the runs they expect.
 
 A testbed's protocol is ``experiments/leaderboard/<testbed>.yaml``: the budget B in forward passes, the lr grid,
 the seeds. The probe (``zolab.lab.leaderboard_probe``, kept in ``<root>/leaderboard_<testbed>/probe.json``)

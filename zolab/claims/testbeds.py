@@ -1,4 +1,4 @@
-"""The claims' testbed parts (issue 24): R6, A1, B1 and M1 read the equal-budget leaderboard's runs on T1 and T2
+"""The claims' testbed parts: R6, A1, B1 and M1 read the equal-budget leaderboard's runs on T1 and T2
 (docs/leaderboard.md; the same runs, no extra cost): each rule at its step size tuned on validation, 5 seeds.
 
 A part's job runs the leaderboard for the rules it compares (``zolab leaderboard --run --testbed T --rules ...``);

@@ -1,4 +1,4 @@
-"""The leaderboard's probe (issue 24): on a testbed's model and a training batch, what each rule's step needs and
+"""The leaderboard's probe: on a testbed's model and a training batch, what each rule's step needs and
 costs, measured once; ``zolab leaderboard --run`` keeps it in ``<root>/leaderboard_<testbed>/probe.json``.
 
 Per ZO rule (the optimizer built as a run builds it: the rule's defaults, the protocol's μ, bound to the model):

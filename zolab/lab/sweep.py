@@ -1,7 +1,7 @@
 """A sweep's runs one after another, each a ``zolab fit`` with its own TensorBoard version.
 
 The file and its runs: ``zolab.lab.sweep_spec``; the ``zolab sweep`` command, which runs them as the trials of an
-Optuna study with any number of workers: ``zolab.lab.workers`` (issue 26). The runs go one after
+Optuna study with any number of workers: ``zolab.lab.workers``. The runs go one after
 another, in this process (default) or each in a subprocess (``--subprocess``); a failed run is reported and the
 sweep goes on. SIGINT (Ctrl-C) or SIGTERM stops the sweep after the current run's checkpoint (exit status 130
 or 143). Each run leaves ``sweep_run.yaml`` (status, command, seconds) beside its event files. ``--resume``

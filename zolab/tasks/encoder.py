@@ -1,4 +1,4 @@
-"""A sentence classifier: a transformers encoder (MiniLM-L6 by default) + a linear head (issue 6, issue 16).
+"""A sentence classifier: a transformers encoder (MiniLM-L6 by default) + a linear head.
 
 Sentence embedding e(x) = mean of the encoder's last hidden states over the attention mask (the pooling of
 sentence-transformers' all-MiniLM-L6-v2); logits = W e(x) + b; loss = cross-entropy; accuracy with

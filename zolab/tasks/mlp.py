@@ -1,6 +1,6 @@
 """MLPClassifier: a small multilayer perceptron trained from scratch on (inputs, labels) tensor batches (testbeds).
 
-The testbeds' model (issue 24): T1 puts it on cached MiniLM sentence features (384 → 64 → 2, d = 24,770),
+The testbeds' model: T1 puts it on cached MiniLM sentence features (384 → 64 → 2, d = 24,770),
 T2 on MNIST's pixels (784 → 32 → 10, d = 25,450). logits = ``logit_scale`` · MLP((x − ``input_shift``) /
 ``input_scale``) with x flattened per example; loss = cross-entropy; accuracy with torchmetrics. The layers start
 as PyTorch's ``nn.Linear`` does (Kaiming-uniform weights, uniform biases), drawn from a generator seeded by

@@ -1,4 +1,4 @@
-"""The CPU proxies on which the new rules' claims are measured (RULES2.md §8): P-hq, P-lr, P-mlp and their batches.
+"""The CPU proxies of the new rules' claims: P-hq, P-lr, P-mlp and their batches (docs/algorithms.md §6).
 
 - ``HeteroCurvature`` (P-hq): least squares whose diagonal Hessian spreads over three decades; exact gradient,
   Hessian, its diagonal and the optimum in closed form.

@@ -1,4 +1,4 @@
-"""P-mlp (RULES2.md §8): a LayerNorm MLP pre-trained on digits 0–4, fine-tuned on all ten (scikit-learn's digits).
+"""P-mlp: a LayerNorm MLP pre-trained on digits 0–4, fine-tuned on all ten (sklearn's digits; docs/algorithms.md §6).
 
 The 1,797 bundled 8×8 images (``sklearn.datasets.load_digits``: shipped with the package, nothing downloaded),
 pixels / 16, are split by a permutation from ``seed`` into 1,437 training, 180 validation and 180 test images
