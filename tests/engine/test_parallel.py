@@ -28,7 +28,7 @@ def _free_port() -> int:
 
 # Rules whose directions are built from a whole matrix's factors (U Vᵀ, U Z Vᵀ): a process holding rows of it
 # cannot draw its part alone, so these rules refuse sharded tensors at construction (the tests check the refusal).
-WHOLE_MATRICES = {"lozo", "lozo_m", "subzero"}
+WHOLE_MATRICES = {"lozo", "lozo_m", "subzero", "sparse_mezo"}  # Sparse-MeZO: its threshold is a whole k-th value
 # Forward-Grad's JVP differentiates the whole model's closure: FSDP2's shards are refused as such, the sharded
 # job's bare tensors (no model to bind) at its first step.
 REFUSES_SHARDS = {**dict.fromkeys(WHOLE_MATRICES, ("are shards of larger tensors; allowed: whole",)),
@@ -200,8 +200,11 @@ def test_data_parallel_equals_one_process_on_the_global_batch(modes, rule):
     for k in state0:
         assert torch.equal(state0[k], state1[k]), f"ranks differ: {k}"
     problem, _, losses = _run(rule, STEPS)
+    # FZOO divides the differences by the spread σ of N nearly equal losses, which scales the rounding of the
+    # processes' weighted loss sum by ~1/σ: 2e-11 of the largest entry measured, to rounding still
+    rtol = 1e-8 if rule == "fzoo" else 1e-10
     for k, v in problem.state_dict().items():
-        torch.testing.assert_close(state0[k], v, rtol=1e-10, atol=0, msg=k)
+        torch.testing.assert_close(state0[k], v, rtol=rtol, atol=0, msg=k)
     assert losses0 == pytest.approx(losses, rel=1e-10)
 
 

@@ -170,3 +170,12 @@ def test_large_tensors_take_the_chunked_threshold(monkeypatch):
     monkeypatch.setattr(module, "kth_smallest", functools.partial(kth_smallest, chunk=100))
     chunked = SparseMeZO([x]).state[x]["h"]
     assert chunked == direct == x.detach().abs().kthvalue(600).values and chunked.dtype == torch.float32
+
+
+def test_a_shard_of_a_larger_tensor_is_refused_unless_the_mask_is_random():
+    """The threshold is the k-th magnitude of the whole tensor, which a process holding rows of it cannot know."""
+    w = torch.nn.Parameter(torch.randn(4, 3))
+    group = [{"params": [("w", w)], "shards": [(0, 24)]}]  # rows 0-3 of an 8 × 3 tensor
+    with pytest.raises(ValueError, match=r"\['w'\] are shards of larger tensors; allowed: whole tensors"):
+        SparseMeZO(group)
+    SparseMeZO([{"params": [("w", w)], "shards": [(0, 24)]}], mask_on="random")  # no values read: allowed

@@ -29,14 +29,14 @@ def forward_gradient(model: nn.Module | None, refs, directions, query, closure) 
     if model is None:
         raise ValueError("estimator='jvp' differentiates the closure through the model that owns the parameters: "
                          "call optimizer.bind(model) first")
+    if any(r.full_numel is not None for r in refs):
+        raise ValueError("estimator='jvp' needs whole tensors; shards of a sharded model are not supported")
     wrapper = _Closure(model, closure)
     names = {id(p): name for name, p in wrapper.named_parameters()}
     missing = [r.name for r in refs if id(r.param) not in names]
     if missing:
         raise ValueError(f"estimator='jvp': tensors {missing[:5]} are not parameters of the bound model; bind the "
                          "model that owns them (optimizer.bind(model))")
-    if any(r.full_numel is not None for r in refs):
-        raise ValueError("estimator='jvp' needs whole tensors; shards of a sharded model are not supported")
     keys = [names[id(r.param)] for r in refs]
     primals = tuple(r.param.detach() for r in refs)
     tangents = tuple(directions.point(r, query, 1.0).to(r.param.dtype) for r in refs)

@@ -69,6 +69,10 @@ class SparseMeZO(ZOOptimizer):
         super().__init__(params, dict(lr=lr, mu=mu, weight_decay=weight_decay), directions="gaussian", **options)
         self.sparsity, self.mask_scope, self.mask_on = sparsity, mask_scope, mask_on
         self.threshold_refresh, self.mask_1d = threshold_refresh, mask_1d
+        shards = [r.name for _, refs in self.partition() for r in refs if r.full_numel is not None]
+        if shards and mask_on != "random":  # a shard's k-th value is not the whole tensor's
+            raise ValueError(f"SparseMeZO: {shards[:5]} are shards of larger tensors; allowed: whole tensors (the "
+                             f"mask_on={mask_on!r} threshold is a k-th value of the whole), or mask_on='random'")
         self.set_thresholds()
 
     def state_spec(self, ref, name):
