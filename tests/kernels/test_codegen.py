@@ -37,6 +37,10 @@ def _run_rule(name, dtype):
     b = torch.nn.Parameter(torch.randn(5, dtype=dtype))
     target = torch.randn(301, 7, dtype=dtype)
     opt = REGISTRY[name].make([("w", w), ("b", b)], lr=1e-2, mu=1e-3, weight_decay=0.01)
+    if REGISTRY[name].needs_model:  # Forward-Grad's JVP differentiates through the module owning w and b
+        model = torch.nn.Module()
+        model.w, model.b = w, b
+        opt.bind(model)
 
     def closure():
         return ((w - target) ** 2).sum() + (b**2).sum()
