@@ -1,4 +1,4 @@
-"""The power rule (issue 24): a comparison verdict stands only where its reference rule improved its metric over
+"""The power rule: a comparison verdict stands only where its reference rule improved its metric over
 the start by more than the part's tolerance, with at least two seeds; otherwise "inconclusive", with the reason.
 Hand-made event files for each case, and the MiniLM study's 200-step numbers (docs/claims.md) re-read."""
 
@@ -15,7 +15,7 @@ from zolab.claims.radazo import FUNCTIONS
 from zolab.claims.types import Moved, Tolerance, power
 
 COMPARISONS = {"R1.proxy", "R1.seeds", "R4.proxy", "R4.seeds", "R4.attack", "R5.attack", "R6.minilm", "A1.minilm",
-               "A2.mlp", "B1.minilm", "M1.minilm",  # the parts that compare rules (issue 24 gave each a tolerance)
+               "A2.mlp", "B1.minilm", "M1.minilm",  # the parts that compare rules (each has a tolerance)
                *(f"{c}.{t}" for c in ("R6", "A1", "B1", "M1") for t in ("t1", "t2"))}  # and their testbed parts
 COMPARISONS |= {"LZ1.P-lr", "LZ1.P-mlp", "LZ2.P-lr", "SZ1.P-lr", "SZ1.P-mlp", "SV1.q2", "SV1.q5"}  # CPU proxies
 COMPARISONS |= {"HZ1.p_hq", "HZ1.p_mlp", "SM1.p_mlp", "FG1.p_mlp"}  # HiZOO's, Sparse-MeZO's, Forward-Grad's
