@@ -21,6 +21,9 @@ import torch
 from zolab.engine.checks import check_betas, check_range
 from zolab.engine.schedules import is_scheduled
 
+# MeZO's weight-decay name test (kept by LOZO, ZO-Bench): tensors whose names contain these never decay
+NO_DECAY = ("bias", "layer_norm", "layernorm")
+
 
 def compute_type(t: torch.Tensor) -> torch.dtype:
     """float64 for float64 tensors, float32 otherwise (half precision computes in float32)."""

@@ -1,9 +1,8 @@
 """Forward-Grad: SGD on the forward gradient (∇f·v) v, the exact directional derivative from one JVP (docs/algorithms.md
 §3.19)."""
 
+from zolab.engine.groups import NO_DECAY
 from zolab.rules.base import ZOOptimizer
-
-NO_DECAY = ("bias", "layer_norm", "layernorm")  # MeZO's (and ZO-Bench's) name test
 
 
 class ForwardGrad(ZOOptimizer):

@@ -1,13 +1,13 @@
 """LOZO and LOZO-M: ZO-SGD along low-rank directions U Vᵀ whose V is kept for ν steps (docs/algorithms.md §3.13)."""
 
 from zolab.engine.checks import check_choice, check_int, check_range
+from zolab.engine.groups import NO_DECAY
 from zolab.engine.lowrank import LowRank
 from zolab.rules.base import ZOOptimizer
 
 SCALES = ("code", "unbiased")
 RESHAPES = ("flatten_trailing", "dense")
 DECAY_TESTS = ("name", "ndim")
-NO_DECAY = ("bias", "layer_norm", "layernorm")  # MeZO's (and LOZO's) name test: these names never decay
 
 
 class LOZODirections(LowRank):

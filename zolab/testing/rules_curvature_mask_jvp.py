@@ -12,7 +12,8 @@ from statistics import NormalDist
 
 import torch
 
-from zolab.rules.forward_grad import NO_DECAY, ForwardGrad
+from zolab.engine.groups import NO_DECAY
+from zolab.rules.forward_grad import ForwardGrad
 from zolab.rules.hizoo import HiZOO
 from zolab.rules.sparse_mezo import SparseMeZO
 from zolab.testing.rules import REGISTRY, Dense, RuleInfo, _masked, ref_sgd

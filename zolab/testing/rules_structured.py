@@ -11,10 +11,11 @@ import math
 
 import torch
 
+from zolab.engine.groups import NO_DECAY
 from zolab.engine.lowrank import BASIS_STREAM, V_STREAM
 from zolab.engine.samplers import make_sampler
 from zolab.engine.seeds import mix
-from zolab.rules.lozo import LOZO, LOZOM, NO_DECAY
+from zolab.rules.lozo import LOZO, LOZOM
 from zolab.rules.mezo_svrg import MeZOSVRG
 from zolab.rules.subzero import SubZero
 from zolab.testing.rules import REGISTRY, Dense, RuleInfo, _masked, ref_sgd
