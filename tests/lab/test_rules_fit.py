@@ -1,6 +1,7 @@
-"""The structured rules (LOZO, LOZO-M, SubZero, MeZO-SVRG) from their configs through ``zolab fit``: each
-lowers the loss of the lab's Quadratic and of the digits MLP, whose cheap probes log without error; MeZO-SVRG's anchor
-steps evaluate the whole training subset (``full=``), its forwards counted as docs/algorithms.md §3.18 says."""
+"""The newer rules (LOZO, LOZO-M, SubZero, MeZO-SVRG, ZO-Adam, FZOO, ZO-SGD-Cons, LeZO) from their configs
+(experiments/rules/) through ``zolab fit``: each lowers the loss of the lab's Quadratic and of the digits MLP, whose
+cheap probes log without error; MeZO-SVRG's anchor steps evaluate the whole training subset (``full=``), its
+forwards counted as docs/algorithms.md §3.18 says."""
 
 from pathlib import Path
 
@@ -12,7 +13,9 @@ from zolab.lab.cli import cli_main
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
          "--trainer.enable_checkpointing=false"]
-RULES = ["lozo", "lozo_m", "subzero", "mezo_svrg"]
+RULES = ["lozo", "lozo_m", "subzero", "mezo_svrg", "zo_adam", "fzoo", "zo_sgd_cons", "lezo"]
+MLP_LR = {"zo_sgd_cons": 1e-2, "lezo": 1e-2}  # the ZO-SGD steps: the digits MLP takes 10× the Quadratic's η
+FORWARDS = {"zo_adam": 2, "fzoo": 9, "zo_sgd_cons": 5, "lezo": 2}  # a step's forwards, as the docs say
 
 
 def fit(root, name, *args, log_every=10):
@@ -27,7 +30,8 @@ def test_the_rules_config_lowers_the_quadratic_and_the_digits_mlp_with_probes(tm
     run = fit(tmp_path, "quadratic", config, "--trainer.max_steps=200")
     steps, losses = run.series("train/loss")
     assert steps[-1] == 199 and losses[-1] < 0.9 * losses[0], losses  # train/loss at x = k is f(θ_k)
-    run = fit(tmp_path, "mlp", config, "--model.task=zolab.tasks.toy.DigitsMLP", "--trainer.max_steps=200",
+    lr = [f"--model.optimizer.init_args.lr={MLP_LR[rule]}"] if rule in MLP_LR else []  # as the config says
+    run = fit(tmp_path, "mlp", config, "--model.task=zolab.tasks.toy.DigitsMLP", *lr, "--trainer.max_steps=200",
               "--trainer.callbacks+=diagnostics.Economy", "--trainer.callbacks.every_n_steps=50")
     losses = run.series("train/loss")[1]
     assert losses[-1] < 0.95 * losses[0], losses
@@ -35,6 +39,8 @@ def test_the_rules_config_lowers_the_quadratic_and_the_digits_mlp_with_probes(tm
     expected = {"alignment", "step_cost"} | ({"variance"} if rule != "mezo_svrg" else set())  # SVRG: left out
     assert expected <= logged, logged
     assert len(run.series("diagnostics/alignment/cos_g")[1]) == 5  # steps 1, 50, ..., 200
+    if rule in FORWARDS:
+        assert run.series("diagnostics/step_cost/forwards")[1][-1] == FORWARDS[rule]
 
 
 def test_mezo_svrg_evaluates_the_whole_training_subset_at_anchor_steps(tmp_path):
