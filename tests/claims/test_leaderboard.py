@@ -144,3 +144,27 @@ def test_bad_testbeds_and_rules_are_named(tmp_path, capsys):
     L.probe(tmp_path / "runs", p, {})
     with pytest.raises(ValueError, match="unknown rules \\['nope'\\]"):
         lb.rule_entries(tmp_path / "runs", p, ["nope"])
+
+
+def _add_many(root, p, key, n):
+    from zolab.claims.leaderboard_run import _add_cpu
+
+    for _ in range(n):
+        _add_cpu(root, p, key, "tune", 1.0)
+
+
+def test_two_run_processes_on_one_testbed_keep_each_others_cpu_seconds(bed):
+    # `--run --rules A` and `--run --rules B` on one testbed share cpu_seconds.yaml: no update may be lost
+    import multiprocessing
+
+    from zolab.claims.leaderboard_table import cpu_record
+
+    root, _, p = bed
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_add_many, args=(root, p, key, 40)) for key in ("zo_sgd", "radazo")]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(60)
+        assert proc.exitcode == 0
+    assert cpu_record(root, p) == {"zo_sgd": {"tune": 40.0}, "radazo": {"tune": 40.0}}

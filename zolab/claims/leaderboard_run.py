@@ -6,6 +6,7 @@ ones resume from their checkpoints, and a rule whose runs were made with other s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -29,14 +30,31 @@ def _write(path: Path, text: str) -> None:
     os.replace(part, path)
 
 
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive advisory lock on ``path`` (no lock where there is no ``fcntl``: one process per testbed there)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(path, "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        yield  # closing the file releases the lock
+
+
 def _add_cpu(root: Path, p: Protocol, key: str, phase: str | None, seconds: float) -> None:
-    record = cpu_record(root, p)
-    if phase is None:
-        record[key] = round(float(record.get(key, 0)) + seconds, 1)
-    else:
-        phases = record.setdefault(key, {})
-        phases[phase] = round(float(phases.get(phase, 0)) + seconds, 1)
-    _write(Path(root) / p.folder / CPU_FILE, yaml.safe_dump(record, sort_keys=False))
+    path = Path(root) / p.folder / CPU_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # locked: two `--run` processes on disjoint --rules of one testbed must not lose each other's seconds
+    with _locked(path.with_name(f".{CPU_FILE}.lock")):
+        record = cpu_record(root, p)
+        if phase is None:
+            record[key] = round(float(record.get(key, 0)) + seconds, 1)
+        else:
+            phases = record.setdefault(key, {})
+            phases[phase] = round(float(phases.get(phase, 0)) + seconds, 1)
+        _write(path, yaml.safe_dump(record, sort_keys=False))
 
 
 def probe_missing(root: Path, p: Protocol, keys: list[str], log=print) -> None:
