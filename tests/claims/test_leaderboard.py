@@ -2,6 +2,7 @@
 validation, the seed runs, the states of incomplete or mismatched runs, a rule registered later, the page."""
 
 import math
+from pathlib import Path
 import subprocess
 import sys
 
@@ -168,3 +169,21 @@ def test_two_run_processes_on_one_testbed_keep_each_others_cpu_seconds(bed):
         proc.join(60)
         assert proc.exitcode == 0
     assert cpu_record(root, p) == {"zo_sgd": {"tune": 40.0}, "radazo": {"tune": 40.0}}
+
+
+@pytest.mark.parametrize("status", [1, 143])
+def test_a_signal_stops_the_whole_run_a_failed_sweep_only_its_rule(bed, monkeypatch, status):
+    import zolab.lab.workers
+    from zolab.claims.leaderboard_run import Stopped, run_testbed
+
+    root, experiments, p = bed
+    L.probe(root, p, {"zo_sgd": L.entry("zo_sgd"), "radazo": L.entry("radazo")})
+    swept = []
+    monkeypatch.setattr(zolab.lab.workers, "main", lambda argv: swept.append(argv[0]) or status)
+    if status == 143:  # SIGTERM: the first rule's sweep stopped, the second never starts
+        with pytest.raises(Stopped, match="signal 15"):
+            run_testbed(root, experiments, p, ["zo_sgd", "radazo"], log=print)
+        assert len(swept) == 1 and "zo_sgd" in swept[0]
+    else:  # a failed sweep: that rule is counted, the next one runs
+        assert run_testbed(root, experiments, p, ["zo_sgd", "radazo"], log=print) == 2
+        assert [Path(s).name for s in swept] == ["zo_sgd-tune.yaml", "radazo-tune.yaml"]

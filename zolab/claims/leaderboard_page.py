@@ -160,13 +160,16 @@ def main(argv=None) -> int:
     root = Path(args.root)
     failed = 0
     if args.run:
-        from zolab.claims.leaderboard_run import run_testbed
+        from zolab.claims.leaderboard_run import Stopped, run_testbed
 
         for name in names:
             try:
                 failed += run_testbed(root, experiments, load_protocol(experiments, name), keys, args.dry_run)
             except ValueError as err:
                 parser.error(str(err))
+            except Stopped as stop:
+                print(f"zolab leaderboard: {stop}")
+                return stop.status
     print_tables(root, experiments, names, keys)
     if args.write:
         for path in page(root, experiments, names, Path(args.write)):

@@ -12,6 +12,8 @@ import os
 import time
 from pathlib import Path
 
+import signal
+
 import yaml
 
 from zolab.claims import leaderboard as lb
@@ -92,9 +94,18 @@ def spec_file(root: Path, p: Protocol, key: str, phase: str, spec: dict) -> Path
     return path
 
 
+class Stopped(Exception):
+    """A sweep was stopped by SIGINT or SIGTERM: ``--run`` stops too (never goes on to the next rule)."""
+
+    def __init__(self, status: int):
+        super().__init__(f"stopped by signal {status - 128}: `zolab leaderboard --run` again continues it")
+        self.status = status
+
+
 def run_testbed(root: Path, experiments: Path, p: Protocol, keys: list[str] | None, dry_run: bool = False,
                 log=print) -> int:
-    """Run what the selected rules miss on this testbed; the number of rules that failed or were not run over."""
+    """Run what the selected rules miss on this testbed; the number of rules that failed or were not run over.
+    Raises Stopped when a signal stopped a sweep (its run keeps its checkpoint; the same command resumes it)."""
     from zolab.lab import leaderboard_probe
     from zolab.lab.workers import main as sweep  # zolab sweep: the runs as trials of an Optuna study
 
@@ -134,6 +145,8 @@ def run_testbed(root: Path, experiments: Path, p: Protocol, keys: list[str] | No
             start = time.process_time()
             status = sweep([str(path), f"--root={root}", "--resume"])
             _add_cpu(root, p, key, phase, time.process_time() - start)
+            if status in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+                raise Stopped(status)
             if status:
                 log(f"failed (exit status {status}): {key} {phase} ({path})")
                 failed += 1
