@@ -2,9 +2,9 @@
 validation, the seed runs, the states of incomplete or mismatched runs, a rule registered later, the page."""
 
 import math
-from pathlib import Path
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 

@@ -9,10 +9,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import time
 from pathlib import Path
-
-import signal
 
 import yaml
 
