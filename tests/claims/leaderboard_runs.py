@@ -19,7 +19,8 @@ PROTOCOL = {"title": "TB: a test bed", "config": "tb_fit.yaml", "budget": 4000, 
 CLASSES = {"zo_sgd": "zolab.rules.zosgd.ZOSGD", "zo_signsgd": "zolab.rules.signsgd.ZOSignSGD",
            "radazo": "zolab.rules.radazo.RAdaZO", "zo_rmsprop": "zolab.rules.rmsprop.ZORMSProp",
            "zo_adamm": "zolab.rules.adamm.ZOAdaMM", "zo_adamu": "zolab.rules.adamu.ZOAdaMU",
-           "meazo": "zolab.rules.meazo.MEAZO", "mezo_bcd": "zolab.rules.mezo_bcd.MeZOBCD"}
+           "meazo": "zolab.rules.meazo.MEAZO", "mezo_bcd": "zolab.rules.mezo_bcd.MeZOBCD",
+           "mezo_svrg": "zolab.rules.mezo_svrg.MeZOSVRG"}
 START_LOSS, START_ACC = 0.70, 0.50
 
 

@@ -187,3 +187,14 @@ def test_a_signal_stops_the_whole_run_a_failed_sweep_only_its_rule(bed, monkeypa
     else:  # a failed sweep: that rule is counted, the next one runs
         assert run_testbed(root, experiments, p, ["zo_sgd", "radazo"], log=print) == 2
         assert [Path(s).name for s in swept] == ["zo_sgd-tune.yaml", "radazo-tune.yaml"]
+
+
+def test_a_rule_whose_least_run_costs_more_than_the_budget_is_named_with_what_it_spends(bed):
+    root, experiments, p = bed
+    L.probe(root, p, {"zo_sgd": L.entry("zo_sgd"), "mezo_svrg": L.entry("mezo_svrg", fps=1000.0)})
+    out = root.parent / "docs" / "leaderboard.md"
+    page(root, experiments, ["tb"], out)
+    text = out.read_text()  # 20 steps (one validation interval) of 1,000 forwards: 5x the 4,000
+    assert "Over the budget: a run takes at least 20 steps (one validation interval), so MEZO_SVRG spends about " \
+           "20,000 forwards (5.0× B)." in text
+    assert "ZO_SGD spends" not in text

@@ -79,3 +79,21 @@ def test_the_leaderboard_runs_every_rule_at_the_budget_resumably_and_writes_the_
     assert main(["--run", *args]) == 0  # resumable: everything is there, nothing runs again
     again = capsys.readouterr().out
     assert "running:" not in again and again.count("done: ") == 3
+
+
+@pytest.mark.parametrize("key", sorted(RULES))
+def test_every_registered_rule_is_probed_without_error(task_and_batch, key):
+    # MeZO-SVRG reads full= (the training subset, here 3 batches) on anchor steps; Forward-Grad's JVP runs under the
+    # memory tracker
+    task, batch = task_and_batch
+    full = [batch, batch, batch]
+    got = probe_rule(RULES[key], task, batch, mu=1e-3, budget=4000, full_batches=full)  # ZO-AdaMU's phases need T
+    assert got["forwards_per_step"] >= 1 and got["peak_bytes"] > 0 and math.isfinite(got["scale_ratio"])
+    if key == "mezo_svrg":  # q = 2: anchors at steps 1 and 3 evaluate the 3 batches twice, step 2 takes 4 forwards
+        assert got["forwards_per_step"] == pytest.approx((2 * 3 + 4 + 2 * 3) / 3)
+
+
+def test_a_rule_that_reads_full_is_refused_without_full_batches(task_and_batch):
+    task, batch = task_and_batch
+    with pytest.raises(ValueError, match="MeZOSVRG evaluates the whole training subset"):
+        probe_rule(RULES["mezo_svrg"], task, batch, mu=1e-3, budget=100)

@@ -53,6 +53,14 @@ def test_standardize_uses_the_training_split_statistics(tiny):
     assert not torch.allclose(dm.val_set.x.mean(0), torch.zeros(16), atol=1e-3)  # not its own statistics
 
 
+def test_full_batches_are_the_training_split_once_in_order_at_the_batch_size(tiny):
+    dm = module(tiny, batch_size=64)  # 200 training rows: 64, 64, 64, 8
+    batches = dm.full_batches()
+    assert [len(y) for _, y in batches] == [64, 64, 64, 8]
+    assert torch.equal(torch.cat([x for x, _ in batches]), dm.train_set.x)
+    assert torch.equal(torch.cat([y for _, y in batches]), dm.train_set.y)
+
+
 @pytest.mark.parametrize("kw, message", [
     (dict(batch_size=0), "batch_size=0; allowed: an integer >= 1"),
     (dict(n_val=0), "n_val=0; allowed: an integer >= 1"),

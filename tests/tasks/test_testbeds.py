@@ -58,6 +58,16 @@ def test_the_validation_split_is_fixed_by_split_seed_alone(mnist):
     assert len(a.test_set) == 100
 
 
+def test_mnist_full_batches_are_the_training_split_once_in_order_at_the_batch_size(mnist):
+    dm = MNISTDataModule(str(mnist), val_size=50, batch_size=64)  # 250 training images: 64, 64, 64, 58
+    dm.setup()
+    batches = dm.full_batches()
+    assert [len(y) for _, y in batches] == [64, 64, 64, 58]
+    rows = [dm.train_set[i] for i in range(len(dm.train_set))]
+    assert torch.equal(torch.cat([x for x, _ in batches]), torch.stack([x for x, _ in rows]))
+    assert torch.equal(torch.cat([y for _, y in batches]), torch.stack([y for _, y in rows]))
+
+
 @pytest.mark.parametrize("kw, message", [
     (dict(batch_size=0), "batch_size=0; allowed: an integer >= 1"),
     (dict(val_size=0), "val_size=0; allowed: an integer >= 1"),
@@ -99,6 +109,14 @@ def test_t2_learns_from_scratch_and_logs_val_and_test(mnist, tmp_path):
     assert steps.tolist() == [19, 39, 59, 79, 99, 119, 139, 159]
     assert val_acc[-1] > 0.4  # chance is 0.1
     assert read_scalars(run, "test/acc")[1][-1] > 0.4
+
+
+def test_mezo_svrg_runs_on_t2_its_anchors_over_the_whole_training_split(mnist, tmp_path):
+    config = t2_config(mnist, tmp_path, steps=4)
+    config["model"]["optimizer"] = {"class_path": "zolab.rules.MeZOSVRG", "init_args": {"lr": 1e-3, "q": 2}}
+    cli = fit(config, "--name=svrg")
+    # 250 training images in batches of 16: 16 forwards a full evaluation; anchors (steps 1, 3) evaluate it twice
+    assert cli.trainer.global_step == 4 and cli.model.zo_optimizer.zo["forwards"] == 2 * (2 * 16) + 2 * 4
 
 
 def test_t2_resumes_exactly(mnist, tmp_path):

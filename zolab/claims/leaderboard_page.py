@@ -85,6 +85,12 @@ def testbed_section(root: Path, experiments: Path, p: Protocol, fig_path: Path |
     fig = figure(rows, p.title, fig_path) if fig_path else None
     if fig:
         lines += ["", f"![{p.testbed}: validation accuracy against forwards](figures/{fig.name})"]
+    over = [(r, f * r.protocol_steps) for r in rows if r.protocol_steps and (f := r.entry.get("forwards_per_step"))
+            and f * r.protocol_steps > p.budget * 1.001]
+    if over:  # one validation interval is the least a run can take
+        lines += ["", f"Over the budget: a run takes at least {p.validations} steps (one validation interval), so "
+                  + "; ".join(f"{r.label} spends about {spent:,.0f} forwards ({spent / p.budget:.1f}× B)"
+                              for r, spent in over) + "."]
     missing = [r for r in rows if not r.complete]
     if missing:
         lines += ["", "Rules without a complete set of runs (`zolab leaderboard --run --testbed "

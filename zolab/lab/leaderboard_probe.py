@@ -1,7 +1,8 @@
 """The leaderboard's probe: on a testbed's model and a training batch, what each rule's step needs and
 costs, measured once; ``zolab leaderboard --run`` keeps it in ``<root>/leaderboard_<testbed>/probe.json``.
 
-Per ZO rule (the optimizer built as a run builds it: the rule's defaults, the protocol's μ, bound to the model):
+Per ZO rule (the optimizer built as a run builds it: the rule's defaults, the protocol's μ, bound to the model;
+stepped as ZOModule steps it, with ``full=`` over the data module's ``full_batches()`` where the rule reads it):
 
     forwards_per_step    the forwards the optimizer counts (``opt.zo["forwards"]``) over 3 steps, / 3
     scale_free           whether 3 steps from the same start and seed move the parameters as far on 100 f as on f
@@ -36,6 +37,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from zolab.lab.final_test import evaluate
+from zolab.lab.module import FullBatch, wanted_evaluators
 
 REFERENCE = "zo_sgd"
 SCALE = 100.0  # the loss multiplier of the scale test
@@ -63,11 +65,20 @@ class PeakMemory(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         flat = tree_flatten((args, kwargs))[0]
-        inputs = {t.untyped_storage().data_ptr() for t in flat if isinstance(t, torch.Tensor)}
+        inputs = {None} | {_pointer(t) for t in flat if isinstance(t, torch.Tensor)}  # None: no storage to count
         for t in tree_flatten(out)[0]:
-            if isinstance(t, torch.Tensor) and t.device.type != "meta" and t.untyped_storage().data_ptr() not in inputs:
+            if isinstance(t, torch.Tensor) and t.device.type != "meta" and _pointer(t) not in inputs:
                 self._add(t.untyped_storage())
         return out
+
+
+def _pointer(t: torch.Tensor) -> int | None:
+    """The tensor's storage address; None for a tensor without real storage (forward-mode AD's dual wrappers under
+    ``torch.func.jvp``: the numbers they carry are allocated, and counted, as ordinary tensors)."""
+    try:
+        return t.untyped_storage().data_ptr()
+    except RuntimeError:
+        return None
 
 
 def peak_bytes(fn, tensors) -> int:
@@ -98,31 +109,54 @@ def make(cls, task, mu: float, budget: int, lr: float = 1e-4):
     return cls(task.zo_named_parameters(), **kwargs).bind(task)
 
 
-def _moved(cls, task0, batch, mu, budget, scale: float) -> float:
+class _Full:
+    """``full=``: the task's loss over the whole training subset (``FullBatch``), times ``scale``."""
+
+    def __init__(self, task, batches: list, scale: float):
+        self.full, self.scale = FullBatch(task, batches), scale
+        self.forwards = self.full.forwards  # the step counts them
+
+    def __call__(self):
+        return self.scale * self.full()
+
+
+def take_step(opt, task, batch, full_batches: list | None = None, scale: float = 1.0) -> None:
+    """One step of ``opt`` on ``task`` as ZOModule takes it: ``full=`` at the steps the rule reads it (MeZO-SVRG's
+    anchors; ``full_batches``: the data module's ``full_batches()``)."""
+    evaluators = {}
+    if "full" in wanted_evaluators(opt):
+        if full_batches is None:
+            raise ValueError(f"{type(opt).__name__} evaluates the whole training subset: the data module gives no "
+                             "full_batches()")
+        evaluators["full"] = _Full(task, full_batches, scale)
+    opt.step(lambda: scale * task.loss(batch), **evaluators)
+
+
+def _moved(cls, task0, batch, mu, budget, scale: float, full_batches=None) -> float:
     task = copy.deepcopy(task0)
     before = [p.detach().clone() for _, p in task.zo_named_parameters()]
     opt = make(cls, task, mu, budget)
     for _ in range(3):
-        opt.step(lambda: scale * task.loss(batch))
+        take_step(opt, task, batch, full_batches, scale)
     return math.sqrt(sum(float((p.detach() - b).double().square().sum())
                          for (_, p), b in zip(task.zo_named_parameters(), before)))
 
 
-def probe_rule(cls, task0, batch, mu: float, budget: int) -> dict:
+def probe_rule(cls, task0, batch, mu: float, budget: int, full_batches: list | None = None) -> dict:
     """forwards_per_step, scale_free (and the ratio it is read from) and memory_vs_inference's numerator."""
     task = copy.deepcopy(task0)
     opt = make(cls, task, mu, budget)
     for _ in range(3):
-        opt.step(lambda: task.loss(batch))
-    plain = _moved(cls, task0, batch, mu, budget, 1.0)
-    ratio = _moved(cls, task0, batch, mu, budget, SCALE) / plain if plain > 0 else math.nan
+        take_step(opt, task, batch, full_batches)
+    plain = _moved(cls, task0, batch, mu, budget, 1.0, full_batches)
+    ratio = _moved(cls, task0, batch, mu, budget, SCALE, full_batches) / plain if plain > 0 else math.nan
     task = copy.deepcopy(task0)
     tensors = [p for _, p in task.zo_named_parameters()] + [t for t in tree_flatten(batch)[0] if torch.is_tensor(t)]
 
     def two_steps():
         opt = make(cls, task, mu, budget)
         for _ in range(2):
-            opt.step(lambda: task.loss(batch))
+            take_step(opt, task, batch, full_batches)
 
     return {"forwards_per_step": opt.zo["forwards"] / 3, "scale_ratio": ratio,
             "scale_free": bool(ratio < math.sqrt(SCALE)), "peak_bytes": peak_bytes(two_steps, tensors)}
@@ -174,6 +208,7 @@ def probe(config, root, *, rules: dict[str, str], first_order: str | None, mu: f
     data.trainer = cli.trainer  # the feature cache under the runs root, as a run finds it
     data.setup("fit")
     batch = next(iter(data.train_dataloader()))
+    full_batches = data.full_batches() if hasattr(data, "full_batches") else None
     tensors = [p for _, p in task0.zo_named_parameters()] + [t for t in tree_flatten(batch)[0] if torch.is_tensor(t)]
 
     def inference():
@@ -188,10 +223,10 @@ def probe(config, root, *, rules: dict[str, str], first_order: str | None, mu: f
         try:
             cls = resolve(path)
             entry = {"class": path, "label": getattr(cls, "label", "") or cls.__name__,
-                     **probe_rule(cls, task0, batch, mu, budget)}
+                     **probe_rule(cls, task0, batch, mu, budget, full_batches)}
             task = copy.deepcopy(task0)
             opt = make(cls, task, mu, budget, lr=1e-7)
-            timed[key] = (lambda o=opt, t=task: o.step(lambda: t.loss(batch)))
+            timed[key] = (lambda o=opt, t=task: take_step(o, t, batch, full_batches))
         except Exception as err:  # noqa: BLE001 - a rule that cannot step is reported, the others measured
             entry = {"class": path, "error": f"{type(err).__name__}: {err}"}
         if key in rules:

@@ -38,6 +38,13 @@ OptimizerFactory = Callable[[Iterable], ZOOptimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 
 
+def wanted_evaluators(opt) -> tuple[str, ...]:
+    """The extra evaluators a rule reads at its next step: ``opt.evaluators_at(t)``, else every one its scheme
+    declares (``full``: MeZO-SVRG's whole-subset loss on anchor steps)."""
+    at = getattr(opt, "evaluators_at", None)
+    return tuple(at(opt.zo["step"] + 1) if at is not None else opt.grad_estimator.scheme.evaluators)
+
+
 class FullBatch:
     """The task's loss over a list of batches (their size-weighted mean: the whole set's mean loss), one forward
     per batch (``forwards``, which the step counts)."""
@@ -362,8 +369,7 @@ class ZOModule(EvaluationLogging, L.LightningModule):
         """The extra evaluators the rule reads at its next step (``opt.evaluators_at(t)``, else every one its scheme
         declares): ``full`` is the task's loss over the whole training subset (``FullBatch``: the data module's
         ``full_batches()``; a batch-free task's closure). MeZO-SVRG asks for it on anchor steps only."""
-        at = getattr(opt, "evaluators_at", None)
-        names = at(opt.zo["step"] + 1) if at is not None else opt.grad_estimator.scheme.evaluators
+        names = wanted_evaluators(opt)
         if not names:
             return {}
         if set(names) != {"full"}:

@@ -127,6 +127,13 @@ class MNISTDataModule(L.LightningDataModule):
         self.train_set, self.val_set = random_split(train, [len(train) - self.val_size, self.val_size], gen)
         self.test_set = TensorDataset(*load_mnist(self.data_dir, "test"))
 
+    def full_batches(self) -> list:
+        """The whole training split in its fixed order, in batches of the training batch size: what MeZO-SVRG's
+        anchor steps evaluate (n/b forwards each)."""
+        images, labels = self.train_set.dataset.tensors
+        index = torch.as_tensor(self.train_set.indices)
+        return list(zip(images[index].split(self.batch_size), labels[index].split(self.batch_size)))
+
     def train_dataloader(self):  # resumable mid-epoch: a checkpoint holds the loader's position
         return ResumableLoader(self.train_set, self.batch_size, self.seed, trained=lightning_progress(self))
 

@@ -127,6 +127,11 @@ class SST2FeaturesDataModule(L.LightningDataModule):
         self.test_set = TensorRows(test_x, test_y)
         self.train_rows, self.val_rows = train_idx, val_idx  # indices into train.tsv's rows
 
+    def full_batches(self) -> list:
+        """The whole training split in its stored order, in batches of the training batch size: what MeZO-SVRG's
+        anchor steps evaluate (n/b forwards each)."""
+        return list(zip(self.train_set.x.split(self.batch_size), self.train_set.y.split(self.batch_size)))
+
     def train_dataloader(self):
         return ResumableLoader(self.train_set, self.batch_size, self.seed, collate_fn=as_batch,
                                trained=lightning_progress(self))
