@@ -22,9 +22,13 @@ two forwards' time per forward); the table gives the median and [min, max] of th
 Memory, ``--memory-repeats`` repeats; in each, the two forwards and every method run two steps in fresh
 processes, and each method's peak is divided by the same repeat's inference (two forwards) peak: median and
 [min, max]. CUDA: ``torch.cuda.max_memory_allocated``, one process per repeat running the methods one after
-another, statistics reset between them; CPU: the process's peak resident memory (VmHWM), one process per
-method and repeat. VmHWM includes the interpreter and libraries, so the ratio understates the difference;
-"extra MB" (median) gives it directly. ``--steps 0`` measures memory only (no timing). No weights are
+another, statistics reset between them; CPU (``--cpu-memory``), one process per method and repeat:
+``tensors`` (the default) the peak bytes of the tensor storages alive while the method is built and takes its
+steps (the model's parameters and the batch counted from the start; ``zolab.lab.leaderboard_probe.PeakMemory``,
+the CPU counterpart of ``max_memory_allocated``: the same every repeat, blind to the allocator's fragmentation),
+or ``rss``: the process's peak resident memory (VmHWM), which includes the interpreter and libraries and what
+the allocator keeps (it varied by up to 20% between repeats here); "extra MB" (median) gives the difference
+directly. ``--steps 0`` measures memory only (no timing). No weights are
 downloaded: models are built from configs.
 """
 
@@ -192,7 +196,8 @@ def peak_bytes(cuda: bool) -> float:
 
 
 def build_methods(args, rules):
-    """name -> a function that builds the method (its optimizer) and returns it (``step()``, ``forwards``)."""
+    """name -> a function that builds the method (its optimizer) and returns it (``step()``, ``forwards``); the
+    number of trained parameters; the model and its batch."""
     torch.set_num_threads(args.threads)
     model = build_model(args.model, getattr(torch, args.dtype), args.device)
     gen = torch.Generator().manual_seed(0)
@@ -219,16 +224,28 @@ def build_methods(args, rules):
     methods = {FORWARDS: lambda: Reference(two_forwards), MEZO: lambda: Reference(lambda: mezo_step(params, closure))}
     for name in rules:
         methods[name] = lambda name=name: rule(name)
-    return methods, sum(p.numel() for p in params)
+    return methods, sum(p.numel() for p in params), (model, (ids, labels))
 
 
 def memory_of(args, names: list[str]) -> None:
     """In a fresh process: each method in turn runs two steps; prints its peak memory and, on CUDA, the memory
     still held before it beyond what the first held (what an earlier method failed to release), as JSON."""
     cuda = args.device.startswith("cuda")
-    methods, _ = build_methods(args, [n for n in names if n not in (FORWARDS, MEZO)])
+    methods, _, (model, inputs) = build_methods(args, [n for n in names if n not in (FORWARDS, MEZO)])
     peaks, held, first = {}, {}, None
-    for name in names:
+    if not cuda and args.cpu_memory == "tensors":  # one method a process (measure_memory): its tensors' peak
+        from torch.utils._pytree import tree_flatten
+
+        from zolab.lab.leaderboard_probe import PeakMemory
+
+        (name,) = names
+        alive = [*model.parameters(), *model.buffers(), *(t for t in tree_flatten(inputs)[0] if torch.is_tensor(t))]
+        with PeakMemory(alive) as tracker:
+            method = methods[name]()
+            for _ in range(2):
+                method.step()
+        print(json.dumps({"peaks": {name: float(tracker.peak)}, "held": {}}))
+        return
         gc.collect()
         if cuda:
             torch.cuda.synchronize()
@@ -250,7 +267,8 @@ def measure_memory(args, names: list[str]) -> dict[str, list[float]]:
     """name -> its peak in each repeat (``names[0]`` is the two forwards)."""
     cuda = args.device.startswith("cuda")
     cmd = [sys.executable, __file__, "--device", args.device, "--model", args.model, "--dtype", args.dtype,
-           "--batch", str(args.batch), "--seq", str(args.seq), "--threads", str(args.threads)]
+           "--batch", str(args.batch), "--seq", str(args.seq), "--threads", str(args.threads),
+           "--cpu-memory", args.cpu_memory]
     groups = [names] if cuda else [[n] for n in names]
     peaks = {n: [] for n in names}
     for r in range(args.memory_repeats):
@@ -319,7 +337,8 @@ def report(args, secs, fwd, modes, peaks, n_params) -> dict:
                          ratio_own=spread(own), peaks=peaks.get(name, []), memory_ratio=spread(mem),
                          extra_mb=statistics.median(extra) if extra else None))
     where = torch.cuda.get_device_name() if cuda else f"CPU, {args.threads} threads"
-    mem_kind = "max_memory_allocated" if cuda else "process peak RSS (VmHWM)"
+    mem_kind = ("max_memory_allocated" if cuda else "peak bytes of live tensors (PeakMemory)"
+                if args.cpu_memory == "tensors" else "process peak RSS (VmHWM)")
     result = dict(model=args.model, params=n_params, dtype=args.dtype, batch=args.batch, seq=args.seq,
                   device=args.device, where=where, torch=torch.__version__, steps=args.steps,
                   memory_repeats=args.memory_repeats, memory_kind=mem_kind, two_forwards_s=spread(base), rows=rows)
@@ -352,6 +371,8 @@ def main(argv=None):
     ap.add_argument("--state-dtype", default="float32", choices=["float32", *STATE_DTYPES],
                     help="also each selected rule with d-sized state, its state in this dtype ('<rule>:<dtype>')")
     ap.add_argument("--memory-repeats", type=int, default=3, help="repeats of the memory measurement (0: none)")
+    ap.add_argument("--cpu-memory", default="tensors", choices=["tensors", "rss"],
+                    help="CPU memory: the peak bytes of live tensors (default), or the process's peak RSS")
     ap.add_argument("--json", default=None, help="also write the result here (JSON)")
     ap.add_argument("--memory-of", default=None, help=argparse.SUPPRESS)  # internal: these methods' memory
     args = ap.parse_args(argv)
@@ -365,7 +386,7 @@ def main(argv=None):
     if args.steps < 0 or args.memory_repeats < 0 or args.steps == args.memory_repeats == 0:
         ap.error("--steps and --memory-repeats must be >= 0, and not both 0")
 
-    methods, n_params = build_methods(args, rules)
+    methods, n_params, _ = build_methods(args, rules)
     if args.steps:
         secs, fwd, modes = time_methods(args, methods)
     else:  # memory only

@@ -38,7 +38,7 @@ def test_every_registered_rule_is_a_row_and_builds(monkeypatch):
 
 def test_ratios_are_taken_inside_each_round(capsys):
     args = argparse.Namespace(device="cpu", model="tiny-llama", dtype="float32", batch=1, seq=8, steps=3,
-                              threads=1, memory_repeats=2)
+                              threads=1, memory_repeats=2, cpu_memory="rss")
     secs = {step_cost.FORWARDS: [1.0, 2.0, 4.0], step_cost.MEZO: [1.5, 3.4, 6.0],
             "zo_sgd": [1.2, 2.4, 4.0], "meazo": [1.5, 3.0, 6.6]}  # meazo here: three forwards a step
     fwd = {step_cost.FORWARDS: [2] * 3, step_cost.MEZO: [2] * 3, "zo_sgd": [2] * 3, "meazo": [3] * 3}
@@ -98,3 +98,17 @@ def test_a_memory_only_run_with_half_state(tmp_path, capsys):
     for row in rows.values():
         assert row["seconds"] == [] and len(row["peaks"]) == 1 and row["memory_ratio"]["median"] > 0.5
     assert "| zolab R-AdaZO (bfloat16) | - | - | - | - |" in capsys.readouterr().out
+
+
+def test_cpu_memory_counts_live_tensor_bytes_the_same_every_time(capsys):
+    # R-AdaZO keeps m and v: 2 x d float32 numbers more than ZO-SGD at its peak, and the count repeats exactly
+    args = argparse.Namespace(device="cpu", model="tiny-llama", dtype="float32", batch=1, seq=8, threads=1,
+                              cpu_memory="tensors")
+
+    def peak(name):
+        step_cost.memory_of(args, [name])
+        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])["peaks"][name]
+
+    sgd, radazo, again = peak("zo_sgd"), peak("radazo"), peak("zo_sgd")
+    _, d, _ = step_cost.build_methods(args, [])
+    assert sgd == again and radazo - sgd == pytest.approx(2 * d * 4, rel=1e-3)
