@@ -97,3 +97,18 @@ def test_a_rule_that_reads_full_is_refused_without_full_batches(task_and_batch):
     task, batch = task_and_batch
     with pytest.raises(ValueError, match="MeZOSVRG evaluates the whole training subset"):
         probe_rule(RULES["mezo_svrg"], task, batch, mu=1e-3, budget=100)
+
+
+def test_a_forward_mode_rule_is_charged_its_jvp_time_over_a_forward(task_and_batch, monkeypatch):
+    from zolab.lab import leaderboard_probe as lp
+
+    task, batch = task_and_batch
+    forward, jvp = lp._forward_and_jvp(task, batch)
+    assert lp._median_ratio(jvp, forward) > 1  # a JVP carries tangents through every operation
+    monkeypatch.setattr(lp, "_median_ratio", lambda fn, ref, repeats=21: 2.5)
+    entries = {k: probe_rule(RULES[k], task, batch, mu=1e-3, budget=100) for k in ("forward_grad", "zo_sgd")}
+    assert entries["forward_grad"]["scheme"] == "jvp" and entries["forward_grad"]["forwards_per_step"] == 1
+    lp.charge_jvp(entries, task, batch)  # one JVP pass a step, charged 2.5 forwards; differences untouched
+    assert entries["forward_grad"]["forwards_per_step"] == 2.5 and entries["forward_grad"]["passes_per_step"] == 1
+    assert entries["forward_grad"]["jvp_ratio"] == 2.5 and entries["zo_sgd"]["forwards_per_step"] == 2
+    assert "jvp_ratio" not in entries["zo_sgd"]

@@ -22,7 +22,9 @@ PROTOCOL = """\
   (the optimizer's own count over 3 steps, measured by the probe) runs T = ⌊B / f⌋ steps, rounded down to a
   multiple of 20, and validates every T / 20 steps. Adam by backprop, the reference row, is charged f =
   time(forward + backward) / time(forward), measured by the probe on the testbed's model (MeZO's paper counts a
-  backward pass as about two forwards).
+  backward pass as about two forwards); a rule that steps by forward-mode passes (Forward-Grad) is charged
+  r_jvp = time(JVP) / time(forward) a pass, measured the same way. MeZO-SVRG's anchor steps count every
+  mini-batch of the training split they evaluate.
 - **Rules as registered.** Every key of `zolab.rules.RULES` (a rule registered later joins at the next `--run`),
   each with its own defaults (estimator, directions, K), μ = {mu}; a step whose loss is not finite is skipped
   (`nonfinite: skip`), so a diverging run ends, is scored, and is never chosen.

@@ -134,7 +134,8 @@ def markdown(rows: list[Row]) -> list[str]:
 def _fps(entry: dict) -> str:
     if "forwards_per_step" not in entry:
         return "—"
-    return f"{entry['forwards_per_step']:g}" + (" (charged)" if entry.get("first_order") else "")
+    charged = entry.get("first_order") or "jvp_ratio" in entry  # time-based charges, not counted forwards
+    return f"{entry['forwards_per_step']:g}" + (" (charged)" if charged else "")
 
 
 def figure(rows: list[Row], title: str, path: Path) -> Path | None:

@@ -15,6 +15,10 @@ stepped as ZOModule steps it, with ``full=`` over the data module's ``full_batch
     memory_vs_inference  the peak bytes of the tensors alive during two steps (``PeakMemory``: parameters, batch and
                          everything allocated, the optimizer's state included) over the peak of two forward passes
 
+A rule whose step is forward-mode passes (the ``jvp`` scheme: Forward-Grad) is charged r_jvp forwards a pass, as
+Adam by backprop is charged its backward: ``passes_per_step`` (the optimizer's count) × ``jvp_ratio``, the median
+time of a JVP of the loss (``torch.func.jvp``, a Gaussian tangent on every trained tensor) over that of a forward.
+
 Adam by backprop (``first_order``): ``forwards_per_step`` is its charge, the median time of forward + backward over
 that of a forward (least times; the forward as ``torch.no_grad`` inference); its step adds
 ``optimizer.step``. ``starts``: per seed, the untrained model's validation and test metrics (the claims' power
@@ -29,6 +33,7 @@ import inspect
 import math
 import os
 import platform
+import statistics
 import time
 import weakref
 
@@ -158,7 +163,8 @@ def probe_rule(cls, task0, batch, mu: float, budget: int, full_batches: list | N
         for _ in range(2):
             take_step(opt, task, batch, full_batches)
 
-    return {"forwards_per_step": opt.zo["forwards"] / 3, "scale_ratio": ratio,
+    return {"forwards_per_step": opt.zo["forwards"] / 3, "scheme": opt.grad_estimator.scheme.name,
+            "scale_ratio": ratio,
             "scale_free": bool(ratio < math.sqrt(SCALE)), "peak_bytes": peak_bytes(two_steps, tensors)}
 
 
@@ -189,6 +195,61 @@ def _first_order(optimizer: str, task0, batch):
         fresh.zero_grad(set_to_none=True)
 
     return forward, backward, step, two_steps
+
+
+class _Loss(torch.nn.Module):
+    """The task's loss on one batch as a module's forward (what ``torch.func.functional_call`` calls)."""
+
+    def __init__(self, task, batch):
+        super().__init__()
+        self.task, self.batch = task, batch
+
+    def forward(self):
+        return self.task.loss(self.batch)
+
+
+def _forward_and_jvp(task0, batch):
+    """A forward (inference) and a forward-mode JVP of the loss along a Gaussian tangent, on a copy of the task."""
+    loss = _Loss(copy.deepcopy(task0), batch)
+    trained = {id(p) for _, p in loss.task.zo_named_parameters()}
+    keys = [k for k, p in loss.named_parameters() if id(p) in trained]
+    params = dict(loss.named_parameters())
+    primals = tuple(params[k].detach() for k in keys)
+    gen = torch.Generator(device=primals[0].device).manual_seed(0)
+    tangents = tuple(torch.randn(p.shape, generator=gen, device=p.device, dtype=p.dtype) for p in primals)
+
+    def forward():
+        with torch.no_grad():
+            loss()
+
+    def jvp():
+        torch.func.jvp(lambda *v: torch.func.functional_call(loss, dict(zip(keys, v)), ()), primals, tangents)
+
+    return forward, jvp
+
+
+def charge_jvp(entries: dict, task0, batch) -> None:
+    """Charge each forward-mode rule's entry r_jvp forwards a pass (``passes_per_step``, ``jvp_ratio``)."""
+    jvp_rules = [e for e in entries.values() if e.get("scheme") == "jvp" and "error" not in e]
+    if jvp_rules:
+        forward, jvp = _forward_and_jvp(task0, batch)
+        ratio = _median_ratio(jvp, forward)
+        for entry in jvp_rules:
+            entry.update(passes_per_step=entry["forwards_per_step"], jvp_ratio=round(ratio, 2),
+                         forwards_per_step=round(entry["forwards_per_step"] * ratio, 2))
+
+
+def _median_ratio(fn, reference, repeats: int = 21) -> float:
+    """median over ``repeats`` of time(fn) / time(reference), each pair timed back to back (after a warm-up)."""
+    fn(), reference()
+    ratios = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        t1 = time.perf_counter()
+        reference()
+        ratios.append((t1 - t0) / (time.perf_counter() - t1))
+    return statistics.median(ratios)
 
 
 def machine() -> dict:
@@ -231,6 +292,7 @@ def probe(config, root, *, rules: dict[str, str], first_order: str | None, mu: f
             entry = {"class": path, "error": f"{type(err).__name__}: {err}"}
         if key in rules:
             out["rules"][key] = entry
+    charge_jvp(out["rules"], task0, batch)
     if first_order:
         forward, backward, step, two_steps = _first_order(first_order, task0, batch)
         timed.update({"forward": forward, "forward+backward": backward, "first_order": step})
