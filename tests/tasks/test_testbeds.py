@@ -68,6 +68,20 @@ def test_mnist_full_batches_are_the_training_split_once_in_order_at_the_batch_si
     assert torch.equal(torch.cat([y for _, y in batches]), torch.stack([y for _, y in rows]))
 
 
+def test_mnist_training_batches_are_fetched_whole_with_the_numbers_and_order_of_row_by_row_stacking(mnist):
+    from torch.utils.data import Subset
+
+    from zolab.tasks.base import ResumableLoader
+
+    dm = MNISTDataModule(str(mnist), val_size=50, batch_size=16, seed=3)
+    dm.setup()
+    rowwise = ResumableLoader(Subset(dm.train_set.dataset, dm.train_set.indices), 16, seed=3)  # default collate
+    got, want = list(dm.train_dataloader()), list(rowwise)
+    assert len(got) == len(want) == 16  # 250 images: 15 batches of 16 and one of 10
+    for (x, y), (x0, y0) in zip(got, want):
+        assert torch.equal(x, x0) and torch.equal(y, y0)
+
+
 @pytest.mark.parametrize("kw, message", [
     (dict(batch_size=0), "batch_size=0; allowed: an integer >= 1"),
     (dict(val_size=0), "val_size=0; allowed: an integer >= 1"),

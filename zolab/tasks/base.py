@@ -78,6 +78,11 @@ class _SkipBatches(Sampler):
             yield from batches
 
 
+def as_batch(batch):
+    """The collate function of a dataset whose ``__getitems__`` fetches a whole batch: the batch, as fetched."""
+    return batch
+
+
 class ResumableLoader(DataLoader):
     """The shuffled training batches of a data task, resumable from a Lightning checkpoint.
 

@@ -21,7 +21,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from zolab.tasks.base import ResumableLoader, check_seed, lightning_progress
+from zolab.tasks.base import ResumableLoader, as_batch, check_seed, lightning_progress
 from zolab.tasks.feature_cache import FeatureCache, check_positive
 from zolab.tasks.models import MINILM
 from zolab.tasks.text import read_sst2, split_train_dev
@@ -47,11 +47,6 @@ class TensorRows(Dataset):
     def __getitems__(self, rows: list[int]):
         index = torch.as_tensor(rows, dtype=torch.long)
         return self.x[index], self.y[index]
-
-
-def as_batch(batch):
-    """The collate function of ``TensorRows``: the (inputs, labels) pair, as fetched."""
-    return batch
 
 
 class SST2FeaturesDataModule(L.LightningDataModule):
