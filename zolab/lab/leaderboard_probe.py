@@ -42,7 +42,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from zolab.lab.final_test import evaluate
-from zolab.lab.module import FullBatch, wanted_evaluators
+from zolab.lab.full_batch import FullBatch, wanted_evaluators
 
 REFERENCE = "zo_sgd"
 SCALE = 100.0  # the loss multiplier of the scale test

@@ -30,32 +30,13 @@ from lightning.fabric.utilities.apply_func import move_data_to_device
 
 from zolab.engine.parallel import batch_length, check_in_step, shard, shard_size
 from zolab.lab.evaluation import EvaluationLogging, hparam_value
+from zolab.lab.full_batch import FullBatch, wanted_evaluators
 from zolab.lab.strategy import ZOStrategy
 from zolab.rules import ZOSGD, ZOOptimizer
 from zolab.tasks.base import Task
 
 OptimizerFactory = Callable[[Iterable], ZOOptimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
-
-
-def wanted_evaluators(opt) -> tuple[str, ...]:
-    """The extra evaluators a rule reads at its next step: ``opt.evaluators_at(t)``, else every one its scheme
-    declares (``full``: MeZO-SVRG's whole-subset loss on anchor steps)."""
-    at = getattr(opt, "evaluators_at", None)
-    return tuple(at(opt.zo["step"] + 1) if at is not None else opt.grad_estimator.scheme.evaluators)
-
-
-class FullBatch:
-    """The task's loss over a list of batches (their size-weighted mean: the whole set's mean loss), one forward
-    per batch (``forwards``, which the step counts)."""
-
-    def __init__(self, task: Task, batches: list):
-        self.task, self.batches = task, batches
-        self.sizes = [task.batch_size(b) for b in batches]
-        self.forwards = len(batches)
-
-    def __call__(self) -> torch.Tensor:
-        return sum(self.task.loss(b) * n for b, n in zip(self.batches, self.sizes)) / sum(self.sizes)
 
 
 SUPPORTED_PRECISIONS = ("32-true", "64-true", "bf16-mixed", "bf16-true", "16-true")
@@ -381,7 +362,7 @@ class ZOModule(EvaluationLogging, L.LightningModule):
             source = getattr(self.trainer.datamodule, "full_batches", None)
             if source is None and not self.task.batch_free:
                 raise ValueError(f"{type(opt).__name__} evaluates the whole training subset: the data module must "
-                                 f"give full_batches() (ProxyDataModule, SyntheticDataModule do); "
+                                 f"give full_batches() (the proxy, synthetic, SST-2 features and MNIST modules do); "
                                  f"{type(self.trainer.datamodule).__name__} does not")
             batches = move_data_to_device(list(source()), self.device) if source is not None else None
             self._full = FullBatch(self.task, batches) if batches is not None else closure
