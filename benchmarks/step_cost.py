@@ -78,6 +78,7 @@ STATE_DTYPES = ("bfloat16", "float16")  # "<rule>:bfloat16": a rule with d-sized
 def rule_names(state_dtype: str = "float32") -> list[str]:
     """Every registered rule, then the variants, then (``state_dtype`` half) the stateful rules with half state."""
     half = [f"{r}:{state_dtype}" for r in RULES if state_dtype in STATE_DTYPES and REGISTRY[r].state
+            and getattr(RULES[r], "half_state", True)  # MeZO-SVRG's state is a point: it keeps float32
             and not (state_dtype == "float16" and RULES[r].squared_state)]  # float16 refused for second moments
     return [*RULES, *VARIANTS, *half]
 

@@ -83,6 +83,16 @@ def test_half_state_rows_for_rules_with_state():
     assert "zo_sgd:bfloat16" not in names and "radazo:bfloat16" not in step_cost.rule_names()
     assert "zo_adamu:float16" in step_cost.rule_names("float16")  # first moments only
     assert "radazo:float16" not in step_cost.rule_names("float16")  # refused for second moments
+    assert "mezo_svrg:bfloat16" not in names  # its state is the anchor point: float32 only
+
+
+@pytest.mark.parametrize("state_dtype", ["bfloat16", "float16"])
+def test_every_half_state_row_builds(state_dtype):
+    """A row step_cost lists is one its rule accepts (a refused one would stop a whole memory run)."""
+    for name in step_cost.rule_names(state_dtype):
+        key, kwargs = step_cost.rule_kwargs(name)
+        W = torch.nn.Parameter(torch.randn(4, 6))
+        step_cost.RULES[key]([("W", W)], **kwargs)
     key, kwargs = step_cost.rule_kwargs("radazo:bfloat16")
     assert key == "radazo" and kwargs["state_dtype"] == "bfloat16"
     assert step_cost.label("radazo:bfloat16") == "zolab R-AdaZO (bfloat16)"
