@@ -185,7 +185,7 @@ def main(argv=None) -> int:
         for name, values in rates.items():
             rate, r = statistics.median(values), ratios[name]
             print(f"{name:<34}{rate:>18.1f}{1e3 / rate:>10.3f}{statistics.median(r):>14.3f}x"
-                  f"{min(r):>8.2f}-{max(r):.2f}x")
+                  f"{min(r):>9.3f}-{max(r):.3f}x")  # 3 decimals: a median at the range's end reads as one
         print(f"whole zolab fit call incl. setup: {statistics.median(totals):.2f} s for {args.steps} steps "
               f"(plain loop: {args.steps / base:.2f} s); same final parameters: yes")
         ratio = statistics.median(ratios[one_step])

@@ -24,7 +24,10 @@ class LOZODirections(LowRank):
 
 class LOZO(ZOOptimizer):
     """LOZO (Chen et al., "Enhancing Zeroth-order Fine-tuning for Language Models with Low-rank Structures",
-    ICLR 2025, arXiv 2410.07698; the authors' ``LOZOtrainer.py``).
+    ICLR 2025, arXiv 2410.07698). Equation numbers are not cited: the paper's text was not available offline;
+    transcribed from the authors' code at optsuite/LOZO@5d1ade5, ``large_models/LOZOtrainer.py`` L699–719
+    (perturbation), L763–797 (step), L800–823 (update) and, for LOZO-M, ``medium_models/src/LOZOtrainer.py``
+    L363–406 (``lowrank_zo_update_momentum``).
 
     Directions (the paper's lazy sampling): on a matrix W ∈ R^{m×n}, Z = U Vᵀ with U ~ N(0, 1) (m × r) fresh each
     step and V ~ N(0, 1) (n × r) drawn every ν steps (at t − 1 ≡ 0 mod ν) and kept in between; vectors get a dense

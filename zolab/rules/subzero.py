@@ -29,7 +29,9 @@ class SubZeroDirections(Subspace):
 
 class SubZero(ZOOptimizer):
     """SubZero (Yu et al., "SubZero: Random Subspace Zeroth-Order Optimization for Memory-Efficient LLM
-    Fine-Tuning", ICCV 2025, arXiv 2410.08989; the authors' ``large_models/trainer.py``).
+    Fine-Tuning", ICCV 2025, arXiv 2410.08989). Equation numbers are not cited: the paper's text was not available
+    offline; transcribed from the authors' code at zimingyy/SubZero@cf6effd, ``large_models/trainer.py`` L744–762
+    (perturbation), L875–951 (step; U, V refresh L884–907), L979–1008 (update), L1195–1212 (the QR bases).
 
     Directions: on a matrix W ∈ R^{m×n}, every T₀ steps (at t − 1 ≡ 0 mod T₀) U = qr(G₁).Q ∈ R^{m×r} and
     V = qr(G₂).Q ∈ R^{n×r} (orthonormal columns, G ~ N(0, 1)) are drawn and kept; each step Z ~ N(0, 1) ∈ R^{r×r}
