@@ -247,6 +247,7 @@ def memory_of(args, names: list[str]) -> None:
                 method.step()
         print(json.dumps({"peaks": {name: float(tracker.peak)}, "held": {}}))
         return
+    for name in names:
         gc.collect()
         if cuda:
             torch.cuda.synchronize()

@@ -122,3 +122,12 @@ def test_cpu_memory_counts_live_tensor_bytes_the_same_every_time(capsys):
     sgd, radazo, again = peak("zo_sgd"), peak("radazo"), peak("zo_sgd")
     _, d, _ = step_cost.build_methods(args, [])
     assert sgd == again and radazo - sgd == pytest.approx(2 * d * 4, rel=1e-3)
+
+
+def test_rss_memory_measures_every_method_it_is_given(capsys):
+    """The RSS path (and CUDA's) runs the methods one after another in one process: a peak for each name."""
+    args = argparse.Namespace(device="cpu", model="tiny-llama", dtype="float32", batch=1, seq=8, threads=1,
+                              cpu_memory="rss")
+    step_cost.memory_of(args, ["zo_sgd", "meazo"])
+    peaks = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["peaks"]
+    assert set(peaks) == {"zo_sgd", "meazo"} and all(v > 0 for v in peaks.values())
