@@ -19,6 +19,10 @@ between rounds more than the methods differ, so each method's time is divided by
 the same round, and by its own forwards' (the step's forwards, ``opt.zo["forwards"]`` over the step, at the
 two forwards' time per forward); the table gives the median and [min, max] of these per-round ratios.
 
+Each round also times one draw of every trained number (``kernels.fill`` of the direction law, no step): no
+exact update along a direction draws less, so "1 + its ratio" is the least such a step can cost next to two
+forwards on the machine at hand (printed below the table).
+
 Memory, ``--memory-repeats`` repeats; in each, the two forwards and every method run two steps in fresh
 processes, and each method's peak is divided by the same repeat's inference (two forwards) peak: median and
 [min, max]. CUDA: ``torch.cuda.max_memory_allocated``, one process per repeat running the methods one after
@@ -187,6 +191,23 @@ class Rule:
         return self.opt.perturb_mode
 
 
+def draw_every_number(params):
+    """A timing floor, not a step: one Gaussian of the direction law for every trained number (``kernels.fill``
+    of each tensor into one scratch buffer). An exact update along a direction draws at least this much once
+    its forwards are done, so two forwards plus this bounds such a step from below."""
+    from zolab import kernels
+
+    scratch = torch.empty(max(p.numel() for p in params), dtype=params[0].dtype, device=params[0].device)
+
+    def run():
+        offset = 0
+        for p in params:
+            kernels.fill(scratch[:p.numel()], 0x5EED, offset)
+            offset += p.numel()
+
+    return run
+
+
 def peak_bytes(cuda: bool) -> float:
     if cuda:
         return float(torch.cuda.max_memory_allocated())
@@ -302,13 +323,16 @@ def show(s: dict, unit: str = "x") -> str:
     return f"{s['median']:.2f}{unit} [{s['min']:.2f}, {s['max']:.2f}]"
 
 
-def time_methods(args, methods) -> tuple[dict, dict, dict]:
-    """Warm-up, then ``--steps`` rounds, one step of each method per round: seconds and forwards per step."""
+def time_methods(args, methods, floor=None) -> tuple[dict, dict, dict, list]:
+    """Warm-up, then ``--steps`` rounds, one step of each method per round: seconds and forwards per step; and
+    the seconds of ``floor()`` (``draw_every_number``) in each round, after the methods (none without it)."""
     made = {}
     for name, make in methods.items():
         made[name] = make()
         made[name].step()  # warm-up: allocates moments and scratch, caches kernels
-    secs, fwd = {n: [] for n in made}, {n: [] for n in made}
+    if floor is not None:
+        floor()
+    secs, fwd, floors = {n: [] for n in made}, {n: [] for n in made}, []
     for r in range(args.steps):
         for name, m in made.items():
             before = m.forwards
@@ -318,13 +342,19 @@ def time_methods(args, methods) -> tuple[dict, dict, dict]:
             sync(args.device)
             secs[name].append(time.perf_counter() - start)
             fwd[name].append(m.forwards - before)
+        if floor is not None:
+            sync(args.device)
+            start = time.perf_counter()
+            floor()
+            sync(args.device)
+            floors.append(time.perf_counter() - start)
         base = secs[FORWARDS][-1]
         print(f"  round {r + 1}/{args.steps}: two forwards {base:.3f}s; " +
               ", ".join(f"{n} {t[-1] / base:.2f}x" for n, t in secs.items() if n != FORWARDS), flush=True)
-    return secs, fwd, {n: m.mode for n, m in made.items()}
+    return secs, fwd, {n: m.mode for n, m in made.items()}, floors
 
 
-def report(args, secs, fwd, modes, peaks, n_params) -> dict:
+def report(args, secs, fwd, modes, peaks, n_params, floors=()) -> dict:
     """Per-round ratios -> the result (for ``--json``); prints the table."""
     cuda = args.device.startswith("cuda")
     base = secs[FORWARDS]
@@ -343,7 +373,8 @@ def report(args, secs, fwd, modes, peaks, n_params) -> dict:
                 if args.cpu_memory == "tensors" else "process peak RSS (VmHWM)")
     result = dict(model=args.model, params=n_params, dtype=args.dtype, batch=args.batch, seq=args.seq,
                   device=args.device, where=where, torch=torch.__version__, steps=args.steps,
-                  memory_repeats=args.memory_repeats, memory_kind=mem_kind, two_forwards_s=spread(base), rows=rows)
+                  memory_repeats=args.memory_repeats, memory_kind=mem_kind, two_forwards_s=spread(base), rows=rows,
+                  draw_floor=spread([f / b for f, b in zip(floors, base)]))
     print(f"\n{args.model} ({n_params / 1e6:.1f}M params), {args.dtype}, batch {args.batch} x {args.seq}, {where}, "
           f"torch {torch.__version__}")
     print(f"{args.steps} rounds; two forwards {show(spread(base), ' s')}; ratios inside each round: median "
@@ -357,6 +388,10 @@ def report(args, secs, fwd, modes, peaks, n_params) -> dict:
               f"{show(row['ratio_own'])} | {show(row['memory_ratio'], '')} | {extra} |")
     over = [r["label"] for r in rows if r["name"] not in (FORWARDS, MEZO) and r["ratio_own"]["median"] > 1.10]
     print(f"\nrules above 1.10x of their own forwards (median): {', '.join(over) or 'none'}")
+    if floors:
+        floor = result["draw_floor"]
+        print(f"one draw of every trained number (kernels.fill, no step): {show(floor)} of two forwards; a step "
+              f"that draws each number once after two forwards costs at least {1 + floor['median']:.2f}x of them")
     return result
 
 
@@ -388,17 +423,21 @@ def main(argv=None):
     if args.steps < 0 or args.memory_repeats < 0 or args.steps == args.memory_repeats == 0:
         ap.error("--steps and --memory-repeats must be >= 0, and not both 0")
 
-    methods, n_params, _ = build_methods(args, rules)
+    methods, n_params, (model, _) = build_methods(args, rules)
+    floors = []
     if args.steps:
-        secs, fwd, modes = time_methods(args, methods)
+        params = [p for p in model.parameters() if p.requires_grad]
+        secs, fwd, modes, floors = time_methods(args, methods, draw_every_number(params))
+        del params
     else:  # memory only
         secs, fwd, modes = {n: [] for n in methods}, {n: [] for n in methods}, {n: "-" for n in methods}
+    del model
     del methods
     gc.collect()
     if args.device.startswith("cuda"):
         torch.cuda.empty_cache()  # the memory processes get the device to themselves
     peaks = measure_memory(args, list(secs)) if args.memory_repeats else {}
-    result = report(args, secs, fwd, modes, peaks, n_params)
+    result = report(args, secs, fwd, modes, peaks, n_params, floors)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")

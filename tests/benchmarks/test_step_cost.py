@@ -46,7 +46,7 @@ def test_ratios_are_taken_inside_each_round(capsys):
     mb = 2**20
     peaks = {step_cost.FORWARDS: [100 * mb, 200 * mb], step_cost.MEZO: [100 * mb, 200 * mb],
              "zo_sgd": [110 * mb, 230 * mb], "meazo": [150 * mb, 300 * mb]}
-    result = step_cost.report(args, secs, fwd, modes, peaks, 1000)
+    result = step_cost.report(args, secs, fwd, modes, peaks, 1000, floors=[0.2, 0.3, 0.4])
     rows = {r["name"]: r for r in result["rows"]}
     assert rows["zo_sgd"]["ratio"] == rows["zo_sgd"]["ratio_own"] == pytest.approx({"median": 1.2, "min": 1.0,
                                                                                      "max": 1.2})
@@ -61,6 +61,9 @@ def test_ratios_are_taken_inside_each_round(capsys):
     assert "| zolab MEAZO | 3 | copy | 1.50x [1.50, 1.65] | 1.00x [1.00, 1.10] | 1.50 [1.50, 1.50] | +75 |" in out
     assert "| zolab ZO-SGD | 2 | module | 1.20x [1.00, 1.20] | 1.20x [1.00, 1.20] | 1.12 [1.10, 1.15] | +20 |" in out
     assert "rules above 1.10x of their own forwards (median): zolab ZO-SGD\n" in out
+    assert result["draw_floor"] == pytest.approx({"median": 0.15, "min": 0.1, "max": 0.2})  # in-round ratios
+    assert "0.15x [0.10, 0.20] of two forwards; a step that draws each number once after two forwards costs at " \
+           "least 1.15x of them" in out
 
 
 def test_a_tiny_run_prints_and_writes_every_row(tmp_path, capsys):
@@ -75,6 +78,7 @@ def test_a_tiny_run_prints_and_writes_every_row(tmp_path, capsys):
         assert row["forwards_per_round"] == [2, 2] and len(row["seconds"]) == 2 and len(row["peaks"]) == 1
         assert row["ratio"]["min"] > 0 and row["memory_ratio"]["median"] > 0.5
     assert "| zolab ZO-SGD (copy) | 2 | copy |" in capsys.readouterr().out
+    assert result["draw_floor"]["min"] > 0  # timed in both rounds
 
 
 def test_half_state_rows_for_rules_with_state():

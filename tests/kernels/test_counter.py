@@ -69,13 +69,14 @@ def test_half_precision_uses_float32_arithmetic():
     assert torch.equal(out, expected)
 
 
-def test_embedding_rows_equal_rows_of_the_perturbed_table():
-    table = torch.randn(50, 8)
+@pytest.mark.parametrize("dim", [8, 7, 601])  # odd widths: rows that start or end on the odd half of a pair
+def test_embedding_rows_equal_rows_of_the_perturbed_table(dim):
+    table = torch.randn(50, dim)
     ids = torch.tensor([[3, 49, 0], [3, 7, 7]])
-    full = table + 0.1 * reference.draw(11, table.numel()).view(50, 8)
+    full = table + 0.1 * reference.draw(11, table.numel()).view(50, dim)
     for b in BACKENDS:
         with kernels.use_backend(b):
-            got = kernels.rows(table[ids], ids, 8, 11, 0.1)
+            got = kernels.rows(table[ids], ids, dim, 11, 0.1)
         assert torch.equal(got, full[ids])
 
 

@@ -219,7 +219,7 @@ static void rows_f32(void *ctx, int64_t a, int64_t b, int tid) {
         float *o = c->out + j * c->dim;
         const float *s = c->base + j * c->dim;
         if (d->kind == 1) for (int64_t i = 0; i < c->dim; i++) o[i] = s[i] + al * rad_one(d->k0[0], d->k1[0], start + i);
-        else for (int64_t i = 0; i < c->dim; i++) o[i] = s[i] + al * gauss_one(d->k0[0], d->k1[0], start + i);
+        else gauss_range_f32(o, s, 0, c->dim, start, d->k0[0], d->k1[0], al); /* whole pairs, vectorised */
     }
 }
 
