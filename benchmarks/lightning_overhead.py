@@ -16,6 +16,9 @@ In one process, alternating, ``--repeats`` times each:
   (``zolab.lab.cli.cli_main(..., run=False)``: TensorBoard logging every 50 steps, the progress bar, the model
   summary, checkpointing), one ZO step a Lightning batch, then ``trainer.fit``: the acceptance row (<= 1.2x);
 - zolab fit, logging every step (``--trainer.log_every_n_steps=1``): what writing ``train/*`` costs per step;
+- a bare Lightning loop: a LightningModule with manual optimization whose step does nothing, without logger,
+  progress bar, checkpoint or summary (``_Idle``), paired with a plain loop run just before it: Lightning's own
+  cost a batch, and the least "time vs plain" that any fit through its loop can reach at this step;
 - zolab fit, ``--steps-per-batch`` (50) ZO steps a Lightning batch (``--model.steps_per_batch``, for tasks
   whose batch carries nothing), logging every 50 ZO steps as the second row: Lightning's per-batch cost
   shared by 50 steps.
@@ -77,6 +80,38 @@ def plain(args) -> tuple[float, torch.Tensor]:
     for _ in range(args.steps - args.warmup):
         opt.step(closure, batched=batched)
     return (args.steps - args.warmup) / (time.perf_counter() - start), task.x.detach().clone()
+
+
+class _Idle(L.LightningModule):
+    """Lightning's own floor: manual optimization whose step does nothing (an SGD step with lr 0 on one number)."""
+
+    def __init__(self, steps: int):
+        super().__init__()
+        self.automatic_optimization = False
+        self.steps, self.x = steps, torch.nn.Parameter(torch.zeros(1))
+
+    def training_step(self, batch, batch_idx):
+        self.optimizers().step()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD([self.x], lr=0.0)
+
+    def train_dataloader(self):
+        return range(self.steps)  # Python ints: nothing to collate or move
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        return batch
+
+
+def idle_lightning(args, root: str) -> float:
+    """Seconds a batch of a bare Lightning loop (``_Idle``: no logger, progress bar, checkpoint or summary), timed
+    as the fit rows are: what any fit through Lightning's loop adds to each step, whatever the module does."""
+    clock = _Clock(args.warmup)
+    trainer = L.Trainer(max_steps=args.steps, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                        enable_checkpointing=False, enable_model_summary=False, callbacks=[clock],
+                        default_root_dir=root)
+    trainer.fit(_Idle(args.steps))
+    return (clock.stop - clock.start) / (args.steps - args.warmup)
 
 
 def fit_cli(args, root: str, log_every: int, steps_per_batch: int = 1):
@@ -162,8 +197,13 @@ def main(argv=None) -> int:
         f"zolab fit, {n} steps a batch": (max(1, 50 // n), n),
     }
     plain_rates, rates, ratios, totals = [], {v: [] for v in variants}, {v: [] for v in variants}, []
+    idle, floors = [], []  # a bare Lightning loop's seconds a batch; (plain step + that) / plain step
     with tempfile.TemporaryDirectory() as root:
         for _ in range(args.repeats):
+            rate_plain, _ = plain(args)
+            with _quiet(args):
+                idle.append(idle_lightning(args, root))
+            floors.append(1 + idle[-1] * rate_plain)
             for name, (log_every, steps_per_batch) in variants.items():
                 rate_plain, x_plain = plain(args)  # just before each fit: the pair sees the same machine load
                 plain_rates.append(rate_plain)
@@ -188,6 +228,10 @@ def main(argv=None) -> int:
                   f"{min(r):>9.3f}-{max(r):.3f}x")  # 3 decimals: a median at the range's end reads as one
         print(f"whole zolab fit call incl. setup: {statistics.median(totals):.2f} s for {args.steps} steps "
               f"(plain loop: {args.steps / base:.2f} s); same final parameters: yes")
+        print(f"a bare Lightning loop (manual optimization, a step that does nothing; no logger, bar, checkpoint or "
+              f"summary): {1e3 * statistics.median(idle):.3f} ms a batch, so any fit through Lightning's loop costs "
+              f"at least {statistics.median(floors):.3f}x the plain loop at this step "
+              f"(range {min(floors):.3f}-{max(floors):.3f}x)")
         ratio = statistics.median(ratios[one_step])
         print(f"zolab fit at one ZO step a batch ({1e3 / base:.3f} ms a plain step): {ratio:.3f}x the plain loop "
               f"(target <= 1.2: {'met' if ratio <= 1.2 else 'NOT met'})")
