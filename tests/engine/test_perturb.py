@@ -156,3 +156,20 @@ def test_a_raising_closure_at_a_point_of_several_queries_restores_the_parameters
         opt.step(failing)
     assert all(torch.equal(a, p) for a, p in zip(before, model.parameters()))
     assert "forward" not in model.model.embed_tokens.__dict__  # the row override is removed
+
+
+def test_a_rules_own_directions_build_only_the_embedding_rows_a_batch_reads(monkeypatch):
+    # ZO-AdaMU's directions read its momentum (a program): module mode builds the looked-up rows with the
+    # program, not the whole table, without opting into Linear row chunks (direction_slices stays unset)
+    from zolab.engine.directions import RuleDirections
+
+    built = []
+    original = RuleDirections.embedding_rows
+    monkeypatch.setattr(RuleDirections, "embedding_rows",
+                        lambda self, *a: built.append(a[3].numel()) or original(self, *a))
+    assert not getattr(zolab.ZOAdaMU, "direction_slices", False)
+    (la, pa) = run("copy", zolab.ZOAdaMU, total_steps=10, t1=2)
+    assert not built
+    (lb, pb) = run("module", zolab.ZOAdaMU, total_steps=10, t1=2)
+    assert built and set(built) == {IDS.numel() * 32}  # two forwards a step, each the batch's 24 rows of 32
+    assert torch.equal(la, lb) and torch.equal(pa, pb)

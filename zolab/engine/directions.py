@@ -69,6 +69,11 @@ class Directions(Protocol):
     def slices(self, ref) -> bool:
         """True when ``embedding_rows`` and ``point_rows`` can build parts of a point of this tensor."""
 
+    def embedding_slices(self, ref) -> bool:
+        """Optional (module mode falls back on ``slices``): True when ``embedding_rows`` builds the looked-up rows
+        of this tensor's point bit for bit as the whole point, even where ``point_rows``' Linear row chunks are
+        not wanted (their matrix products may round differently from the whole weight's)."""
+
     def embedding_rows(self, ref, query, radius, rows, ids, dim) -> torch.Tensor:
         """``rows + radius·u[ids]``: rows of a perturbed embedding table (``rows`` = θ[ids]), table never built."""
 
@@ -337,6 +342,10 @@ class RuleDirections:
     # ---------------------------------------------------------------- parts of a point, for module mode
     def slices(self, ref) -> bool:
         return self.sampler.fused and bool(getattr(self.rule, "direction_slices", False))
+
+    def embedding_slices(self, ref) -> bool:
+        # the program is element-wise and its noise is drawn at the rows' own elements: exact for every rule
+        return self.sampler.fused
 
     def embedding_rows(self, ref, query, radius, rows, ids, dim) -> torch.Tensor:
         """The rule's point program on the looked-up rows, its noise drawn at their elements (the same numbers

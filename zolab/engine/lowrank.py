@@ -134,6 +134,9 @@ class Factored:
     def slices(self, ref) -> bool:
         return self.structured(ref) or self.dense.slices(ref)
 
+    def embedding_slices(self, ref) -> bool:
+        return self.structured(ref) or getattr(self.dense, "embedding_slices", self.dense.slices)(ref)
+
     def embedding_rows(self, ref, query, radius, rows, ids, dim) -> torch.Tensor:
         a, b = self.factors(ref, query)
         flat = rows.reshape(-1, dim)

@@ -16,7 +16,9 @@ that owns it runs:
 - an ``nn.Embedding`` looks up θ's rows and adds r·u for those rows only, and an ``nn.Linear`` whose weight
   exceeds ``chunk_numel`` computes its output in row chunks of θ + r·u, for one-query points θ + r·u of
   directions that build parts of a point (``directions.slices(ref)``: the counter rng draws any element, a
-  low-rank u has rows A[i]Bᵀ); other points are built whole, one module's tensors at a time.
+  low-rank u has rows A[i]Bᵀ; for the embedding rows alone, ``directions.embedding_slices(ref)`` where the
+  directions define it: a rule's own element-wise directions, e.g. ZO-AdaMU's, build exact rows without opting
+  into chunks); other points are built whole, one module's tensors at a time.
 
 So the extra memory is one layer's tensors (or one chunk), not the model. The numbers are those of
 ``copy`` mode (the same kernel builds each perturbed tensor), except that a chunked Linear may round its
@@ -186,7 +188,7 @@ class ModulePerturbation:
         dirs = self.directions
         for module, own in self.owners.items():
             rows_ok = (isinstance(module, nn.Embedding) and module.max_norm is None and len(own) == 1
-                       and dirs.slices(own[0]))
+                       and getattr(dirs, "embedding_slices", dirs.slices)(own[0]))  # optional in Directions
             weight = [r for r in own if r.param is getattr(module, "weight", None)]
             chunk = (isinstance(module, nn.Linear) and module.weight.numel() > self.chunk_numel and weight
                      and dirs.slices(weight[0]))
