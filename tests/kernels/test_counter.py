@@ -80,6 +80,20 @@ def test_embedding_rows_equal_rows_of_the_perturbed_table(dim):
         assert torch.equal(got, full[ids])
 
 
+@pytest.mark.parametrize("law", ["gaussian", "rademacher"])
+@pytest.mark.parametrize("dim,offset", [(8, 0), (7, 5), (601, 1 << 33)])  # odd starts; past 2^32 elements
+def test_draw_rows_are_the_draws_at_those_rows(law, dim, offset):
+    ids = torch.tensor([3, 49, 0, 3, 7, 7])
+    index = ids[:, None] * dim + torch.arange(dim) + offset
+    want = reference.draw_at(11, index, law)
+    for b in BACKENDS:
+        with kernels.use_backend(b):
+            got = kernels.draw_rows(ids.view(2, 3), dim, 11, offset, law)
+            wide = kernels.draw_rows(ids, dim, 11, offset, law, dtype=torch.float64)
+        assert got.dtype == torch.float32 and torch.equal(got, want), b
+        assert torch.equal(wide, want.double()), b
+
+
 def test_gaussian_statistics():
     n = 2_000_000
     z = draw("c", n).double()

@@ -26,7 +26,6 @@ from zolab.engine.groups import compute_type
 from zolab.engine.ops import Traced, _Scalars
 from zolab.engine.samplers import DirectionSampler, Gaussian, make_sampler
 from zolab.engine.seeds import mix
-from zolab.kernels import reference
 
 
 def _wide(x: torch.Tensor) -> torch.Tensor:
@@ -352,7 +351,6 @@ class RuleDirections:
         and operations as on the whole table, so the same bits)."""
         program, ct = self._program("rows", 1), compute_type(ref.param)
         flat, ids = rows.reshape(-1, dim).contiguous(), ids.reshape(-1).to(torch.int64)
-        index = ids[:, None] * dim + torch.arange(dim, device=ids.device) + ref.offset
         tensors = {"base": flat}
         for name in program.inputs:
             if name.startswith("state:"):
@@ -361,7 +359,8 @@ class RuleDirections:
                 tensors[name] = flat
             elif name.startswith("noise"):
                 i = int(name[5:name.index("@")])
-                tensors[name] = reference.draw_at(self.key(ref, query), index + i * ref.numel).to(ct)
+                tensors[name] = kernels.draw_rows(ids, dim, self.key(ref, query), ref.offset + i * ref.numel,
+                                                  dtype=ct)
         out = torch.empty_like(flat)
         kernels.run(program, tensors, {"out": out}, self._scalars(ref, [radius]), {}, ct, 0)
         return out.view(rows.shape)

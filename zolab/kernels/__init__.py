@@ -202,19 +202,38 @@ def rows(base_rows: torch.Tensor, row_ids: torch.Tensor, dim: int, key: int, coe
     a (rows × dim) table: the lookup of a perturbed embedding table without building the table."""
     _check(law, [key], [coef])
     flat = base_rows.reshape(-1, dim)
-    ids = row_ids.reshape(-1)
     out = torch.empty_like(flat, memory_format=torch.contiguous_format)
     if backend(out) == "c" and flat.dtype == torch.float32:
-        from zolab.kernels import cpu
-
-        flat, ids = flat.contiguous(), ids.to(torch.int64).contiguous()
-        cpu.load().zo_rows_f32(out.data_ptr(), flat.data_ptr(), ids.data_ptr(), ids.numel(), dim,
-                               LAWS.index(law), int(key), float(coef), torch.get_num_threads())
-        return out.view(base_rows.shape)
+        return _c_rows(out, flat.contiguous(), row_ids, dim, 0, key, coef, law).view(base_rows.shape)
     ct = _ctype(flat)
-    index = ids.to(torch.int64)[:, None] * dim + torch.arange(dim, device=ids.device)
-    z = reference.draw_at(key, index, law).to(ct)
+    z = draw_rows(row_ids, dim, key, 0, law, ct)
     return out.copy_(flat.to(ct) + z * _coef(coef, ct, out.device)).view(base_rows.shape)
+
+
+def draw_rows(row_ids: torch.Tensor, dim: int, key: int, offset: int = 0, law: str = "gaussian",
+              dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """z at the elements ``offset + row_ids[j]·dim + (0 … dim − 1)``, as a (len(row_ids), dim) tensor of
+    ``dtype`` on ``row_ids``' device: a direction's numbers at the rows a lookup reads (float32 draws, widened
+    for float64, as the whole tensor's)."""
+    _check(law, [key], [1.0])
+    ids = row_ids.reshape(-1)
+    out = torch.empty(ids.numel(), dim, dtype=dtype, device=ids.device)
+    if backend(out) == "c" and dtype == torch.float32:
+        return _c_rows(out, None, ids, dim, offset, key, 1.0, law)
+    index = ids.to(torch.int64)[:, None] * dim + torch.arange(dim, device=ids.device) + offset
+    return out.copy_(reference.draw_at(key, index, law))
+
+
+def _c_rows(out, base, row_ids, dim, offset, key, coef, law):
+    from zolab.kernels import cpu
+
+    ids = row_ids.reshape(-1).to(torch.int64).contiguous()
+    rc = cpu.load().zo_rows_f32(out.data_ptr(), None if base is None else base.data_ptr(), ids.data_ptr(),
+                                ids.numel(), dim, int(offset), LAWS.index(law), int(key), float(coef),
+                                torch.get_num_threads())
+    if rc != 0:
+        raise RuntimeError(f"zo_rows_f32 failed ({rc})")
+    return out
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ _c_i64, _c_u64, _c_int, _c_dbl, _c_p = ctypes.c_int64, ctypes.c_uint64, ctypes.c
 SIGNATURES = {  # name: (argument types, result type)
     "zo_axpz": ([_c_p, _c_p, _c_i64, _c_u64, _c_int, _c_int, _c_int, _c_p, _c_p, _c_int], _c_int),
     "zo_sumsq": ([_c_i64, _c_u64, _c_int, _c_u64, _c_int], _c_dbl),
-    "zo_rows_f32": ([_c_p, _c_p, _c_p, _c_i64, _c_i64, _c_int, _c_u64, _c_dbl, _c_int], _c_int),
+    "zo_rows_f32": ([_c_p, _c_p, _c_p, _c_i64, _c_i64, _c_u64, _c_int, _c_u64, _c_dbl, _c_int], _c_int),
     "zo_program": ([_c_int, _c_i64, _c_u64, _c_int, _c_p, _c_int, _c_p, _c_int, *[_c_p] * 10, _c_int], _c_int),
     "zo_fill_rows": ([_c_p, _c_i64, _c_u64, _c_int, _c_int, _c_int, _c_p, _c_int], _c_int),
 }

@@ -206,8 +206,9 @@ double zo_sumsq(int64_t n, uint64_t offset, int kind, uint64_t key, int nthreads
 }
 
 /* ---------------------------------------------------------------- rows of a perturbed table
- * out[j, :] = base[j, :] + alpha z[rows[j]·dim + (0 … dim−1)]: an embedding lookup of θ + αz without θ + αz */
-typedef struct { float *out; const float *base; const int64_t *rows; int64_t dim; const Draws *d; } Rows;
+ * out[j, :] = base[j, :] + alpha z[offset + rows[j]·dim + (0 … dim−1)]: an embedding lookup of θ + αz without
+ * θ + αz; without base (NULL), alpha z alone (a rule's noise at the looked-up rows). */
+typedef struct { float *out; const float *base; const int64_t *rows; int64_t dim; uint64_t offset; const Draws *d; } Rows;
 
 static void rows_f32(void *ctx, int64_t a, int64_t b, int tid) {
     (void)tid;
@@ -215,18 +216,22 @@ static void rows_f32(void *ctx, int64_t a, int64_t b, int tid) {
     const Draws *d = c->d;
     const float al = (float)d->alpha[0];
     for (int64_t j = a; j < b; j++) {
-        uint64_t start = (uint64_t)c->rows[j] * (uint64_t)c->dim;
+        uint64_t start = c->offset + (uint64_t)c->rows[j] * (uint64_t)c->dim;
         float *o = c->out + j * c->dim;
-        const float *s = c->base + j * c->dim;
-        if (d->kind == 1) for (int64_t i = 0; i < c->dim; i++) o[i] = s[i] + al * rad_one(d->k0[0], d->k1[0], start + i);
+        const float *s = c->base ? c->base + j * c->dim : NULL;
+        if (d->kind == 1)
+            for (int64_t i = 0; i < c->dim; i++) {
+                float z = al * rad_one(d->k0[0], d->k1[0], start + i);
+                o[i] = s ? s[i] + z : z;
+            }
         else gauss_range_f32(o, s, 0, c->dim, start, d->k0[0], d->k1[0], al); /* whole pairs, vectorised */
     }
 }
 
-int zo_rows_f32(float *out, const float *base, const int64_t *rows, int64_t nrows, int64_t dim, int kind,
-                uint64_t key, double alpha, int nthreads) {
+int zo_rows_f32(float *out, const float *base, const int64_t *rows, int64_t nrows, int64_t dim, uint64_t offset,
+                int kind, uint64_t key, double alpha, int nthreads) {
     Draws d; fill_draws(&d, kind, 1, &key, &alpha);
-    Rows c = {out, base, rows, dim, &d};
+    Rows c = {out, base, rows, dim, offset, &d};
     (void)nthreads; /* a lookup's rows are few: one thread */
     rows_f32(&c, 0, nrows, 0);
     return 0;
