@@ -5,9 +5,9 @@ embedding would copy it twice (|θ|, then kthvalue's own work copy): more than t
 module mode. Beyond ``chunk`` elements the value is found by bisection over the order-preserving integer keys of
 the compute type's numbers, each probe one counting pass over the tensors in chunks (at most 32 passes in
 float32, 64 in float64), so the temporary memory is a chunk, whatever the tensors' size. The default chunk,
-2²⁰ numbers (one reused 4 MB buffer of |θ| in float32 and a 1 MB comparison), keeps that under a MiniLM layer's
-own size: at 2²², with a new |θ| per chunk, the search held 20 MB, a fifth of MiniLM's inference memory
-(step_cost's memory column, Sparse-MeZO).
+2²⁰ numbers (one reused buffer of |θ| and a comparison), keeps that under a MiniLM layer's own size: at 2²²,
+with a new |θ| per chunk, Sparse-MeZO's peak on MiniLM was +23 MB over inference against ZO-SGD's +3 MB
+(``benchmarks/step_cost.py``'s memory column, BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -44,12 +44,13 @@ def kth_smallest(tensors: list[torch.Tensor], k: int, absolute: bool = True, chu
     if n <= chunk:
         whole = torch.cat([f.to(ct) for f in flat])
         return (whole.abs_() if absolute else whole).kthvalue(k).values
-    buf = torch.empty(chunk, dtype=ct, device=flat[0].device)
+    copied = absolute or any(f.dtype != ct for f in flat)
+    buf = torch.empty(chunk, dtype=ct, device=flat[0].device) if copied else None
 
     def parts():  # each chunk in one reused buffer (a view of the tensor itself when nothing changes it), so the
         for f in flat:  # consumer's last chunk and the next are never alive together
             for c in f.split(chunk):
-                if c.dtype == ct and not absolute:
+                if buf is None:
                     yield c
                 else:
                     out = buf[:c.numel()].copy_(c)
